@@ -1,0 +1,52 @@
+"""Who may call: api-version, bearer token, account match, key revocation, rate limit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from renderhub.api.schemas import check_api_version
+from renderhub.auth import TokenClaims, TokenService, check_account, parse_bearer
+from renderhub.clock import Clock
+from renderhub.errors import Forbidden
+from renderhub.manager import SessionManager
+from renderhub.ratelimit import RateLimiter
+from renderhub.store.repository import Repository
+
+TOKEN_CACHE_SIZE = 10_000
+
+
+@dataclass
+class Hub:
+    """What a request handler needs, built by the app's lifespan."""
+
+    repo: Repository
+    manager: SessionManager
+    tokens: TokenService
+    limiter: RateLimiter
+    clock: Clock
+    verified: dict[str, TokenClaims]
+
+
+def hub(request: Request) -> Hub:
+    return request.app.state.hub
+
+
+async def authorize(request: Request, account_id: str) -> str:
+    """Check a session request's api-version and token; returns the api-version."""
+    version = check_api_version(request.query_params.get("api-version"))
+    h = hub(request)
+    token = parse_bearer(request.headers.get("authorization"))
+    now = h.clock.now()
+    claims = h.verified.get(token)
+    if claims is None or claims.expires <= now.timestamp():
+        claims = h.tokens.verify(token, now)
+        if len(h.verified) >= TOKEN_CACHE_SIZE:
+            h.verified.clear()
+        h.verified[token] = claims
+    if claims.account_id != account_id.lower():
+        raise Forbidden("The access token is for another account.")
+    check_account(claims, await h.repo.get_account(claims.account_id))
+    h.limiter.check(claims.account_id)
+    return version

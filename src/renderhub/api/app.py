@@ -1,0 +1,62 @@
+"""The app factory and its lifespan: store, signing key, backend, manager, reconciliation, reaper."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+from fastapi import FastAPI
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from renderhub.api import conversions, health, sessions, sts
+from renderhub.api.access import Hub
+from renderhub.api.responses import ArrHeaders, on_http_error, on_renderhub_error, on_unexpected
+from renderhub.auth import TokenService, new_signing_key
+from renderhub.backends import Backend, load_backend
+from renderhub.clock import Clock
+from renderhub.config import Settings
+from renderhub.errors import RenderHubError
+from renderhub.manager import SessionManager
+from renderhub.ratelimit import RateLimiter
+from renderhub.reaper import running_reaper
+from renderhub.store import open_store
+
+
+def create_app(settings: Settings, *, clock: Clock | None = None, backend: Backend | None = None) -> FastAPI:
+    """A hub app; tests pass a fake clock or a failing backend, everything else comes from settings."""
+    clock = clock or Clock()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_store(settings.async_database_url) as repo:
+            tokens = TokenService(
+                await repo.signing_key(new_signing_key, clock.now()),
+                timedelta(hours=settings.token_lifetime_hours),
+            )
+            session_backend = backend or load_backend(settings)
+            manager = SessionManager(settings, repo, session_backend, settings.load_sizes(), clock)
+            await manager.reconcile()
+            limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+            app.state.hub = Hub(repo, manager, tokens, limiter, clock, verified={})
+            try:
+                async with running_reaper(manager, settings.reaper_interval_seconds):
+                    yield
+            finally:
+                await manager.close()
+                await session_backend.close()
+
+    app = FastAPI(
+        title="RenderHub",
+        description="Azure Remote Rendering's session API and token service, self-hosted.",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    for module in (sts, sessions, conversions, health):
+        app.include_router(module.router)
+    app.add_exception_handler(RenderHubError, on_renderhub_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)
+    app.add_middleware(ArrHeaders)
+    return app

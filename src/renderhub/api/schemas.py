@@ -1,0 +1,110 @@
+"""ARR wire schemas: parsing request bodies and rendering session objects and errors."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from typing import Any
+
+from renderhub import leases
+from renderhub.errors import BadRequest, RenderHubError
+from renderhub.models import ServerSize, Session, SessionStatus
+
+API_VERSIONS = ("2021-01-01", "2021-01-01-preview")
+SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,256}")
+LEASE = "maxLeaseTimeMinutes"
+
+
+def check_api_version(version: str | None) -> str:
+    if version is None:
+        raise BadRequest("The api-version query parameter is required.", target="api-version")
+    if version not in API_VERSIONS:
+        raise BadRequest(
+            f"The api-version '{version[:64]}' is not supported; use one of {', '.join(API_VERSIONS)}.",
+            target="api-version",
+        )
+    return version
+
+
+def check_session_id(session_id: str) -> str:
+    if not SESSION_ID.fullmatch(session_id):
+        raise BadRequest(
+            "The session id must be 1 to 256 characters of letters, digits, hyphens and underscores.",
+            target="session_id",
+        )
+    return session_id
+
+
+def _body(raw: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise BadRequest("The request body is not valid JSON.") from exc
+    if not isinstance(body, dict):
+        raise BadRequest("The request body must be a JSON object.")
+    return body
+
+
+def _int_field(body: dict[str, Any], name: str) -> int:
+    if name not in body or body[name] is None:
+        raise BadRequest(f"The {name} field is required.", target=name)
+    value = body[name]
+    if type(value) is not int:  # bool is an int subclass, and true is no lease
+        raise BadRequest(f"The {name} field must be an integer.", target=name)
+    return value
+
+
+def parse_create(raw: bytes) -> tuple[ServerSize, int]:
+    """The create body: size (case-insensitive) and a lease of 0 to 1440 minutes; extra fields ignored."""
+    body = _body(raw)
+    lease = _int_field(body, LEASE)
+    leases.check_new_lease(lease)
+    size = body.get("size")
+    if size is None:
+        raise BadRequest("The size field is required.", target="size")
+    if not isinstance(size, str):
+        raise BadRequest("The size field must be a string.", target="size")
+    try:
+        return ServerSize.parse(size), lease
+    except ValueError:
+        raise BadRequest(f"Unknown size '{size[:64]}'; use Standard or Premium.", target="size") from None
+
+
+def parse_update(raw: bytes) -> int:
+    lease = _int_field(_body(raw), LEASE)
+    if lease < 0:
+        raise BadRequest("The maxLeaseTimeMinutes value cannot be negative.", target=LEASE)
+    return lease
+
+
+def _timestamp(moment: datetime) -> str:
+    return moment.isoformat(timespec="microseconds")
+
+
+def session_json(session: Session, now: datetime) -> dict[str, Any]:
+    """The ARR session object; fields a session does not have yet are omitted, never null."""
+    body: dict[str, Any] = {
+        "id": session.id,
+        "creationTime": _timestamp(session.created_at),
+        "elapsedTimeMinutes": leases.elapsed_minutes(session, now),
+        "maxLeaseTimeMinutes": session.max_lease_minutes,
+        "size": session.size.value,
+        "status": session.status.value,
+    }
+    if session.ready_at is not None:
+        body["hostname"] = session.hostname
+        body["handshakePort"] = session.handshake_port
+        body["arrInspectorPort"] = session.inspector_port
+    if session.teraflops is not None and session.status is not SessionStatus.STARTING:
+        body["teraflops"] = session.teraflops
+    if session.error is not None:
+        body["error"] = {"code": session.error.code, "message": session.error.message}
+    return body
+
+
+def error_json(error: RenderHubError) -> dict[str, Any]:
+    inner: dict[str, Any] = {"code": error.code, "message": error.message}
+    if error.target:
+        inner["target"] = error.target
+    return {"error": inner}

@@ -1,0 +1,71 @@
+"""The five ARR session operations: thin handlers that parse, call one manager method, render."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from renderhub.api.access import authorize, hub
+from renderhub.api.responses import json_response
+from renderhub.api.schemas import check_session_id, parse_create, parse_update, session_json
+from renderhub.errors import BadRequest
+
+router = APIRouter()
+SESSIONS = "/accounts/{account_id}/sessions"
+SESSION = SESSIONS + "/{session_id}"
+
+
+@router.put(SESSION)
+async def create_session(request: Request, account_id: str, session_id: str) -> Response:
+    await authorize(request, account_id)
+    check_session_id(session_id)
+    size, lease = parse_create(await request.body())
+    h = hub(request)
+    session, created = await h.manager.create(account_id.lower(), session_id, size, lease)
+    return json_response(session_json(session, h.clock.now()), 201 if created else 200)
+
+
+@router.get(SESSION)
+async def get_session(request: Request, account_id: str, session_id: str) -> Response:
+    await authorize(request, account_id)
+    check_session_id(session_id)
+    h = hub(request)
+    session = await h.manager.get(account_id.lower(), session_id)
+    return json_response(session_json(session, h.clock.now()))
+
+
+@router.patch(SESSION)
+async def update_session(request: Request, account_id: str, session_id: str) -> Response:
+    await authorize(request, account_id)
+    check_session_id(session_id)
+    lease = parse_update(await request.body())
+    h = hub(request)
+    session = await h.manager.update(account_id.lower(), session_id, lease)
+    return json_response(session_json(session, h.clock.now()))
+
+
+@router.post(SESSION + "/:stop")
+async def stop_session(request: Request, account_id: str, session_id: str) -> Response:
+    await authorize(request, account_id)
+    check_session_id(session_id)
+    await hub(request).manager.stop(account_id.lower(), session_id)
+    return Response(status_code=204)
+
+
+@router.get(SESSIONS)
+async def list_sessions(request: Request, account_id: str) -> Response:
+    version = await authorize(request, account_id)
+    skip = request.query_params.get("skipToken", "0")
+    if not skip.isdigit() or len(skip) > 18:
+        raise BadRequest("The skipToken is not valid.", target="skipToken")
+    h = hub(request)
+    page, next_seq = await h.manager.list_page(account_id.lower(), int(skip))
+    now = h.clock.now()
+    body: dict[str, object] = {"sessions": [session_json(s, now) for s in page]}
+    if next_seq is not None:
+        # The SDK follows @nextLink verbatim, so it must be a whole URL with the api-version.
+        query = urlencode({"api-version": version, "skipToken": next_seq})
+        body["@nextLink"] = f"{str(request.base_url).rstrip('/')}{request.url.path}?{query}"
+    return json_response(body)

@@ -1,0 +1,159 @@
+"""The local backend: each render server is a process on this machine (`python -m renderhub.render`)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from renderhub.backends.base import Backend, ServerSpec, ServerState, State
+from renderhub.config import Settings
+from renderhub.errors import BackendError
+
+PROBE_TIMEOUT = 0.5
+
+
+def _proc_start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks (to tell it from a later process with a reused pid);
+    None when no live process has this pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] in ("Z", "X"):
+        _reap(pid)
+        return None
+    return int(fields[19])
+
+
+def _reap(pid: int) -> None:
+    """Collect an exited child of ours so it does not linger as a zombie."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def _alive(state: State) -> bool:
+    return _proc_start_time(int(state["pid"])) == state["started"]
+
+
+async def _answers(host: str, port: int) -> bool:
+    """Whether the render server answers its health check on this port."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), PROBE_TIMEOUT)
+    except (OSError, TimeoutError):
+        return False
+    try:
+        writer.write(b"GET /health HTTP/1.0\r\nHost: renderhub\r\n\r\n")
+        status_line = await asyncio.wait_for(reader.readline(), PROBE_TIMEOUT)
+        return status_line.split()[1:2] == [b"200"]
+    except (OSError, TimeoutError, IndexError):
+        return False
+    finally:
+        writer.close()
+
+
+class LocalBackend(Backend):
+    """Render servers as child processes in their own process group, so they outlive a killed hub."""
+
+    name = "local"
+
+    def __init__(self, settings: Settings) -> None:
+        self.hub_dir = str(settings.data_dir.resolve())
+        self.bind_host = settings.host
+        self.hostname = settings.advertised_host
+        self.stop_grace = settings.stop_grace_seconds
+        self.log_dir = settings.data_dir / "logs"
+
+    def _command(self, spec: ServerSpec) -> list[str]:
+        return [
+            sys.executable, "-m", "renderhub.render",
+            "--host", self.bind_host,
+            "--handshake-port", str(spec.handshake_port),
+            "--inspector-port", str(spec.inspector_port),
+            "--session-id", spec.session_id,
+            "--size", spec.size,
+            "--hub-dir", self.hub_dir,
+        ]  # fmt: skip
+
+    async def start(self, spec: ServerSpec) -> tuple[str, State]:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"session-{spec.session_seq}.log"
+        try:
+            with log_path.open("ab") as log:
+                process = subprocess.Popen(
+                    self._command(spec),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                )
+        except OSError as exc:
+            raise BackendError("RenderServerLaunchFailed", f"Could not launch the render server: {exc}") from exc
+        started = _proc_start_time(process.pid)
+        if started is None:
+            raise BackendError("RenderServerLaunchFailed", "The render server exited at once.")
+        state = {
+            "pid": process.pid,
+            "started": started,
+            "host": self.bind_host,
+            "handshake_port": spec.handshake_port,
+            "inspector_port": spec.inspector_port,
+            "log": str(log_path),
+        }
+        return self.hostname, state
+
+    async def poll(self, state: State) -> ServerState:
+        if not _alive(state):
+            return ServerState.GONE
+        probe_host = "127.0.0.1" if state["host"] in ("0.0.0.0", "::") else state["host"]
+        if await _answers(probe_host, int(state["handshake_port"])):
+            return ServerState.RUNNING
+        return ServerState.STARTING
+
+    async def stop(self, state: State) -> None:
+        pid = int(state["pid"])
+        for sig, wait in ((signal.SIGTERM, self.stop_grace), (signal.SIGKILL, 5.0)):
+            if not _alive(state):
+                return
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                return
+            deadline = asyncio.get_running_loop().time() + wait
+            while asyncio.get_running_loop().time() < deadline:
+                if not _alive(state):
+                    return
+                await asyncio.sleep(0.02)
+
+    async def servers(self) -> list[State]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                args = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            except OSError:
+                continue
+            if "renderhub.render" not in args or not _flag(args, "--hub-dir") == self.hub_dir:
+                continue
+            started = _proc_start_time(int(entry.name))
+            if started is not None:
+                found.append({"pid": int(entry.name), "started": started})
+        return found
+
+    def identity(self, state: State) -> str:
+        return f"{state['pid']}@{state['started']}"
+
+
+def _flag(args: list[str], name: str) -> str | None:
+    try:
+        return args[args.index(name) + 1]
+    except (ValueError, IndexError):
+        return None

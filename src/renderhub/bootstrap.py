@@ -1,0 +1,68 @@
+"""First-start set-up for `renderhub serve`: TLS files, the first account and its arrconfig.json."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from renderhub.auth import new_account
+from renderhub.client import ArrConfig
+from renderhub.clock import Clock
+from renderhub.config import Settings
+from renderhub.store import open_store
+from renderhub.tls import ensure_certificates
+
+
+@dataclass(frozen=True)
+class ServeFiles:
+    """What `serve` tells the user about."""
+
+    ca: Path | None
+    cert: Path | None
+    key: Path | None
+    arrconfig: Path | None
+    created_account: str | None
+
+
+def write_arrconfig(path: Path, config: ArrConfig) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600, exist_ok=True)
+    path.write_text(json.dumps(config.to_json(), indent=2) + "\n")
+
+
+def tls_files(settings: Settings, clock: Clock) -> tuple[Path | None, Path | None, Path | None]:
+    """(ca.pem, certificate, key): the user's own, or our local CA's for localhost, 127.0.0.1 and the public host."""
+    if settings.insecure_http:
+        return None, None, None
+    if settings.tls_cert and settings.tls_key:
+        return None, settings.tls_cert, settings.tls_key
+    hosts = ["localhost", "127.0.0.1", settings.advertised_host]
+    if settings.host not in ("0.0.0.0", "::"):
+        hosts.append(settings.host)
+    return ensure_certificates(settings.tls_dir, hosts, clock.now())
+
+
+async def first_start(settings: Settings, clock: Clock) -> ServeFiles:
+    """Make sure the database is migrated and holds an account; write arrconfig.json for a new one."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    ca, cert, key = tls_files(settings, clock)
+    created = None
+    async with open_store(settings.async_database_url) as repo:
+        if await repo.count_accounts() == 0:
+            account, primary, _secondary = new_account("default", clock.now())
+            await repo.insert_account(account)
+            write_arrconfig(
+                settings.arrconfig_path,
+                ArrConfig(
+                    account_id=account.id,
+                    account_key=primary,
+                    account_domain=settings.endpoint,
+                    rendering_domain=settings.endpoint,
+                    vm_size="standard",
+                    max_lease_minutes=30,
+                ),
+            )
+            created = account.id
+    arrconfig = settings.arrconfig_path if settings.arrconfig_path.exists() else None
+    return ServeFiles(ca, cert, key, arrconfig, created)

@@ -1,0 +1,147 @@
+"""A small client for RenderHub's (and ARR's) session API, used by the CLI, tests and examples."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+API_VERSION = "2021-01-01"
+TOKEN_REFRESH_MARGIN = 300  # seconds; the Azure SDK refreshes about this early too
+
+
+class ApiError(Exception):
+    """The service answered with an error."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ArrConfig:
+    """The account and defaults from an `arrconfig.json` as ARR's RenderingSession.ps1 reads it."""
+
+    account_id: str
+    account_key: str
+    account_domain: str
+    rendering_domain: str
+    vm_size: str
+    max_lease_minutes: int
+
+    @classmethod
+    def load(cls, path: Path) -> ArrConfig:
+        raw = json.loads(path.read_text())
+        account, rendering = raw["accountSettings"], raw["renderingSessionSettings"]
+        return cls(
+            account_id=account["arrAccountId"],
+            account_key=account["arrAccountKey"],
+            account_domain=account["arrAccountDomain"],
+            rendering_domain=rendering["remoteRenderingDomain"],
+            vm_size=rendering.get("vmSize", "standard"),
+            max_lease_minutes=lease_minutes(rendering.get("maxLeaseTime", "0:30:00")),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        hours, minutes = divmod(self.max_lease_minutes, 60)
+        return {
+            "accountSettings": {
+                "arrAccountId": self.account_id,
+                "arrAccountKey": self.account_key,
+                "arrAccountDomain": self.account_domain,
+            },
+            "renderingSessionSettings": {
+                "remoteRenderingDomain": self.rendering_domain,
+                "vmSize": self.vm_size,
+                "maxLeaseTime": f"{hours}:{minutes:02d}:00",
+            },
+        }
+
+
+def lease_minutes(text: str) -> int:
+    """RenderingSession.ps1's lease format, "h:mm:ss", in whole minutes."""
+    hours, minutes, seconds = (int(part) for part in text.split(":"))
+    return hours * 60 + minutes + (1 if seconds else 0)
+
+
+def _absolute(domain: str) -> str:
+    return domain.rstrip("/") if "://" in domain else f"https://{domain.rstrip('/')}"
+
+
+class HubClient:
+    """Session operations against one account; a token is fetched from the STS and renewed as needed."""
+
+    def __init__(self, config: ArrConfig, *, verify: str | bool = True, timeout: float = 30.0) -> None:
+        self.config = config
+        self.base = _absolute(config.rendering_domain)
+        self.sts = _absolute(config.account_domain)
+        self.http = httpx.Client(verify=verify, timeout=timeout)
+        self._token: tuple[str, float] | None = None
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> HubClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def token(self) -> str:
+        if self._token is None or self._token[1] - time.time() < TOKEN_REFRESH_MARGIN:
+            response = self.http.get(
+                f"{self.sts}/Accounts/{self.config.account_id}/token",
+                params={"api-version": "2019-02-28-preview"},
+                headers={"Authorization": f"Bearer {self.config.account_id}:{self.config.account_key}"},
+            )
+            if response.status_code != 200:
+                raise ApiError(response.status_code, "Unauthorized", "The account id or key was not accepted.")
+            token = response.json()["AccessToken"]
+            self._token = (token, time.time() + 3600)
+        return self._token[0]
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None, url: str | None = None) -> Any:
+        response = self.http.request(
+            method,
+            url or f"{self.base}/accounts/{self.config.account_id}{path}",
+            params=None if url else {"api-version": API_VERSION},
+            json=body,
+            headers={"Authorization": f"Bearer {self.token()}"},
+        )
+        if response.status_code >= 400:
+            try:
+                error = response.json()["error"]
+                code, message = error["code"], error["message"]
+            except (ValueError, KeyError, TypeError):
+                code, message = "Error", response.text or response.reason_phrase
+            raise ApiError(response.status_code, code, message)
+        return response.json() if response.content else None
+
+    def create(self, session_id: str, size: str, lease_minutes: int) -> dict[str, Any]:
+        body = {"size": size, "maxLeaseTimeMinutes": lease_minutes}
+        return self._call("PUT", f"/sessions/{session_id}", body)
+
+    def get(self, session_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/sessions/{session_id}")
+
+    def update(self, session_id: str, lease_minutes: int) -> dict[str, Any]:
+        return self._call("PATCH", f"/sessions/{session_id}", {"maxLeaseTimeMinutes": lease_minutes})
+
+    def stop(self, session_id: str) -> None:
+        self._call("POST", f"/sessions/{session_id}/:stop")
+
+    def list(self) -> list[dict[str, Any]]:
+        """Every live session, following @nextLink across pages."""
+        sessions: list[dict[str, Any]] = []
+        page = self._call("GET", "/sessions")
+        while True:
+            sessions.extend(page["sessions"])
+            if "@nextLink" not in page:
+                return sessions
+            page = self._call("GET", "", url=page["@nextLink"])

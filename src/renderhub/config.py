@@ -1,0 +1,109 @@
+"""One typed Settings object, built at the edge (CLI or test) and passed down."""
+
+from __future__ import annotations
+
+import socket
+from decimal import Decimal
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from renderhub.models import ServerSize, SizeProfile
+
+DEFAULT_SIZES = "sizes.yaml"
+
+
+class Settings(BaseModel):
+    """Everything a hub needs to run; nothing else reads the environment."""
+
+    model_config = ConfigDict(frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = 8443
+    public_host: str | None = None
+    data_dir: Path = Path(".renderhub")
+    database_url: str | None = None
+    backend: str = "local"
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    insecure_http: bool = False
+    sizes_file: Path | None = None
+    # Per-account request rate: a token bucket refilled at `rate_limit_per_second`, holding `rate_limit_burst`.
+    rate_limit_per_second: float = 20.0
+    rate_limit_burst: int = 100
+    page_size: int = 100
+    retention_days: float = 30.0
+    token_lifetime_hours: float = 24.0
+    reaper_interval_seconds: float = 0.25
+    start_timeout_seconds: float = 30.0
+    stop_grace_seconds: float = 5.0
+    shutdown_grace_seconds: float = 5.0
+    log_level: str = "info"
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def advertised_host(self) -> str:
+        """The hostname sessions report: the public host, else the bind host (this machine's name for 0.0.0.0)."""
+        if self.public_host:
+            return self.public_host
+        if self.host in ("0.0.0.0", "::"):
+            return socket.getfqdn()
+        return self.host
+
+    @property
+    def scheme(self) -> str:
+        return "http" if self.insecure_http else "https"
+
+    @property
+    def endpoint(self) -> str:
+        """The hub's own URL as clients on this machine reach it."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.data_dir / "tls"
+
+    @property
+    def arrconfig_path(self) -> Path:
+        return self.data_dir / "arrconfig.json"
+
+    @property
+    def async_database_url(self) -> str:
+        """The SQLAlchemy URL with an async driver; SQLite in the data dir unless told otherwise."""
+        url = self.database_url or f"sqlite:///{(self.data_dir / 'renderhub.db').resolve()}"
+        for plain, driver in (
+            ("postgresql://", "postgresql+asyncpg://"),
+            ("postgres://", "postgresql+asyncpg://"),
+            ("sqlite://", "sqlite+aiosqlite://"),
+        ):
+            if url.startswith(plain):
+                return driver + url[len(plain) :]
+        return url
+
+    def load_sizes(self) -> dict[ServerSize, SizeProfile]:
+        if self.sizes_file is not None:
+            text = self.sizes_file.read_text()
+        else:
+            text = resources.files("renderhub").joinpath(DEFAULT_SIZES).read_text()
+        return parse_sizes(yaml.safe_load(text))
+
+
+def parse_sizes(raw: dict[str, Any]) -> dict[ServerSize, SizeProfile]:
+    """Validate the sizes file: both sizes, each with its four settings."""
+    sizes = {}
+    for size in ServerSize:
+        entry = raw.get(size.value)
+        if not isinstance(entry, dict):
+            raise ValueError(f"sizes file: missing the {size.value} size")
+        sizes[size] = SizeProfile(
+            size=size,
+            teraflops=float(entry["teraflops"]),
+            price_per_minute=Decimal(str(entry["price_per_minute"])),
+            capacity=int(entry["capacity"]),
+            profile=dict(entry.get("profile") or {}),
+        )
+    return sizes

@@ -1,0 +1,282 @@
+"""SessionManager, the one orchestrator: the only caller of the store and the backends."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+from collections.abc import Coroutine
+from datetime import datetime, timedelta
+from typing import Any
+
+from renderhub import leases, metering
+from renderhub.backends.base import Backend, ServerSpec, ServerState, State
+from renderhub.clock import Clock
+from renderhub.config import Settings
+from renderhub.errors import BackendError, Conflict, NotFound
+from renderhub.models import ServerSize, Session, SessionError, SessionStatus, SizeProfile
+from renderhub.store.repository import DuplicateSession, Repository
+
+log = logging.getLogger("renderhub.manager")
+
+PORT_RANGE = (49152, 65534)  # the range the swagger gives for handshakePort and arrInspectorPort
+POLL_INTERVAL = 0.02
+PURGE_EVERY = timedelta(minutes=1)
+
+
+class SessionManager:
+    """Creates, updates, stops and reaps sessions; owns the timeouts the backends do not."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        repo: Repository,
+        backend: Backend,
+        sizes: dict[ServerSize, SizeProfile],
+        clock: Clock,
+    ) -> None:
+        self.settings = settings
+        self.repo = repo
+        self.backend = backend
+        self.sizes = sizes
+        self.clock = clock
+        self._starting: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._last_purge = clock.now() - PURGE_EVERY
+
+    # The five session operations
+
+    async def create(self, account_id: str, session_id: str, size: ServerSize, lease: int) -> tuple[Session, bool]:
+        """A new Starting session, or the existing one for a retried create with the same settings."""
+        leases.check_new_lease(lease)
+        existing = await self.repo.get_session(account_id, session_id)
+        if existing is None:
+            fresh = Session(
+                account_id=account_id,
+                id=session_id,
+                size=size,
+                max_lease_minutes=lease,
+                status=SessionStatus.STARTING,
+                created_at=self.clock.now(),
+                backend=self.backend.name,
+            )
+            try:
+                session = await self.repo.insert_session(fresh)
+            except DuplicateSession:
+                existing = await self.repo.get_session(account_id, session_id)
+            else:
+                self._watch(session, self._start(session), "start")
+                return session, True
+        assert existing is not None
+        if existing.size != size or existing.max_lease_minutes != lease:
+            raise Conflict(
+                f"A session with the id '{session_id}' already exists with other settings "
+                f"(size {existing.size}, maxLeaseTimeMinutes {existing.max_lease_minutes})."
+            )
+        return existing, False
+
+    async def get(self, account_id: str, session_id: str) -> Session:
+        session = await self.repo.get_session(account_id, session_id)
+        if session is None:
+            raise NotFound(f"No session with the id '{session_id}' exists.", target="session_id")
+        return session
+
+    async def update(self, account_id: str, session_id: str, lease: int) -> Session:
+        """Set a new total lease (ARR's PATCH does not add)."""
+        while True:
+            session = await self.get(account_id, session_id)
+            leases.check_extension(session, lease)
+            if await self.repo.extend_lease(session, lease):
+                return await self.get(account_id, session_id)
+            # The session changed under us (stopped, extended by another client): judge it again.
+
+    async def stop(self, account_id: str, session_id: str) -> None:
+        """End a live session and its render server; stopping an ended session changes nothing."""
+        while True:
+            session = await self.get(account_id, session_id)
+            if not session.status.live:
+                return
+            if await self._end(session, SessionStatus.STOPPED):
+                return
+
+    async def list_page(self, account_id: str, after_seq: int) -> tuple[list[Session], int | None]:
+        """One page of live sessions and the cursor of the next page, if there is one."""
+        limit = self.settings.page_size
+        page = await self.repo.list_live_sessions(account_id, after_seq, limit + 1)
+        if len(page) > limit:
+            return page[:limit], page[limit - 1].seq
+        return page, None
+
+    # Starting a render server
+
+    def _watch(self, session: Session, work: Coroutine[Any, Any, None], what: str) -> None:
+        """Run a session's start in a task of its own; the reaper leaves sessions with one alone."""
+        key = (session.account_id, session.id)
+        task = asyncio.create_task(work, name=f"{what} {session.id}")
+        self._starting[key] = task
+        task.add_done_callback(lambda _: self._starting.pop(key, None))
+
+    async def _start(self, session: Session) -> None:
+        try:
+            await self._bring_up(session)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("starting session %s failed", session.id)
+            await self._fail(session, SessionError("InternalServerError", "The render server could not be started."))
+
+    async def _bring_up(self, session: Session) -> None:
+        profile = self.sizes[session.size]
+        ahead = await self.repo.live_sessions_before(session.size, session.seq, self.backend.name)
+        if ahead >= profile.capacity:
+            await self._fail(
+                session,
+                SessionError(
+                    "CapacityExceeded",
+                    f"No {session.size} render server is free: all {profile.capacity} on this host are in use. "
+                    "Stop a session or retry later.",
+                ),
+            )
+            return
+        handshake_port, inspector_port = await self._allocate_ports(session)
+        spec = ServerSpec(
+            account_id=session.account_id,
+            session_id=session.id,
+            session_seq=session.seq,
+            size=session.size.value,
+            handshake_port=handshake_port,
+            inspector_port=inspector_port,
+            profile=profile.profile,
+        )
+        try:
+            hostname, state = await self.backend.start(spec)
+        except BackendError as exc:
+            await self._fail(session, SessionError(exc.code, exc.message))
+            return
+        if not await self.repo.set_backend_state(session, state, hostname):
+            await self.backend.stop(state)  # stopped while we launched it
+            return
+        await self._await_ready(session, state)
+
+    async def _await_ready(self, session: Session, state: State) -> None:
+        """Ready once the server answers on its handshake port; Error if it dies or takes too long."""
+        deadline = session.created_at + timedelta(seconds=self.settings.start_timeout_seconds)
+        while True:
+            server = await self.backend.poll(state)
+            if server is ServerState.RUNNING:
+                break
+            if server is ServerState.GONE:
+                await self._fail(
+                    session, SessionError("RenderServerExited", "The render server exited while starting.")
+                )
+                return
+            if self.clock.now() >= deadline:
+                await self._fail(
+                    session,
+                    SessionError(
+                        "StartTimeout",
+                        f"The render server did not answer within {self.settings.start_timeout_seconds:g} seconds.",
+                    ),
+                )
+                return
+            await asyncio.sleep(POLL_INTERVAL)
+        teraflops = self.sizes[session.size].teraflops
+        if not await self.repo.mark_ready(session, self.clock.now(), teraflops):
+            await self.backend.stop(state)  # stopped while it booted
+
+    async def _allocate_ports(self, session: Session) -> tuple[int, int]:
+        """Two free ports in ARR's range: not held by a live session, and bindable on this host now."""
+        taken = await self.repo.ports_in_use()
+        chosen: list[int] = []
+        while len(chosen) < 2:
+            port = random.randint(*PORT_RANGE)
+            if port not in taken and port not in chosen and _bindable(self.settings.host, port):
+                chosen.append(port)
+        await self.repo.reserve_ports(session, chosen[0], chosen[1])
+        return chosen[0], chosen[1]
+
+    # Ending sessions
+
+    async def _end(
+        self,
+        session: Session,
+        status: SessionStatus,
+        error: SessionError | None = None,
+        at: datetime | None = None,
+    ) -> bool:
+        """Move the session from the status we read to a terminal one, bill it, stop its server."""
+        ended_at = at or self.clock.now()
+        usage = metering.usage_record(session, ended_at, self.sizes[session.size])
+        ended = await self.repo.end_session(session, status, ended_at, usage, error, from_statuses=(session.status,))
+        if ended and session.backend_state:
+            await self.backend.stop(session.backend_state)
+        return ended
+
+    async def _fail(self, session: Session, error: SessionError) -> None:
+        """End the session in Error, whatever live status it is in now."""
+        while True:
+            current = await self.repo.get_session(session.account_id, session.id)
+            if current is None or not current.status.live:
+                return
+            if await self._end(current, SessionStatus.ERROR, error):
+                log.warning("session %s failed: %s", session.id, error.message)
+                return
+
+    # The lease and health loop
+
+    async def reap(self) -> None:
+        """One pass: expire leases, fail sessions whose server died, adopt orphaned starts, purge old ones."""
+        now = self.clock.now()
+        live = await self.repo.all_live_sessions()
+        await asyncio.gather(*(self._check(session, now) for session in live))
+        if now - self._last_purge >= PURGE_EVERY:
+            self._last_purge = now
+            await self.repo.purge_ended(now - timedelta(days=self.settings.retention_days))
+
+    async def _check(self, session: Session, now: datetime) -> None:
+        if session.status is SessionStatus.READY and leases.is_expired(session, now):
+            # Bill exactly the lease, however late the reaper came round.
+            await self._end(session, SessionStatus.EXPIRED, at=leases.expires_at(session))
+            return
+        if (session.account_id, session.id) in self._starting:
+            return  # our own start task watches it
+        state = session.backend_state
+        if session.status is SessionStatus.READY:
+            if state is None or await self.backend.poll(state) is ServerState.GONE:
+                await self._end(
+                    session,
+                    SessionStatus.ERROR,
+                    SessionError("RenderServerLost", "The render server stopped unexpectedly."),
+                )
+            return
+        # A Starting session no task of ours watches: its hub died while starting it. Adopt it.
+        if state is not None:
+            self._watch(session, self._await_ready(session, state), "adopt")
+        elif now >= session.created_at + timedelta(seconds=self.settings.start_timeout_seconds):
+            await self._fail(session, SessionError("StartTimeout", "The render server was never launched."))
+
+    async def reconcile(self) -> list[State]:
+        """At start: stop render servers that belong to no live session. Returns the ones stopped."""
+        live = await self.repo.all_live_sessions()
+        known = {self.backend.identity(s.backend_state) for s in live if s.backend_state}
+        orphans = [state for state in await self.backend.servers() if self.backend.identity(state) not in known]
+        for state in orphans:
+            log.warning("stopping render server %s: it belongs to no live session", self.backend.identity(state))
+        await asyncio.gather(*(self.backend.stop(state) for state in orphans))
+        return orphans
+
+    async def close(self) -> None:
+        """Cancel start tasks; their sessions are adopted by the next hub or failed by its reaper."""
+        tasks = list(self._starting.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True

@@ -1,0 +1,111 @@
+"""Domain types: accounts, sessions, sizes and usage records (no I/O)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+
+class ServerSize(enum.StrEnum):
+    """The size of a render server; ARR's two sizes."""
+
+    STANDARD = "Standard"
+    PREMIUM = "Premium"
+
+    @classmethod
+    def parse(cls, text: str) -> ServerSize:
+        """Case-insensitive, as ARR accepted ("standard" from RenderingSession.ps1)."""
+        for size in cls:
+            if size.value.lower() == text.lower():
+                return size
+        raise ValueError(text)
+
+
+class SessionStatus(enum.StrEnum):
+    """A session's lifecycle state; the last three are terminal."""
+
+    STARTING = "Starting"
+    READY = "Ready"
+    STOPPED = "Stopped"
+    EXPIRED = "Expired"
+    ERROR = "Error"
+
+    @property
+    def live(self) -> bool:
+        return self in (SessionStatus.STARTING, SessionStatus.READY)
+
+
+LIVE_STATUSES = (SessionStatus.STARTING, SessionStatus.READY)
+
+
+@dataclass(frozen=True)
+class SizeProfile:
+    """What one server size offers and costs, from the sizes config file."""
+
+    size: ServerSize
+    teraflops: float
+    price_per_minute: Decimal
+    capacity: int
+    profile: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Account:
+    """An ARR account: two key hashes and a serial per key, bumped to revoke that key's tokens."""
+
+    id: str
+    name: str
+    primary_key_hash: str
+    secondary_key_hash: str
+    primary_serial: int
+    secondary_serial: int
+    created_at: datetime
+
+    def serial(self, key_slot: int) -> int:
+        return self.primary_serial if key_slot == 1 else self.secondary_serial
+
+
+@dataclass(frozen=True)
+class SessionError:
+    """Why a session failed, as ARR's error object."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Session:
+    """A rendering session, as the manager sees it."""
+
+    account_id: str
+    id: str
+    size: ServerSize
+    max_lease_minutes: int
+    status: SessionStatus
+    created_at: datetime
+    seq: int = 0
+    ready_at: datetime | None = None
+    ended_at: datetime | None = None
+    hostname: str | None = None
+    handshake_port: int | None = None
+    inspector_port: int | None = None
+    teraflops: float | None = None
+    error: SessionError | None = None
+    backend: str = ""
+    backend_state: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    """What one session cost: written once, when the session ends."""
+
+    account_id: str
+    session_id: str
+    size: ServerSize
+    ready_at: datetime | None
+    ended_at: datetime
+    billable_minutes: int
+    cost: Decimal

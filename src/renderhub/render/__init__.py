@@ -1,0 +1,1 @@
+"""The render server process: one per session; imports nothing from the hub."""

@@ -1,0 +1,335 @@
+"""The repository: every SQL statement RenderHub runs, on SQLite or PostgreSQL."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from renderhub.errors import StoreUnavailable
+from renderhub.models import (
+    LIVE_STATUSES,
+    Account,
+    ServerSize,
+    Session,
+    SessionError,
+    SessionStatus,
+    UsageRecord,
+)
+from renderhub.store import migrate
+from renderhub.store.tables import accounts, sessions, signing_keys, usage_records
+
+LIVE = [s.value for s in LIVE_STATUSES]
+
+
+class DuplicateSession(Exception):
+    """A session with this account and id already exists."""
+
+
+def _session(row: sa.Row[Any]) -> Session:
+    error = SessionError(row.error_code, row.error_message or "") if row.error_code else None
+    return Session(
+        account_id=row.account_id,
+        id=row.id,
+        size=ServerSize(row.size),
+        max_lease_minutes=row.max_lease_minutes,
+        status=SessionStatus(row.status),
+        created_at=row.created_at,
+        seq=row.seq,
+        ready_at=row.ready_at,
+        ended_at=row.ended_at,
+        hostname=row.hostname,
+        handshake_port=row.handshake_port,
+        inspector_port=row.inspector_port,
+        teraflops=row.teraflops,
+        error=error,
+        backend=row.backend,
+        backend_state=row.backend_state,
+    )
+
+
+def _account(row: sa.Row[Any]) -> Account:
+    return Account(
+        id=row.id,
+        name=row.name,
+        primary_key_hash=row.primary_key_hash,
+        secondary_key_hash=row.secondary_key_hash,
+        primary_serial=row.primary_serial,
+        secondary_serial=row.secondary_serial,
+        created_at=row.created_at,
+    )
+
+
+def _usage(row: sa.Row[Any]) -> UsageRecord:
+    return UsageRecord(
+        account_id=row.account_id,
+        session_id=row.session_id,
+        size=ServerSize(row.size),
+        ready_at=row.ready_at,
+        ended_at=row.ended_at,
+        billable_minutes=row.billable_minutes,
+        cost=Decimal(row.cost).quantize(Decimal("0.0001")),
+    )
+
+
+class Repository:
+    """Async access to the store; state changes are conditional updates, safe across hub replicas."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    @contextlib.asynccontextmanager
+    async def _begin(self) -> AsyncIterator[AsyncConnection]:
+        """One transaction; driver failures become StoreUnavailable, never a raw 500."""
+        try:
+            async with self.engine.begin() as connection:
+                yield connection
+        except IntegrityError:
+            raise
+        except (DBAPIError, OSError) as exc:
+            raise StoreUnavailable("The session store is unavailable; retry shortly.") from exc
+
+    # Accounts
+
+    async def insert_account(self, account: Account) -> None:
+        async with self._begin() as c:
+            await c.execute(accounts.insert().values(**account.__dict__))
+
+    async def get_account(self, account_id: str) -> Account | None:
+        async with self._begin() as c:
+            row = (await c.execute(accounts.select().where(accounts.c.id == account_id))).first()
+        return _account(row) if row else None
+
+    async def list_accounts(self) -> list[Account]:
+        async with self._begin() as c:
+            rows = (await c.execute(accounts.select().order_by(accounts.c.created_at))).all()
+        return [_account(r) for r in rows]
+
+    async def count_accounts(self) -> int:
+        async with self._begin() as c:
+            return int((await c.execute(sa.select(sa.func.count()).select_from(accounts))).scalar_one())
+
+    async def replace_key(self, account_id: str, slot: int, key_hash: str) -> bool:
+        """Store a new key hash in slot 1 or 2 and bump its serial, revoking that key's tokens."""
+        hash_col, serial_col = (
+            ("primary_key_hash", "primary_serial") if slot == 1 else ("secondary_key_hash", "secondary_serial")
+        )
+        async with self._begin() as c:
+            result = await c.execute(
+                accounts.update()
+                .where(accounts.c.id == account_id)
+                .values({hash_col: key_hash, serial_col: accounts.c[serial_col] + 1})
+            )
+        return result.rowcount == 1
+
+    async def delete_account(self, account_id: str) -> bool:
+        async with self._begin() as c:
+            result = await c.execute(accounts.delete().where(accounts.c.id == account_id))
+        return result.rowcount == 1
+
+    # The token-signing key
+
+    async def signing_key(self, create: Callable[[], str], now: datetime) -> str:
+        """The hub's private key PEM; the first hub on a database creates it, every later one reads it."""
+        async with self._begin() as c:
+            pem = (await c.execute(sa.select(signing_keys.c.private_pem).where(signing_keys.c.id == 1))).scalar()
+        if pem is not None:
+            return str(pem)
+        try:
+            async with self._begin() as c:
+                await c.execute(signing_keys.insert().values(id=1, private_pem=create(), created_at=now))
+        except IntegrityError:
+            pass  # another replica won the race; use its key
+        async with self._begin() as c:
+            return str((await c.execute(sa.select(signing_keys.c.private_pem))).scalar_one())
+
+    # Sessions
+
+    async def insert_session(self, session: Session) -> Session:
+        values = {k: v for k, v in session.__dict__.items() if k not in ("seq", "error")}
+        values["size"] = session.size.value
+        values["status"] = session.status.value
+        try:
+            async with self._begin() as c:
+                result = await c.execute(sessions.insert().values(**values))
+                seq = result.inserted_primary_key[0]  # type: ignore[index]
+        except IntegrityError as exc:
+            raise DuplicateSession(session.id) from exc
+        return Session(**{**session.__dict__, "seq": seq})
+
+    async def get_session(self, account_id: str, session_id: str) -> Session | None:
+        async with self._begin() as c:
+            row = (
+                await c.execute(
+                    sessions.select().where(sessions.c.account_id == account_id, sessions.c.id == session_id)
+                )
+            ).first()
+        return _session(row) if row else None
+
+    async def list_live_sessions(self, account_id: str, after_seq: int, limit: int) -> list[Session]:
+        """One page of an account's Starting and Ready sessions, oldest first."""
+        query = (
+            sessions.select()
+            .where(sessions.c.account_id == account_id, sessions.c.status.in_(LIVE), sessions.c.seq > after_seq)
+            .order_by(sessions.c.seq)
+            .limit(limit)
+        )
+        async with self._begin() as c:
+            return [_session(r) for r in (await c.execute(query)).all()]
+
+    async def all_live_sessions(self) -> list[Session]:
+        async with self._begin() as c:
+            rows = (await c.execute(sessions.select().where(sessions.c.status.in_(LIVE)))).all()
+        return [_session(r) for r in rows]
+
+    async def live_sessions_before(self, size: ServerSize, seq: int, backend: str) -> int:
+        """How many live sessions of a size were created before this one: the capacity check."""
+        query = (
+            sa.select(sa.func.count())
+            .select_from(sessions)
+            .where(
+                sessions.c.size == size.value,
+                sessions.c.status.in_(LIVE),
+                sessions.c.seq < seq,
+                sessions.c.backend == backend,
+            )
+        )
+        async with self._begin() as c:
+            return int((await c.execute(query)).scalar_one())
+
+    async def ports_in_use(self) -> set[int]:
+        query = sa.select(sessions.c.handshake_port, sessions.c.inspector_port).where(sessions.c.status.in_(LIVE))
+        async with self._begin() as c:
+            rows = (await c.execute(query)).all()
+        return {port for row in rows for port in row if port is not None}
+
+    def _where_live(self, session: Session, *statuses: SessionStatus) -> Any:
+        wanted = [s.value for s in statuses] or LIVE
+        return sa.and_(
+            sessions.c.account_id == session.account_id,
+            sessions.c.id == session.id,
+            sessions.c.status.in_(wanted),
+        )
+
+    async def reserve_ports(self, session: Session, handshake_port: int, inspector_port: int) -> bool:
+        async with self._begin() as c:
+            result = await c.execute(
+                sessions.update()
+                .where(self._where_live(session, SessionStatus.STARTING))
+                .values(handshake_port=handshake_port, inspector_port=inspector_port)
+            )
+        return result.rowcount == 1
+
+    async def set_backend_state(self, session: Session, state: dict[str, Any], hostname: str) -> bool:
+        """Record where a starting session's server runs, so any hub can find it again."""
+        async with self._begin() as c:
+            result = await c.execute(
+                sessions.update()
+                .where(self._where_live(session, SessionStatus.STARTING))
+                .values(backend_state=state, hostname=hostname)
+            )
+        return result.rowcount == 1
+
+    async def mark_ready(self, session: Session, ready_at: datetime, teraflops: float) -> bool:
+        async with self._begin() as c:
+            result = await c.execute(
+                sessions.update()
+                .where(self._where_live(session, SessionStatus.STARTING))
+                .values(status=SessionStatus.READY.value, ready_at=ready_at, teraflops=teraflops)
+            )
+        return result.rowcount == 1
+
+    async def extend_lease(self, session: Session, minutes: int) -> bool:
+        async with self._begin() as c:
+            result = await c.execute(
+                sessions.update()
+                .where(self._where_live(session), sessions.c.max_lease_minutes < minutes)
+                .values(max_lease_minutes=minutes)
+            )
+        return result.rowcount == 1
+
+    async def end_session(
+        self,
+        session: Session,
+        status: SessionStatus,
+        ended_at: datetime,
+        usage: UsageRecord,
+        error: SessionError | None = None,
+        from_statuses: tuple[SessionStatus, ...] = LIVE_STATUSES,
+    ) -> bool:
+        """Move a live session to a terminal status and bill it, in one transaction: exactly once."""
+        async with self._begin() as c:
+            result = await c.execute(
+                sessions.update()
+                .where(self._where_live(session, *from_statuses))
+                .values(
+                    status=status.value,
+                    ended_at=ended_at,
+                    error_code=error.code if error else None,
+                    error_message=error.message if error else None,
+                )
+            )
+            if result.rowcount != 1:
+                return False
+            await c.execute(usage_records.insert().values(**{**usage.__dict__, "size": usage.size.value}))
+        return True
+
+    async def purge_ended(self, before: datetime) -> int:
+        """Forget sessions that ended before `before` (their usage records stay)."""
+        async with self._begin() as c:
+            result = await c.execute(
+                sessions.delete().where(sessions.c.status.not_in(LIVE), sessions.c.ended_at < before)
+            )
+        return result.rowcount
+
+    # Usage
+
+    async def usage(
+        self, account_id: str | None = None, start: datetime | None = None, end: datetime | None = None
+    ) -> list[UsageRecord]:
+        """Usage records whose session ended in [start, end), oldest first."""
+        query = usage_records.select().order_by(usage_records.c.ended_at, usage_records.c.seq)
+        if account_id:
+            query = query.where(usage_records.c.account_id == account_id)
+        if start:
+            query = query.where(usage_records.c.ended_at >= start)
+        if end:
+            query = query.where(usage_records.c.ended_at < end)
+        async with self._begin() as c:
+            return [_usage(r) for r in (await c.execute(query)).all()]
+
+
+def _engine(url: str) -> AsyncEngine:
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+
+        @sa.event.listens_for(engine.sync_engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            # WAL lets readers run beside the writer; NORMAL sync is safe with WAL.
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        return engine
+    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+@contextlib.asynccontextmanager
+async def open_store(url: str) -> AsyncIterator[Repository]:
+    """Connect, bring the schema up to date, and close the pool on the way out."""
+    engine = _engine(url)
+    try:
+        try:
+            await migrate.upgrade(engine)
+        except (DBAPIError, OSError) as exc:
+            raise StoreUnavailable(f"Cannot open the database: {type(exc).__name__}") from exc
+        yield Repository(engine)
+    finally:
+        await engine.dispose()

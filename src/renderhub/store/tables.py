@@ -1,0 +1,84 @@
+"""The table definitions the repository queries (the migrations create them)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Timezone-aware UTC in and out, also on SQLite, which keeps no zone."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+metadata = sa.MetaData()
+
+accounts = sa.Table(
+    "accounts",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("primary_key_hash", sa.String(128), nullable=False),
+    sa.Column("secondary_key_hash", sa.String(128), nullable=False),
+    sa.Column("primary_serial", sa.Integer, nullable=False),
+    sa.Column("secondary_serial", sa.Integer, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+sessions = sa.Table(
+    "sessions",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("account_id", sa.String(36), nullable=False),
+    sa.Column("id", sa.String(256), nullable=False),
+    sa.Column("size", sa.String(16), nullable=False),
+    sa.Column("max_lease_minutes", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("ready_at", UTCDateTime),
+    sa.Column("ended_at", UTCDateTime),
+    sa.Column("hostname", sa.String(255)),
+    sa.Column("handshake_port", sa.Integer),
+    sa.Column("inspector_port", sa.Integer),
+    sa.Column("teraflops", sa.Float),
+    sa.Column("error_code", sa.String(64)),
+    sa.Column("error_message", sa.Text),
+    sa.Column("backend", sa.String(32), nullable=False),
+    sa.Column("backend_state", sa.JSON),
+    sa.UniqueConstraint("account_id", "id", name="uq_sessions_account_id"),
+)
+
+usage_records = sa.Table(
+    "usage_records",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("account_id", sa.String(36), nullable=False, index=True),
+    sa.Column("session_id", sa.String(256), nullable=False),
+    sa.Column("size", sa.String(16), nullable=False),
+    sa.Column("ready_at", UTCDateTime),
+    sa.Column("ended_at", UTCDateTime, nullable=False),
+    sa.Column("billable_minutes", sa.Integer, nullable=False),
+    sa.Column("cost", sa.Numeric(18, 4), nullable=False),
+)
+
+signing_keys = sa.Table(
+    "signing_keys",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("private_pem", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)

@@ -1,0 +1,92 @@
+"""The hub's local certificate authority and its server certificate."""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+CA_LIFETIME = timedelta(days=3650)
+CERT_LIFETIME = timedelta(days=825)
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "RenderHub"),
+                      x509.NameAttribute(NameOID.COMMON_NAME, common_name)])  # fmt: skip
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.touch(mode=0o600, exist_ok=True)
+    path.write_bytes(data)
+
+
+def _san(host: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
+
+
+def ensure_certificates(tls_dir: Path, hosts: list[str], now: datetime) -> tuple[Path, Path, Path]:
+    """Create the CA once, and a hub certificate whenever the hosts it must name change.
+    Returns (ca.pem, hub.pem, hub-key.pem)."""
+    tls_dir.mkdir(parents=True, exist_ok=True)
+    ca_pem, ca_key_pem = tls_dir / "ca.pem", tls_dir / "ca-key.pem"
+    hub_pem, hub_key_pem = tls_dir / "hub.pem", tls_dir / "hub-key.pem"
+    if not ca_pem.exists() or not ca_key_pem.exists():
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name("RenderHub local CA"))
+            .issuer_name(_name("RenderHub local CA"))
+            .public_key(ca_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + CA_LIFETIME)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+            .sign(ca_key, hashes.SHA256())
+        )
+        _write_private(ca_key_pem, _pem_key(ca_key))
+        ca_pem.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+        hub_pem.unlink(missing_ok=True)
+    wanted = sorted(set(hosts))
+    if hub_pem.exists() and hub_key_pem.exists() and _names(hub_pem) == wanted:
+        return ca_pem, hub_pem, hub_key_pem
+    ca_cert = x509.load_pem_x509_certificate(ca_pem.read_bytes())
+    signer = serialization.load_pem_private_key(ca_key_pem.read_bytes(), password=None)
+    assert isinstance(signer, ec.EllipticCurvePrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(wanted[0]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + CERT_LIFETIME)
+        .add_extension(x509.SubjectAlternativeName([_san(h) for h in wanted]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(signer, hashes.SHA256())
+    )
+    _write_private(hub_key_pem, _pem_key(key))
+    hub_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return ca_pem, hub_pem, hub_key_pem
+
+
+def _names(cert_path: Path) -> list[str]:
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return sorted([str(n.value) for n in san])
