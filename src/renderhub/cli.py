@@ -10,18 +10,22 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+import httpx
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
+from rich.table import Column, Table
 
-from renderhub.auth import hash_key, new_account, new_account_key
-from renderhub.bootstrap import first_start, write_arrconfig
 from renderhub.client import ApiError, ArrConfig, HubClient
 from renderhub.clock import Clock
-from renderhub.config import Settings
-from renderhub.store import Repository, open_store
+
+if TYPE_CHECKING:
+    from renderhub.store import Repository
+
+# The store, auth, config and bootstrap modules (SQLAlchemy, Alembic, pydantic, cryptography) are imported
+# where used: the session commands need none of them, and start in a third of the time without them.
 
 T = TypeVar("T")
 console = Console()
@@ -30,6 +34,9 @@ TERMINAL = ("Ready", "Error", "Expired", "Stopped")
 
 
 def _run(work: Callable[[Repository], Coroutine[Any, Any, T]], data_dir: Path, database_url: str | None) -> T:
+    from renderhub.config import Settings
+    from renderhub.store import open_store
+
     async def main() -> T:
         settings = Settings(data_dir=data_dir, database_url=database_url)
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -40,7 +47,8 @@ def _run(work: Callable[[Repository], Coroutine[Any, Any, T]], data_dir: Path, d
 
 
 def _fail(message: str, code: int = 1) -> None:
-    errors.print(f"[red]error:[/red] {message}")
+    # escape: messages carry paths and server text, not markup; soft_wrap: one line, whatever the width
+    errors.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
     sys.exit(code)
 
 
@@ -73,37 +81,43 @@ def main() -> None:
 @click.option("--tls-key", type=click.Path(exists=True, path_type=Path), help="Its private key (PEM).")
 @click.option("--insecure-http", is_flag=True, help="Serve plain HTTP (the Azure SDK refuses it).")
 @click.option("--rate-limit", type=float, default=20.0, show_default=True, help="Requests/s per account; 0: off.")
+@click.option("--page-size", type=int, default=100, show_default=True, help="Sessions per list page.")
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
 def serve(
     host: str, port: int, public_host: str | None, data_dir: Path, database_url: str | None, backend: str,
     sizes_file: Path | None, tls_cert: Path | None, tls_key: Path | None, insecure_http: bool,
-    rate_limit: float, access_log: bool,
+    rate_limit: float, page_size: int, access_log: bool,
 ) -> None:  # fmt: skip
     """Run the hub: the ARR session API and token service over HTTPS."""
     import uvicorn
 
     from renderhub.api import create_app
+    from renderhub.bootstrap import first_start
+    from renderhub.config import Settings
 
     if bool(tls_cert) != bool(tls_key):
         _fail("--tls-cert and --tls-key go together")
     settings = Settings(
         host=host, port=port, public_host=public_host, data_dir=data_dir, database_url=database_url,
         backend=backend, sizes_file=sizes_file, tls_cert=tls_cert, tls_key=tls_key,
-        insecure_http=insecure_http, rate_limit_per_second=rate_limit,
+        insecure_http=insecure_http, rate_limit_per_second=rate_limit, page_size=page_size,
     )  # fmt: skip
     settings.load_sizes()  # a broken sizes file should fail here, not at the first session
     files = asyncio.run(first_start(settings, Clock()))
+    # soft_wrap: whole lines, never broken at 80 columns (this usually goes to a log); paths escaped from markup
     if insecure_http:
-        errors.print("[yellow]warning:[/yellow] serving plain HTTP: tokens and keys cross the network in clear.")
-    console.print(f"RenderHub hub on [bold]{settings.endpoint}[/bold] (backend: {backend})")
+        errors.print("[yellow]warning:[/yellow] serving plain HTTP: tokens and keys cross the network in clear.",
+                     soft_wrap=True)  # fmt: skip
+    console.print(f"RenderHub hub on [bold]{settings.endpoint}[/bold] (backend: {backend})", soft_wrap=True)
     if files.ca:
-        console.print(f"  CA certificate: {files.ca.resolve()}  (trust this one file)")
+        console.print(f"  CA certificate: {escape(str(files.ca.resolve()))}  (trust this one file)", soft_wrap=True)
     if files.created_account:
-        console.print(f"  created account {files.created_account}")
+        console.print(f"  created account {files.created_account}", soft_wrap=True)
     if files.arrconfig:
-        console.print(f"  account config: {files.arrconfig.resolve()}")
+        console.print(f"  account config: {escape(str(files.arrconfig.resolve()))}", soft_wrap=True)
     else:
-        console.print("  account config: none here (accounts exist already: `renderhub account create`)")
+        console.print("  account config: none here (accounts exist already: `renderhub account create`)",
+                      soft_wrap=True)  # fmt: skip
     uvicorn.run(
         create_app(settings),
         host=host,
@@ -123,9 +137,16 @@ def _client(config: Path | None, data_dir: Path) -> HubClient:
     path = config or data_dir / "arrconfig.json"
     if not path.exists():
         _fail(f"no account config at {path} (run `renderhub serve` once, or pass --config)")
-    arr = ArrConfig.load(path)
-    ca = path.parent / "tls" / "ca.pem"
-    return HubClient(arr, verify=str(ca) if ca.exists() else True)
+    try:
+        arr = ArrConfig.load(path)
+    except KeyError as exc:
+        _fail(f"{path} is not a usable arrconfig.json: it has no {exc} setting")
+    except (OSError, ValueError, TypeError) as exc:
+        _fail(f"{path} is not a usable arrconfig.json: {exc}")
+    # The hub's CA: beside the config (the data dir's own arrconfig.json), else the data dir's.
+    cas = [p / "tls" / "ca.pem" for p in (path.parent, data_dir)]
+    ca = next((c for c in cas if c.exists()), None)
+    return HubClient(arr, verify=str(ca) if ca else True)
 
 
 def _show(session: dict[str, Any], as_json: bool) -> None:
@@ -142,6 +163,14 @@ def _show(session: dict[str, Any], as_json: bool) -> None:
     console.print(table)
 
 
+def _origin(exc: httpx.HTTPError) -> str:
+    try:
+        url = exc.request.url
+    except RuntimeError:  # no request attached
+        return "the hub"
+    return f"{url.scheme}://{url.netloc.decode()}"
+
+
 def _session_command(func: Callable[..., None]) -> Callable[..., None]:
     """Options every session command shares, and ApiError as a message with exit code 1."""
     func = click.option("--json", "as_json", is_flag=True, help="Print the ARR JSON.")(func)
@@ -153,6 +182,12 @@ def _session_command(func: Callable[..., None]) -> Callable[..., None]:
             func(**kwargs)
         except ApiError as exc:
             _fail(f"{exc.code}: {exc.message} (HTTP {exc.status})")
+        except httpx.HTTPError as exc:  # not reachable, TLS not trusted, timeout
+            hub = _origin(exc)
+            hint = ""
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                hint = " (trust the hub's tls/ca.pem: pass its --data-dir, or set SSL_CERT_FILE to it)"
+            _fail(f"cannot reach {hub}: {exc or type(exc).__name__}{hint}")
 
     wrapper.__doc__, wrapper.__name__ = func.__doc__, func.__name__
     wrapper.__click_params__ = func.__click_params__  # type: ignore[attr-defined]
@@ -217,7 +252,8 @@ def session_list(config: Path | None, data_dir: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"sessions": sessions}, indent=2))
         return
-    table = Table("id", "status", "size", "lease", "elapsed", "endpoint")
+    # fold, not "…": an id must stay whole in an 80-column terminal
+    table = Table(Column("id", overflow="fold"), "status", "size", "lease", "elapsed", "endpoint")
     for s in sessions:
         endpoint = f"{s['hostname']}:{s['handshakePort']}" if "hostname" in s else ""
         table.add_row(s["id"], s["status"], s["size"], f"{s['maxLeaseTimeMinutes']} min",
@@ -255,12 +291,15 @@ def account() -> None:
 
 @account.command("create")
 @click.option("--name", default="account", show_default=True)
-@click.option("--endpoint", default="https://127.0.0.1:8443", show_default=True, help="For --arrconfig.")
+@click.option("--endpoint", default=None, help="For --arrconfig (default: the data dir's arrconfig.json's hub).")
 @click.option("--arrconfig", type=click.Path(path_type=Path), help="Also write an arrconfig.json for it here.")
 @data_dir_option
 @database_option
 def account_create(name: str, endpoint: str, arrconfig: Path | None, data_dir: Path, database_url: str | None) -> None:
     """Create an account; its keys are shown once."""
+    from renderhub.auth import new_account
+    from renderhub.bootstrap import write_arrconfig
+
     acct, primary, secondary = new_account(name, Clock().now())
 
     async def work(repo: Repository) -> None:
@@ -268,8 +307,19 @@ def account_create(name: str, endpoint: str, arrconfig: Path | None, data_dir: P
 
     _run(work, data_dir, database_url)
     if arrconfig:
+        endpoint = endpoint or _hub_endpoint(data_dir)
         write_arrconfig(arrconfig, ArrConfig(acct.id, primary, endpoint, endpoint, "standard", 30))
     console.print(f"account  {acct.id}  ({name})\nprimary key    {primary}\nsecondary key  {secondary}")
+
+
+def _hub_endpoint(data_dir: Path) -> str:
+    """The hub this data dir serves, as `serve` wrote it into arrconfig.json; else serve's default."""
+    from renderhub.config import Settings
+
+    try:
+        return ArrConfig.load(data_dir / "arrconfig.json").account_domain
+    except (OSError, ValueError, KeyError, TypeError):
+        return Settings(data_dir=data_dir).endpoint
 
 
 @account.command("list")
@@ -278,7 +328,7 @@ def account_create(name: str, endpoint: str, arrconfig: Path | None, data_dir: P
 def account_list(data_dir: Path, database_url: str | None) -> None:
     """List accounts."""
     accounts = _run(lambda repo: repo.list_accounts(), data_dir, database_url)
-    table = Table("id", "name", "created")
+    table = Table(Column("id", overflow="fold"), "name", "created")
     for a in accounts:
         table.add_row(a.id, a.name, a.created_at.isoformat(timespec="seconds"))
     console.print(table)
@@ -291,6 +341,8 @@ def account_list(data_dir: Path, database_url: str | None) -> None:
 @database_option
 def account_rotate_key(account_id: str, which: str, data_dir: Path, database_url: str | None) -> None:
     """Replace one key; tokens issued from the old one stop working."""
+    from renderhub.auth import hash_key, new_account_key
+
     key = new_account_key()
     slot = 1 if which == "primary" else 2
     if not _run(lambda repo: repo.replace_key(account_id, slot, hash_key(key)), data_dir, database_url):
@@ -339,7 +391,8 @@ def usage(account_id: str | None, start: str | None, end: str | None, as_json: b
                  "billableMinutes": r.billable_minutes, "cost": str(r.cost)} for r in records]  # fmt: skip
         click.echo(json.dumps({"records": rows, "billableMinutes": minutes, "cost": str(total)}, indent=2))
         return
-    table = Table("account", "session", "size", "ready", "ended", "minutes", "cost")
+    session_col, ready_col, ended_col = (Column(name, overflow="fold") for name in ("session", "ready", "ended"))
+    table = Table("account", session_col, "size", ready_col, ended_col, "minutes", "cost")
     for r in records:
         table.add_row(r.account_id[:8], r.session_id, r.size.value,
                       r.ready_at.isoformat(timespec="seconds") if r.ready_at else "-",

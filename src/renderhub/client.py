@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,7 +82,9 @@ class HubClient:
         self.config = config
         self.base = _absolute(config.rendering_domain)
         self.sts = _absolute(config.account_domain)
-        self.http = httpx.Client(verify=verify, timeout=timeout)
+        # httpx 0.28 deprecates verify=<path>: a CA file becomes an SSL context here.
+        trust = ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
+        self.http = httpx.Client(verify=trust, timeout=timeout)
         self._token: tuple[str, float] | None = None
 
     def close(self) -> None:

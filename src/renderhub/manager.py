@@ -154,7 +154,7 @@ class SessionManager:
             await self._fail(session, SessionError(exc.code, exc.message))
             return
         if not await self.repo.set_backend_state(session, state, hostname):
-            await self.backend.stop(state)  # stopped while we launched it
+            await self._release_unless_live(session, state)
             return
         await self._await_ready(session, state)
 
@@ -182,7 +182,16 @@ class SessionManager:
             await asyncio.sleep(POLL_INTERVAL)
         teraflops = self.sizes[session.size].teraflops
         if not await self.repo.mark_ready(session, self.clock.now(), teraflops):
-            await self.backend.stop(state)  # stopped while it booted
+            await self._release_unless_live(session, state)
+
+    async def _release_unless_live(self, session: Session, state: State) -> None:
+        """After losing a race on a session's status: stop this server unless a live session still owns it
+        (a second watcher may have marked it Ready first; a stop may have ended it while it booted)."""
+        current = await self.repo.get_session(session.account_id, session.id)
+        if current is not None and current.status.live and current.backend_state is not None:
+            if self.backend.identity(current.backend_state) == self.backend.identity(state):
+                return
+        await self.backend.stop(state)
 
     async def _allocate_ports(self, session: Session) -> tuple[int, int]:
         """Two free ports in ARR's range: not held by a live session, and bindable on this host now."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -84,23 +83,28 @@ class LocalBackend(Backend):
     async def start(self, spec: ServerSpec) -> tuple[str, State]:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"session-{spec.session_seq}.log"
+        command = self._command(spec)
+        # posix_spawn rather than Popen: no handle to keep, and setsid puts the server in a session of its
+        # own, so it outlives a hub killed with SIGKILL (a restarted hub adopts it).
         try:
-            with log_path.open("ab") as log:
-                process = subprocess.Popen(
-                    self._command(spec),
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                )
+            pid = os.posix_spawn(
+                command[0],
+                command,
+                {**os.environ, "PYTHONUNBUFFERED": "1"},
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_OPEN, 1, str(log_path), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644),
+                    (os.POSIX_SPAWN_DUP2, 1, 2),
+                ],
+                setsid=True,
+            )
         except OSError as exc:
             raise BackendError("RenderServerLaunchFailed", f"Could not launch the render server: {exc}") from exc
-        started = _proc_start_time(process.pid)
+        started = _proc_start_time(pid)
         if started is None:
             raise BackendError("RenderServerLaunchFailed", "The render server exited at once.")
         state = {
-            "pid": process.pid,
+            "pid": pid,
             "started": started,
             "host": self.bind_host,
             "handshake_port": spec.handshake_port,

@@ -1,0 +1,104 @@
+"""The backend contract, run against every backend: start, poll, stop, find again, reconcile."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from renderhub.backends import Backend, ServerSpec, ServerState
+from renderhub.backends.base import State
+from renderhub.backends.local import LocalBackend
+from renderhub.config import Settings
+from tests.hubs import free_port, kill_render_servers
+
+
+def local_backend(tmp_path: Path) -> Backend:
+    return LocalBackend(Settings(data_dir=tmp_path / "hub", stop_grace_seconds=2))
+
+
+BACKENDS: dict[str, Callable[[Path], Backend]] = {"local": local_backend}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Callable[[], Backend]]:
+    """A factory: each call is a fresh backend instance on the same hub, as after a hub restart."""
+    instances: list[Backend] = []
+
+    def make() -> Backend:
+        instances.append(BACKENDS[request.param](tmp_path))
+        return instances[-1]
+
+    yield make
+    for instance in instances:
+        await instance.close()
+    kill_render_servers(tmp_path / "hub")
+
+
+def spec(seq: int = 1) -> ServerSpec:
+    return ServerSpec("acct", f"session-{seq}", seq, "Standard", free_port(), free_port())
+
+
+async def running(backend: Backend, state: State, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while (server := await backend.poll(state)) is not ServerState.RUNNING:
+        assert server is ServerState.STARTING, f"server went {server} while starting"
+        assert time.monotonic() < deadline, "server never answered"
+        await asyncio.sleep(0.02)
+
+
+async def test_start_poll_stop(backend: Callable[[], Backend]) -> None:
+    b = backend()
+    hostname, state = await b.start(spec())
+    assert hostname
+    await running(b, state)
+    await b.stop(state)
+    assert await b.poll(state) is ServerState.GONE
+    await b.stop(state)  # idempotent
+
+
+async def test_state_is_json_and_finds_the_server_from_a_new_backend(backend: Callable[[], Backend]) -> None:
+    _, state = await backend().start(spec())
+    restored = json.loads(json.dumps(state))
+    other = backend()
+    await running(other, restored)
+    assert other.identity(restored) in {other.identity(s) for s in await other.servers()}
+    await other.stop(restored)
+    assert other.identity(restored) not in {other.identity(s) for s in await other.servers()}
+
+
+async def test_unknown_state_polls_gone(backend: Callable[[], Backend]) -> None:
+    b = backend()
+    _, state = await b.start(spec())
+    await b.stop(state)
+    assert await b.poll(state) is ServerState.GONE
+    assert await b.poll({**state, "started": -1}) is ServerState.GONE
+
+
+async def test_a_server_that_dies_polls_gone(backend: Callable[[], Backend]) -> None:
+    b = backend()
+    _, state = await b.start(spec())
+    await running(b, state)
+    os.kill(int(state["pid"]), signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while await b.poll(state) is not ServerState.GONE:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+
+
+async def test_servers_lists_only_this_hubs_servers(backend: Callable[[], Backend], tmp_path: Path) -> None:
+    b = backend()
+    _, mine = await b.start(spec(1))
+    stranger = LocalBackend(Settings(data_dir=tmp_path / "another-hub"))
+    _, theirs = await stranger.start(spec(2))
+    try:
+        ids = {b.identity(s) for s in await b.servers()}
+        assert b.identity(mine) in ids and b.identity(theirs) not in ids
+    finally:
+        await stranger.stop(theirs)

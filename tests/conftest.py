@@ -1,0 +1,144 @@
+"""Shared fixtures: real hub processes over TLS, an in-process hub, SQLite and PostgreSQL databases."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from renderhub.api import create_app
+from renderhub.api.access import Hub
+from renderhub.auth import new_account
+from renderhub.clock import Clock, FakeClock
+from renderhub.config import Settings
+from renderhub.models import Account
+from renderhub.tls import ensure_certificates
+from tests.hubs import RunningHub, kill_render_servers, new_hub
+
+POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+async def _postgres(sql: str) -> None:
+    connection = await asyncpg.connect(POSTGRES_ADMIN)
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database of our own on the local server, dropped afterwards."""
+    name = f"renderhub_test_{os.getpid()}_{secrets.token_hex(4)}"
+    asyncio.run(_postgres(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        asyncio.run(_postgres(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each store test runs on both databases."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'hub.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture(scope="session")
+def shared_tls(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One CA for every hub in the test run, trusted by the Azure SDK through REQUESTS_CA_BUNDLE."""
+    tls = tmp_path_factory.mktemp("tls")
+    ca, _, _ = ensure_certificates(tls, ["localhost", "127.0.0.1"], Clock().now())
+    os.environ["REQUESTS_CA_BUNDLE"] = str(ca)
+    return tls
+
+
+@pytest.fixture
+def hub_factory(tmp_path: Path, shared_tls: Path) -> Iterator[Callable[..., RunningHub]]:
+    """Start real `renderhub serve` processes; all are stopped, and their render servers killed, afterwards."""
+    started: list[RunningHub] = []
+
+    def start(*args: str, name: str = "hub") -> RunningHub:
+        hub = new_hub(tmp_path / name, shared_tls, *args)
+        started.append(hub)
+        return hub.start()
+
+    yield start
+    for hub in started:
+        hub.stop()
+        kill_render_servers(hub.data_dir)
+
+
+@pytest.fixture
+def hub(hub_factory: Callable[..., RunningHub]) -> RunningHub:
+    """A real hub over TLS, with its first account in arrconfig.json; no rate limit."""
+    return hub_factory("--rate-limit", "0")
+
+
+@dataclass
+class InProcessHub:
+    """A hub app running in the test's event loop: its parts, an HTTP client and an account with a token."""
+
+    app: FastAPI
+    hub: Hub
+    http: httpx.AsyncClient
+    account: Account
+    primary_key: str
+    secondary_key: str
+    clock: Clock
+    data_dir: Path
+
+    async def token(self, key: str | None = None) -> str:
+        response = await self.http.get(
+            f"/Accounts/{self.account.id}/token",
+            headers={"Authorization": f"Bearer {self.account.id}:{key or self.primary_key}"},
+        )
+        assert response.status_code == 200, response.text
+        return str(response.json()["AccessToken"])
+
+    async def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {await self.token()}"}
+
+    def url(self, path: str = "", account_id: str | None = None) -> str:
+        return f"/accounts/{account_id or self.account.id}/sessions{path}"
+
+
+async def in_process_hub(settings: Settings, clock: Clock) -> AsyncIterator[InProcessHub]:
+    app = create_app(settings, clock=clock)
+    async with app.router.lifespan_context(app):
+        hub: Hub = app.state.hub
+        account, primary, secondary = new_account("test", clock.now())
+        await hub.repo.insert_account(account)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="https://hub.test") as http:
+            yield InProcessHub(app, hub, http, account, primary, secondary, clock, settings.data_dir)
+    kill_render_servers(settings.data_dir)
+
+
+def hub_settings(tmp_path: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {"data_dir": tmp_path / "data", "rate_limit_per_second": 0, "page_size": 3}
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[InProcessHub]:
+    """An in-process hub on SQLite with the real local backend and the wall clock."""
+    async for running in in_process_hub(hub_settings(tmp_path), Clock()):
+        yield running
+
+
+@pytest.fixture
+async def fake_clock_api(tmp_path: Path) -> AsyncIterator[InProcessHub]:
+    """An in-process hub whose clock moves only when the test says so (its reaper runs on that clock)."""
+    async for running in in_process_hub(hub_settings(tmp_path), FakeClock()):
+        yield running

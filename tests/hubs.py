@@ -1,0 +1,147 @@
+"""Test helpers: real hub processes over TLS, and render-server cleanup."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from renderhub.client import ArrConfig, HubClient
+
+RENDERHUB = str(Path(sys.executable).parent / "renderhub")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def render_server_pids(data_dir: Path) -> list[int]:
+    """Render-server processes started for the hub with this data dir."""
+    wanted = str(data_dir.resolve())
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if "renderhub.render" in args and "--hub-dir" in args and state != "Z":
+            if args[args.index("--hub-dir") + 1] == wanted:
+                pids.append(int(entry.name))
+    return pids
+
+
+def kill_render_servers(data_dir: Path) -> None:
+    for pid in render_server_pids(data_dir):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.05):  # type: ignore[no-untyped-def]
+    """Poll until predicate() is truthy; return its value, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)
+
+
+@dataclass
+class RunningHub:
+    """A `renderhub serve` process and what a client needs to reach it."""
+
+    data_dir: Path
+    port: int
+    args: list[str]
+    process: subprocess.Popen[bytes] | None = None
+    config: ArrConfig = field(init=False)
+
+    @property
+    def endpoint(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def ca(self) -> Path:
+        return self.data_dir / "tls" / "ca.pem"
+
+    @property
+    def log(self) -> str:
+        return (self.data_dir / "hub.log").read_text()
+
+    def start(self, timeout: float = 30.0) -> RunningHub:
+        command = [RENDERHUB, "serve", "--data-dir", str(self.data_dir), "--port", str(self.port), *self.args]
+        with (self.data_dir / "hub.log").open("ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"hub exited with {self.process.returncode}:\n{self.log}")
+            try:
+                if httpx.get(f"{self.endpoint}/health", verify=str(self.ca), timeout=1).status_code == 200:
+                    break
+            except (httpx.HTTPError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"hub did not come up:\n{self.log}")
+            time.sleep(0.1)
+        self.config = ArrConfig.load(self.data_dir / "arrconfig.json")
+        return self
+
+    def client(self) -> HubClient:
+        return HubClient(self.config, verify=str(self.ca))
+
+    def sdk(self, polling_interval: float = 0.2):  # type: ignore[no-untyped-def]
+        """The official Azure SDK client for this hub's account (REQUESTS_CA_BUNDLE is set by conftest)."""
+        from azure.core.credentials import AzureKeyCredential
+        from azure.mixedreality.remoterendering import RemoteRenderingClient
+
+        return RemoteRenderingClient(
+            endpoint=self.endpoint,
+            account_id=self.config.account_id,
+            account_domain="127.0.0.1",
+            credential=AzureKeyCredential(self.config.account_key),
+            authentication_endpoint_url=self.endpoint,
+            polling_interval=polling_interval,
+        )
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def new_hub(data_dir: Path, shared_tls: Path, *args: str) -> RunningHub:
+    """A hub whose TLS files come from the test session's one CA (so one REQUESTS_CA_BUNDLE serves all)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if not (data_dir / "tls").exists():
+        shutil.copytree(shared_tls, data_dir / "tls")
+    return RunningHub(data_dir, free_port(), list(args))
