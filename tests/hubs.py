@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -102,7 +103,8 @@ class RunningHub:
             if self.process.poll() is not None:
                 raise RuntimeError(f"hub exited with {self.process.returncode}:\n{self.log}")
             try:
-                if httpx.get(f"{self.endpoint}/health", verify=str(self.ca), timeout=1).status_code == 200:
+                trust = ssl.create_default_context(cafile=str(self.ca))
+                if httpx.get(f"{self.endpoint}/health", verify=trust, timeout=1).status_code == 200:
                     break
             except (httpx.HTTPError, OSError):
                 pass
