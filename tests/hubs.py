@@ -111,7 +111,9 @@ class RunningHub:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"hub did not come up:\n{self.log}")
             time.sleep(0.1)
-        self.config = ArrConfig.load(self.data_dir / "arrconfig.json")
+        arrconfig = self.data_dir / "arrconfig.json"
+        if arrconfig.exists():  # only the hub that created the database's first account writes one
+            self.config = ArrConfig.load(arrconfig)
         return self
 
     def client(self) -> HubClient:
