@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from renderhub.auth import new_account
@@ -64,5 +64,21 @@ async def first_start(settings: Settings, clock: Clock) -> ServeFiles:
                 ),
             )
             created = account.id
+        elif settings.arrconfig_path.exists():
+            _follow_endpoint(settings)
     arrconfig = settings.arrconfig_path if settings.arrconfig_path.exists() else None
     return ServeFiles(ca, cert, key, arrconfig, created)
+
+
+def _follow_endpoint(settings: Settings) -> None:
+    """A hub restarted on another port or scheme keeps its own arrconfig.json pointing at itself."""
+    try:
+        config = ArrConfig.load(settings.arrconfig_path)
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # not ours to repair; the session commands say what is wrong with it
+    local = ("https://127.0.0.1:", "http://127.0.0.1:", "https://localhost:", "http://localhost:")
+    if config.account_domain.startswith(local) and config.account_domain != settings.endpoint:
+        write_arrconfig(
+            settings.arrconfig_path,
+            replace(config, account_domain=settings.endpoint, rendering_domain=settings.endpoint),
+        )

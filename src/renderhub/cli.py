@@ -143,8 +143,8 @@ def _client(config: Path | None, data_dir: Path) -> HubClient:
         _fail(f"{path} is not a usable arrconfig.json: it has no {exc} setting")
     except (OSError, ValueError, TypeError) as exc:
         _fail(f"{path} is not a usable arrconfig.json: {exc}")
-    # The hub's CA: beside the config (the data dir's own arrconfig.json), else the data dir's.
-    cas = [p / "tls" / "ca.pem" for p in (path.parent, data_dir)]
+    # The hub's CA: beside the config (in tls/ as in a data dir, or as it is), else the data dir's.
+    cas = [path.parent / "tls" / "ca.pem", path.parent / "ca.pem", data_dir / "tls" / "ca.pem"]
     ca = next((c for c in cas if c.exists()), None)
     return HubClient(arr, verify=str(ca) if ca else True)
 
@@ -355,9 +355,21 @@ def account_rotate_key(account_id: str, which: str, data_dir: Path, database_url
 @data_dir_option
 @database_option
 def account_delete(account_id: str, data_dir: Path, database_url: str | None) -> None:
-    """Delete an account; its tokens stop working at once."""
-    if not _run(lambda repo: repo.delete_account(account_id), data_dir, database_url):
-        _fail(f"no account {account_id}")
+    """Delete an account without live sessions; its tokens stop working within a second."""
+
+    async def work(repo: Repository) -> str | None:
+        if await repo.get_account(account_id) is None:
+            return f"no account {account_id}"
+        if not await repo.delete_account(account_id):
+            live = await repo.list_live_sessions(account_id, 0, 1000)
+            return f"account {account_id} has {len(live)} live session(s); stop them first: " + ", ".join(
+                s.id for s in live
+            )
+        return None
+
+    problem = _run(work, data_dir, database_url)
+    if problem:
+        _fail(problem)
     console.print(f"deleted account {account_id}")
 
 

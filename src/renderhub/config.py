@@ -37,6 +37,8 @@ class Settings(BaseModel):
     page_size: int = 100
     retention_days: float = 30.0
     token_lifetime_hours: float = 24.0
+    # How long a hub trusts an account it read: the most a rotated or deleted key's tokens outlive it.
+    account_cache_seconds: float = 1.0
     reaper_interval_seconds: float = 0.25
     start_timeout_seconds: float = 30.0
     stop_grace_seconds: float = 5.0

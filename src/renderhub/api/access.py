@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from fastapi import Request
@@ -11,10 +13,33 @@ from renderhub.auth import TokenClaims, TokenService, check_account, parse_beare
 from renderhub.clock import Clock
 from renderhub.errors import Forbidden
 from renderhub.manager import SessionManager
+from renderhub.models import Account
 from renderhub.ratelimit import RateLimiter
 from renderhub.store.repository import Repository
 
 TOKEN_CACHE_SIZE = 10_000
+
+
+class RecentAccounts:
+    """Accounts as read at most `ttl` seconds ago: spares every request a database read, and bounds how
+    long a rotated or deleted key's tokens keep working on any hub to `ttl`."""
+
+    def __init__(self, repo: Repository, ttl: float, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.repo = repo
+        self.ttl = ttl
+        self._monotonic = monotonic
+        self._read: dict[str, tuple[Account | None, float]] = {}
+
+    async def get(self, account_id: str) -> Account | None:
+        now = self._monotonic()
+        cached = self._read.get(account_id)
+        if cached is not None and now - cached[1] < self.ttl:
+            return cached[0]
+        account = await self.repo.get_account(account_id)
+        if len(self._read) >= TOKEN_CACHE_SIZE:
+            self._read.clear()
+        self._read[account_id] = (account, now)
+        return account
 
 
 @dataclass
@@ -26,6 +51,7 @@ class Hub:
     tokens: TokenService
     limiter: RateLimiter
     clock: Clock
+    accounts: RecentAccounts
     verified: dict[str, TokenClaims]
 
 
@@ -47,6 +73,6 @@ async def authorize(request: Request, account_id: str) -> str:
         h.verified[token] = claims
     if claims.account_id != account_id.lower():
         raise Forbidden("The access token is for another account.")
-    check_account(claims, await h.repo.get_account(claims.account_id))
+    check_account(claims, await h.accounts.get(claims.account_id))
     h.limiter.check(claims.account_id)
     return version

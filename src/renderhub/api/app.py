@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from renderhub.api import conversions, health, sessions, sts
-from renderhub.api.access import Hub
+from renderhub.api.access import Hub, RecentAccounts
 from renderhub.api.responses import ArrHeaders, on_http_error, on_renderhub_error, on_unexpected
 from renderhub.auth import TokenService, new_signing_key
 from renderhub.backends import Backend, load_backend
@@ -38,7 +38,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None, backend: Backe
             manager = SessionManager(settings, repo, session_backend, settings.load_sizes(), clock)
             await manager.reconcile()
             limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
-            app.state.hub = Hub(repo, manager, tokens, limiter, clock, verified={})
+            accounts = RecentAccounts(repo, settings.account_cache_seconds)
+            app.state.hub = Hub(repo, manager, tokens, limiter, clock, accounts, verified={})
             try:
                 async with running_reaper(manager, settings.reaper_interval_seconds):
                     yield
@@ -53,7 +54,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, backend: Backe
         docs_url="/docs",
         redoc_url=None,
     )
-    for module in (sts, sessions, conversions, health):
+    for module in (sessions, sts, conversions, health):  # the hot routes first: matching is in order
         app.include_router(module.router)
     app.add_exception_handler(RenderHubError, on_renderhub_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
