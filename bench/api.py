@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import httpx
 
 from renderhub.auth import new_account
+from renderhub.backends.local import render_server_pids
 from renderhub.bootstrap import tls_files
 from renderhub.clock import Clock
 from renderhub.config import Settings
@@ -63,24 +64,8 @@ def machine_busy_seconds() -> float:
     return (sum(fields[:8]) - fields[3] - fields[4]) / CLOCK_TICKS
 
 
-def render_server_pids(hub_dir: Path) -> list[int]:
-    """Render servers the local backend started for the hub with this data dir (as tests/hubs.py finds them)."""
-    wanted = str(hub_dir.resolve())
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            args = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
-        except OSError:
-            continue
-        if "renderhub.render" in args and "--hub-dir" in args and args[args.index("--hub-dir") + 1] == wanted:
-            pids.append(int(entry.name))
-    return pids
-
-
 def kill_render_servers(hub_dir: Path) -> None:
-    for pid in render_server_pids(hub_dir):
+    for pid in render_server_pids(str(hub_dir.resolve())):
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:

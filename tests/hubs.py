@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 
+from renderhub.backends import local
 from renderhub.client import ArrConfig, HubClient
 
 RENDERHUB = str(Path(sys.executable).parent / "renderhub")
@@ -27,21 +28,8 @@ def free_port() -> int:
 
 
 def render_server_pids(data_dir: Path) -> list[int]:
-    """Render-server processes started for the hub with this data dir."""
-    wanted = str(data_dir.resolve())
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            args = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if "renderhub.render" in args and "--hub-dir" in args and state != "Z":
-            if args[args.index("--hub-dir") + 1] == wanted:
-                pids.append(int(entry.name))
-    return pids
+    """Live render-server processes started for the hub with this data dir."""
+    return [pid for pid in local.render_server_pids(str(data_dir.resolve())) if pid_alive(pid)]
 
 
 def kill_render_servers(data_dir: Path) -> None:

@@ -138,22 +138,29 @@ class LocalBackend(Backend):
 
     async def servers(self) -> list[State]:
         found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                args = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
-            except OSError:
-                continue
-            if "renderhub.render" not in args or not _flag(args, "--hub-dir") == self.hub_dir:
-                continue
-            started = _proc_start_time(int(entry.name))
+        for pid in render_server_pids(self.hub_dir):
+            started = _proc_start_time(pid)
             if started is not None:
-                found.append({"pid": int(entry.name), "started": started})
+                found.append({"pid": pid, "started": started})
         return found
 
     def identity(self, state: State) -> str:
         return f"{state['pid']}@{state['started']}"
+
+
+def render_server_pids(hub_dir: str) -> list[int]:
+    """Render servers started for the hub with this (resolved) data dir, found by their command lines."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if "renderhub.render" in args and _flag(args, "--hub-dir") == hub_dir:
+            pids.append(int(entry.name))
+    return pids
 
 
 def _flag(args: list[str], name: str) -> str | None:
