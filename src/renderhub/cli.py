@@ -81,7 +81,7 @@ def main() -> None:
 @click.option("--tls-key", type=click.Path(exists=True, path_type=Path), help="Its private key (PEM).")
 @click.option("--insecure-http", is_flag=True, help="Serve plain HTTP (the Azure SDK refuses it).")
 @click.option("--rate-limit", type=float, default=20.0, show_default=True, help="Requests/s per account; 0: off.")
-@click.option("--page-size", type=int, default=100, show_default=True, help="Sessions per list page.")
+@click.option("--page-size", type=click.IntRange(min=1), default=100, show_default=True, help="Sessions per list page.")
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
 def serve(
     host: str, port: int, public_host: str | None, data_dir: Path, database_url: str | None, backend: str,

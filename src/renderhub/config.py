@@ -34,7 +34,7 @@ class Settings(BaseModel):
     # Per-account request rate: a token bucket refilled at `rate_limit_per_second`, holding `rate_limit_burst`.
     rate_limit_per_second: float = 20.0
     rate_limit_burst: int = 100
-    page_size: int = 100
+    page_size: int = Field(default=100, ge=1)
     retention_days: float = 30.0
     token_lifetime_hours: float = 24.0
     # How long a hub trusts an account it read: the most a rotated or deleted key's tokens outlive it.

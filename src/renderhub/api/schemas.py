@@ -41,6 +41,8 @@ def _body(raw: bytes) -> dict[str, Any]:
         body = json.loads(raw)
     except ValueError as exc:
         raise BadRequest("The request body is not valid JSON.") from exc
+    except RecursionError as exc:  # e.g. "[[[[...": json.loads recurses once per level
+        raise BadRequest("The request body nests too deeply.") from exc
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object.")
     return body

@@ -62,7 +62,8 @@ async def list_sessions(request: Request) -> Response:
     account_id = request.path_params["account_id"]
     version = await authorize(request, account_id)
     skip = request.query_params.get("skipToken", "0")
-    if not skip.isdigit() or len(skip) > 18:
+    # isascii: str.isdigit() also accepts digits such as "²" that int() refuses (that was a 500).
+    if not (skip.isascii() and skip.isdigit()) or len(skip) > 18:
         raise BadRequest("The skipToken is not valid.", target="skipToken")
     h = hub(request)
     page, next_seq = await h.manager.list_page(account_id.lower(), int(skip))
