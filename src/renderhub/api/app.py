@@ -54,7 +54,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None, backend: Backe
         docs_url="/docs",
         redoc_url=None,
     )
-    for module in (sessions, sts, conversions, health):  # the hot routes first: matching is in order
+    app.router.routes.extend(sessions.routes)
+    for module in (sts, conversions, health):
         app.include_router(module.router)
     app.add_exception_handler(RenderHubError, on_renderhub_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
