@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip -q --disable-pip-version-check
 ARGS   ?=
 
-.PHONY: serve test lint bench services clean
+.PHONY: serve test lint bench services system-packages clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -19,8 +19,16 @@ $(VENV)/.dev-installed: $(VENV)/.installed
 serve: $(VENV)/.installed
 	$(VENV)/bin/renderhub serve $(ARGS)
 
+# Debian packages: EGL with Mesa's llvmpipe (rendering without a GPU), glTF test models, Chromium for
+# the viewer's browser tests (never a downloaded browser).
+SYSTEM_PACKAGES := libegl1 libgl1-mesa-dri libegl-mesa0 assimp-testmodels chromium
+
+system-packages:
+	@dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1 || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES); }
+
 # PostgreSQL runs on 127.0.0.1:5432 on this machine kind; start it if it was stopped.
-services:
+services: system-packages
 	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
 
 lint: $(VENV)/.dev-installed

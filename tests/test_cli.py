@@ -460,4 +460,4 @@ def test_serve_insecure_http_warns(tmp_path: Path) -> None:
         assert f"http://127.0.0.1:{port}" in stdout()
         assert "CA certificate" not in stdout()
         assert ArrConfig.load(data / "arrconfig.json").account_domain == f"http://127.0.0.1:{port}"
-        assert not (data / "tls").exists()
+        assert not (data / "tls" / "hub.pem").exists()  # the CA still signs the render servers' certificates

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from renderhub.auth import TokenService, new_signing_key
 from renderhub.backends.base import Backend, ServerState
 from renderhub.backends.local import LocalBackend
 from renderhub.clock import Clock, FakeClock
@@ -25,6 +26,7 @@ from tests.fakes import FailingBackend, SilentBackend, SlowBackend
 from tests.hubs import kill_render_servers, pid_alive, wait_for
 
 ACCOUNT = "8d3c2f4e-0000-4000-8000-000000000001"
+PUBLIC_KEY = TokenService(new_signing_key(), timedelta(hours=1)).public_pem
 Factory = Callable[..., SessionManager]
 
 
@@ -43,7 +45,8 @@ async def managers(tmp_path: Path) -> AsyncIterator[Factory]:
         ) -> SessionManager:
             hub_settings = settings.model_copy(update=changes)
             sizes = {size: SizeProfile(size, 8.1, Decimal("0.05"), capacity, {}) for size in ServerSize}
-            manager = SessionManager(hub_settings, repo, backend_class(hub_settings), sizes, clock or Clock())  # type: ignore[call-arg]
+            backend = backend_class(hub_settings)  # type: ignore[call-arg]
+            manager = SessionManager(hub_settings, repo, backend, sizes, clock or Clock(), PUBLIC_KEY)
             built.append(manager)
             return manager
 
@@ -212,7 +215,9 @@ async def test_reconcile_stops_orphans_and_keeps_live_servers(managers: Factory)
     from renderhub.backends.base import ServerSpec
     from tests.hubs import free_port
 
-    _, orphan = await manager.backend.start(ServerSpec(ACCOUNT, "ghost", 99, "Standard", free_port(), free_port()))
+    _, orphan = await manager.backend.start(
+        ServerSpec(ACCOUNT, "ghost", 99, "Standard", free_port(), free_port(), PUBLIC_KEY)
+    )
     while await manager.backend.poll(orphan) is not ServerState.RUNNING:  # planted long before a restart
         await asyncio.sleep(0.02)
     stopped = await managers().reconcile()

@@ -38,7 +38,8 @@ def test_sigkilled_hub_restarts_and_readopts(hub_factory: Callable[..., RunningH
     # A render server that belongs to no session, as a crashed start could leave behind.
     orphan = subprocess.Popen(
         [sys.executable, "-m", "renderhub.render", "--session-id", "ghost", "--hub-dir", str(hub.data_dir.resolve()),
-         "--handshake-port", str(free_port()), "--inspector-port", str(free_port())],
+         "--handshake-port", str(free_port()), "--inspector-port", str(free_port()),
+         "--config", str(hub.data_dir / "render" / "session-1.json")],
         start_new_session=True,
     )  # fmt: skip
     wait_for(lambda: orphan.pid in render_server_pids(hub.data_dir), timeout=5)

@@ -82,25 +82,44 @@ def main() -> None:
 @click.option("--insecure-http", is_flag=True, help="Serve plain HTTP (the Azure SDK refuses it).")
 @click.option("--rate-limit", type=float, default=20.0, show_default=True, help="Requests/s per account; 0: off.")
 @click.option("--page-size", type=click.IntRange(min=1), default=100, show_default=True, help="Sessions per list page.")
+@click.option("--assets-dir", type=click.Path(path_type=Path), help="Named models (default: DATA/assets).")
+@click.option(
+    "--ice-server",
+    "ice_servers",
+    multiple=True,
+    metavar="URL",
+    help="STUN/TURN server for render servers and clients: stun:HOST:PORT or turn:USER:PASS@HOST:PORT.",
+)
+@click.option(
+    "--allow-private-model-urls",
+    is_flag=True,
+    help="Let model URLs point at loopback, link-local and private addresses (off: no SSRF).",
+)
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
 def serve(
     host: str, port: int, public_host: str | None, data_dir: Path, database_url: str | None, backend: str,
     sizes_file: Path | None, tls_cert: Path | None, tls_key: Path | None, insecure_http: bool,
-    rate_limit: float, page_size: int, access_log: bool,
+    rate_limit: float, page_size: int, assets_dir: Path | None, ice_servers: tuple[str, ...],
+    allow_private_model_urls: bool, access_log: bool,
 ) -> None:  # fmt: skip
     """Run the hub: the ARR session API and token service over HTTPS."""
     import uvicorn
 
     from renderhub.api import create_app
     from renderhub.bootstrap import first_start
-    from renderhub.config import Settings
+    from renderhub.config import Settings, parse_ice_server
 
     if bool(tls_cert) != bool(tls_key):
         _fail("--tls-cert and --tls-key go together")
+    try:
+        ice = [parse_ice_server(url) for url in ice_servers]
+    except ValueError as exc:
+        _fail(str(exc))
     settings = Settings(
         host=host, port=port, public_host=public_host, data_dir=data_dir, database_url=database_url,
         backend=backend, sizes_file=sizes_file, tls_cert=tls_cert, tls_key=tls_key,
         insecure_http=insecure_http, rate_limit_per_second=rate_limit, page_size=page_size,
+        assets_dir=assets_dir, ice_servers=ice, allow_private_model_urls=allow_private_model_urls,
     )  # fmt: skip
     settings.load_sizes()  # a broken sizes file should fail here, not at the first session
     files = asyncio.run(first_start(settings, Clock()))

@@ -44,6 +44,11 @@ class Settings(BaseModel):
     stop_grace_seconds: float = 5.0
     shutdown_grace_seconds: float = 5.0
     log_level: str = "info"
+    # Render servers: where named models live, which STUN/TURN servers clients and servers use,
+    # and whether model URLs may point at loopback, link-local or private addresses (SSRF guard).
+    assets_dir: Path | None = None
+    ice_servers: list[dict[str, Any]] = Field(default_factory=list)
+    allow_private_model_urls: bool = False
     extra: dict[str, Any] = Field(default_factory=dict)
 
     @property
@@ -68,6 +73,10 @@ class Settings(BaseModel):
     @property
     def tls_dir(self) -> Path:
         return self.data_dir / "tls"
+
+    @property
+    def asset_roots(self) -> list[Path]:
+        return [self.assets_dir or self.data_dir / "assets"]
 
     @property
     def arrconfig_path(self) -> Path:
@@ -109,3 +118,17 @@ def parse_sizes(raw: dict[str, Any]) -> dict[ServerSize, SizeProfile]:
             profile=dict(entry.get("profile") or {}),
         )
     return sizes
+
+
+def parse_ice_server(url: str) -> dict[str, Any]:
+    """stun:HOST:PORT or turn:USER:PASS@HOST:PORT (also turns:) as a WebRTC RTCIceServer dictionary."""
+    scheme, _, rest = url.partition(":")
+    if scheme not in ("stun", "turn", "turns") or not rest:
+        raise ValueError(f"not a STUN or TURN server: {url!r} (stun:HOST:PORT or turn:USER:PASS@HOST:PORT)")
+    credentials, at, address = rest.rpartition("@")
+    if not at:
+        return {"urls": url}
+    username, colon, password = credentials.partition(":")
+    if scheme == "stun" or not colon:
+        raise ValueError(f"credentials go with TURN servers as turn:USER:PASS@HOST:PORT: {url!r}")
+    return {"urls": f"{scheme}:{address}", "username": username, "credential": password}

@@ -35,8 +35,10 @@ class SessionManager:
         backend: Backend,
         sizes: dict[ServerSize, SizeProfile],
         clock: Clock,
+        token_public_key: str,
     ) -> None:
         self.settings = settings
+        self.token_public_key = token_public_key
         self.repo = repo
         self.backend = backend
         self.sizes = sizes
@@ -146,6 +148,7 @@ class SessionManager:
             size=session.size.value,
             handshake_port=handshake_port,
             inspector_port=inspector_port,
+            token_public_key=self.token_public_key,
             profile=profile.profile,
         )
         try:

@@ -38,34 +38,43 @@ def _san(host: str) -> x509.GeneralName:
         return x509.DNSName(host)
 
 
-def ensure_certificates(tls_dir: Path, hosts: list[str], now: datetime) -> tuple[Path, Path, Path]:
-    """Create the CA once, and a hub certificate whenever the hosts it must name change.
-    Returns (ca.pem, hub.pem, hub-key.pem)."""
+def ensure_ca(tls_dir: Path, now: datetime) -> Path:
+    """The local certificate authority, created once: ca.pem is the one file clients trust."""
     tls_dir.mkdir(parents=True, exist_ok=True)
     ca_pem, ca_key_pem = tls_dir / "ca.pem", tls_dir / "ca-key.pem"
-    hub_pem, hub_key_pem = tls_dir / "hub.pem", tls_dir / "hub-key.pem"
-    if not ca_pem.exists() or not ca_key_pem.exists():
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        ca_cert = (
-            x509.CertificateBuilder()
-            .subject_name(_name("RenderHub local CA"))
-            .issuer_name(_name("RenderHub local CA"))
-            .public_key(ca_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(minutes=5))
-            .not_valid_after(now + CA_LIFETIME)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-            .sign(ca_key, hashes.SHA256())
-        )
-        _write_private(ca_key_pem, _pem_key(ca_key))
-        ca_pem.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-        hub_pem.unlink(missing_ok=True)
+    if ca_pem.exists() and ca_key_pem.exists():
+        return ca_pem
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("RenderHub local CA"))
+        .issuer_name(_name("RenderHub local CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + CA_LIFETIME)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    _write_private(ca_key_pem, _pem_key(ca_key))
+    ca_pem.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    for stale in tls_dir.glob("*.pem"):  # certificates from an earlier CA would no longer verify
+        if stale.name not in ("ca.pem", "ca-key.pem"):
+            stale.unlink()
+    return ca_pem
+
+
+def ensure_certificate(tls_dir: Path, stem: str, hosts: list[str], now: datetime) -> tuple[Path, Path]:
+    """A server certificate from the local CA for these hosts, made anew whenever they change.
+    Returns (STEM.pem, STEM-key.pem)."""
+    ensure_ca(tls_dir, now)
+    cert_pem, key_pem = tls_dir / f"{stem}.pem", tls_dir / f"{stem}-key.pem"
     wanted = sorted(set(hosts))
-    if hub_pem.exists() and hub_key_pem.exists() and _names(hub_pem) == wanted:
-        return ca_pem, hub_pem, hub_key_pem
-    ca_cert = x509.load_pem_x509_certificate(ca_pem.read_bytes())
-    signer = serialization.load_pem_private_key(ca_key_pem.read_bytes(), password=None)
+    if cert_pem.exists() and key_pem.exists() and _names(cert_pem) == wanted:
+        return cert_pem, key_pem
+    ca_cert = x509.load_pem_x509_certificate((tls_dir / "ca.pem").read_bytes())
+    signer = serialization.load_pem_private_key((tls_dir / "ca-key.pem").read_bytes(), password=None)
     assert isinstance(signer, ec.EllipticCurvePrivateKey)
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
@@ -81,9 +90,15 @@ def ensure_certificates(tls_dir: Path, hosts: list[str], now: datetime) -> tuple
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(signer, hashes.SHA256())
     )
-    _write_private(hub_key_pem, _pem_key(key))
-    hub_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return ca_pem, hub_pem, hub_key_pem
+    _write_private(key_pem, _pem_key(key))
+    cert_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return cert_pem, key_pem
+
+
+def ensure_certificates(tls_dir: Path, hosts: list[str], now: datetime) -> tuple[Path, Path, Path]:
+    """The CA and the hub's certificate. Returns (ca.pem, hub.pem, hub-key.pem)."""
+    cert, key = ensure_certificate(tls_dir, "hub", hosts, now)
+    return tls_dir / "ca.pem", cert, key
 
 
 def _names(cert_path: Path) -> list[str]:

@@ -8,10 +8,12 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from renderhub.auth import TokenService, new_signing_key
 from renderhub.backends import Backend, ServerSpec, ServerState
 from renderhub.backends.base import State
 from renderhub.backends.local import LocalBackend
@@ -23,6 +25,7 @@ def local_backend(tmp_path: Path) -> Backend:
     return LocalBackend(Settings(data_dir=tmp_path / "hub", stop_grace_seconds=2))
 
 
+PUBLIC_KEY = TokenService(new_signing_key(), timedelta(hours=1)).public_pem
 BACKENDS: dict[str, Callable[[Path], Backend]] = {"local": local_backend}
 
 
@@ -42,7 +45,7 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
 
 
 def spec(seq: int = 1) -> ServerSpec:
-    return ServerSpec("acct", f"session-{seq}", seq, "Standard", free_port(), free_port())
+    return ServerSpec("acct", f"session-{seq}", seq, "Standard", free_port(), free_port(), PUBLIC_KEY)
 
 
 async def running(backend: Backend, state: State, timeout: float = 10) -> None:

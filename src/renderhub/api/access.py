@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import httpx
 from fastapi import Request
 
 from renderhub.api.schemas import check_api_version
@@ -52,6 +53,7 @@ class Hub:
     limiter: RateLimiter
     clock: Clock
     accounts: RecentAccounts
+    relay: httpx.AsyncClient  # to render servers, trusting the hub's CA
     verified: dict[str, TokenClaims]
 
 
@@ -62,6 +64,12 @@ def hub(request: Request) -> Hub:
 async def authorize(request: Request, account_id: str) -> str:
     """Check a session request's api-version and token; returns the api-version."""
     version = check_api_version(request.query_params.get("api-version"))
+    await authenticate(request, account_id)
+    return version
+
+
+async def authenticate(request: Request, account_id: str) -> None:
+    """Check the bearer token: valid, for this account, not revoked, within the rate limit."""
     h = hub(request)
     token = parse_bearer(request.headers.get("authorization"))
     now = h.clock.now()
@@ -75,4 +83,3 @@ async def authorize(request: Request, account_id: str) -> str:
         raise Forbidden("The access token is for another account.")
     check_account(claims, await h.accounts.get(claims.account_id))
     h.limiter.check(claims.account_id)
-    return version

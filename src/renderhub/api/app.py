@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import ssl
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
+import httpx
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from renderhub.api import conversions, health, sessions, sts
+from renderhub.api import conversions, health, relay, sessions, sts
 from renderhub.api.access import Hub, RecentAccounts
 from renderhub.api.responses import ArrHeaders, on_http_error, on_renderhub_error, on_unexpected
 from renderhub.auth import TokenService, new_signing_key
@@ -21,6 +23,9 @@ from renderhub.manager import SessionManager
 from renderhub.ratelimit import RateLimiter
 from renderhub.reaper import running_reaper
 from renderhub.store import open_store
+from renderhub.tls import ensure_ca
+
+RELAY_TIMEOUT = 30.0  # an answer takes a render server a moment: it starts a render worker for the client
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None, backend: Backend | None = None) -> FastAPI:
@@ -35,13 +40,15 @@ def create_app(settings: Settings, *, clock: Clock | None = None, backend: Backe
                 timedelta(hours=settings.token_lifetime_hours),
             )
             session_backend = backend or load_backend(settings)
-            manager = SessionManager(settings, repo, session_backend, settings.load_sizes(), clock)
+            manager = SessionManager(settings, repo, session_backend, settings.load_sizes(), clock, tokens.public_pem)
             await manager.reconcile()
             limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
             accounts = RecentAccounts(repo, settings.account_cache_seconds)
-            app.state.hub = Hub(repo, manager, tokens, limiter, clock, accounts, verified={})
+            trust = ssl.create_default_context(cafile=str(ensure_ca(settings.tls_dir, clock.now())))
+            relay = httpx.AsyncClient(verify=trust, timeout=RELAY_TIMEOUT)
+            app.state.hub = Hub(repo, manager, tokens, limiter, clock, accounts, relay, verified={})
             try:
-                async with running_reaper(manager, settings.reaper_interval_seconds):
+                async with relay, running_reaper(manager, settings.reaper_interval_seconds):
                     yield
             finally:
                 await manager.close()
@@ -55,7 +62,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, backend: Backe
         redoc_url=None,
     )
     app.router.routes.extend(sessions.routes)
-    for module in (sts, conversions, health):
+    for module in (sts, conversions, relay, health):
         app.include_router(module.router)
     app.add_exception_handler(RenderHubError, on_renderhub_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)

@@ -28,6 +28,7 @@ class ServerSpec:
     size: str
     handshake_port: int
     inspector_port: int
+    token_public_key: str  # PEM: render servers check client tokens themselves
     profile: dict[str, Any] = field(default_factory=dict)
 
 

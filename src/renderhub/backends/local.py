@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import ssl
 import sys
 from pathlib import Path
 
 from renderhub.backends.base import Backend, ServerSpec, ServerState, State
+from renderhub.clock import Clock
 from renderhub.config import Settings
 from renderhub.errors import BackendError
+from renderhub.render.config import RenderConfig
+from renderhub.tls import ensure_certificate
 
 PROBE_TIMEOUT = 0.5
 
@@ -41,11 +45,12 @@ def _alive(state: State) -> bool:
     return _proc_start_time(int(state["pid"])) == state["started"]
 
 
-async def _answers(host: str, port: int) -> bool:
-    """Whether the render server answers its health check on this port."""
+async def _answers(host: str, port: int, trust: ssl.SSLContext) -> bool:
+    """Whether the render server answers its health check on this port (HTTPS, our CA's certificate)."""
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), PROBE_TIMEOUT)
-    except (OSError, TimeoutError):
+        connecting = asyncio.open_connection(host, port, ssl=trust, server_hostname=host)
+        reader, writer = await asyncio.wait_for(connecting, PROBE_TIMEOUT)
+    except (OSError, TimeoutError, ssl.SSLError):
         return False
     try:
         writer.write(b"GET /health HTTP/1.0\r\nHost: renderhub\r\n\r\n")
@@ -63,11 +68,42 @@ class LocalBackend(Backend):
     name = "local"
 
     def __init__(self, settings: Settings) -> None:
+        self.settings = settings
         self.hub_dir = str(settings.data_dir.resolve())
         self.bind_host = settings.host
         self.hostname = settings.advertised_host
         self.stop_grace = settings.stop_grace_seconds
         self.log_dir = settings.data_dir / "logs"
+        self.config_dir = settings.data_dir / "render"
+        # One certificate from the hub's CA for every render server on this host: clients connect to
+        # hostname:handshakePort over HTTPS and trust the same ca.pem as for the hub.
+        hosts = ["localhost", "127.0.0.1", self.hostname]
+        if self.bind_host not in ("0.0.0.0", "::"):
+            hosts.append(self.bind_host)
+        self.cert, self.key = ensure_certificate(settings.tls_dir, "render", hosts, Clock().now())
+        self._trust = ssl.create_default_context(cafile=str(settings.tls_dir / "ca.pem"))
+
+    def _config(self, spec: ServerSpec) -> Path:
+        profile = spec.profile
+        max_mb = profile.get("max_model_mb")
+        config = RenderConfig(
+            account_id=spec.account_id,
+            size=spec.size,
+            tls_cert=str(self.cert.resolve()),
+            tls_key=str(self.key.resolve()),
+            token_public_key=spec.token_public_key,
+            asset_roots=[str(root.resolve()) for root in self.settings.asset_roots],
+            max_primitives=profile.get("max_primitives"),
+            max_model_bytes=int(max_mb * 1024 * 1024) if max_mb else RenderConfig.max_model_bytes,
+            max_width=int(profile.get("max_width", RenderConfig.max_width)),
+            max_height=int(profile.get("max_height", RenderConfig.max_height)),
+            max_fps=int(profile.get("max_fps", RenderConfig.max_fps)),
+            ice_servers=self.settings.ice_servers,
+            allow_private_urls=self.settings.allow_private_model_urls,
+        )
+        path = self.config_dir / f"session-{spec.session_seq}.json"
+        config.dump(path)
+        return path
 
     def _command(self, spec: ServerSpec) -> list[str]:
         return [
@@ -76,8 +112,8 @@ class LocalBackend(Backend):
             "--handshake-port", str(spec.handshake_port),
             "--inspector-port", str(spec.inspector_port),
             "--session-id", spec.session_id,
-            "--size", spec.size,
             "--hub-dir", self.hub_dir,
+            "--config", str(self._config(spec).resolve()),
         ]  # fmt: skip
 
     async def start(self, spec: ServerSpec) -> tuple[str, State]:
@@ -117,7 +153,7 @@ class LocalBackend(Backend):
         if not _alive(state):
             return ServerState.GONE
         probe_host = "127.0.0.1" if state["host"] in ("0.0.0.0", "::") else state["host"]
-        if await _answers(probe_host, int(state["handshake_port"])):
+        if await _answers(probe_host, int(state["handshake_port"]), self._trust):
             return ServerState.RUNNING
         return ServerState.STARTING
 

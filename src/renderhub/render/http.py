@@ -9,7 +9,12 @@ from dataclasses import dataclass
 from typing import Any
 
 MAX_HEADER_BYTES = 16384
-REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 501: "Not Implemented"}
+REASONS = {
+    200: "OK", 204: "No Content", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
+    405: "Method Not Allowed", 409: "Conflict", 413: "Content Too Large", 500: "Internal Server Error",
+    503: "Service Unavailable",
+}  # fmt: skip
+MAX_BODY_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -25,6 +30,11 @@ class Response:
     status: int
     body: bytes
     content_type: str = "application/json"
+
+    @classmethod
+    def error(cls, status: int, code: str, message: str) -> Response:
+        """The hub's error shape, so clients handle render-server errors like ARR's."""
+        return cls.json(status, {"error": {"code": code, "message": message}})
 
     @classmethod
     def json(cls, status: int, payload: Any) -> Response:
@@ -52,8 +62,16 @@ async def _read_request(reader: asyncio.StreamReader) -> Request | None:
         name, sep, value = line.partition(":")
         if sep:
             headers[name.strip().lower()] = value.strip()
-    length = int(headers.get("content-length", "0") or 0)
-    body = await reader.readexactly(length) if length else b""
+    try:
+        length = int(headers.get("content-length", "0") or 0)
+    except ValueError:
+        return None
+    if length < 0 or length > MAX_BODY_BYTES:
+        return None
+    try:
+        body = await reader.readexactly(length) if length else b""
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return None
     return Request(parts[0].upper(), parts[1].split("?", 1)[0], headers, body)
 
 
@@ -63,7 +81,10 @@ def serve(handler: Handler) -> Callable[[asyncio.StreamReader, asyncio.StreamWri
     async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             request = await _read_request(reader)
-            response = await handler(request) if request else Response.json(400, {"error": "bad request"})
+            if request is None:
+                response = Response.error(400, "BadRequest", "Malformed or oversized HTTP request.")
+            else:
+                response = await handler(request)
             writer.write(
                 f"HTTP/1.1 {response.status} {REASONS.get(response.status, 'OK')}\r\n"
                 f"Content-Type: {response.content_type}\r\nContent-Length: {len(response.body)}\r\n"
@@ -71,7 +92,7 @@ def serve(handler: Handler) -> Callable[[asyncio.StreamReader, asyncio.StreamWri
                 + response.body
             )
             await writer.drain()
-        except ConnectionError:
+        except (ConnectionError, OSError):
             pass
         finally:
             writer.close()

@@ -1,83 +1,156 @@
-"""The render server: a handshake endpoint for its one client, health, and an inspector status page."""
+"""The render server: the handshake endpoint for its one client, health, and the inspector."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import html
+import json
+import logging
 import os
 import signal
+import ssl
 import time
-from dataclasses import dataclass, field
+from collections import deque
+from pathlib import Path
+from typing import Any
 
-from renderhub.render.http import Handler, Request, Response, serve
+from renderhub.render.access import AccessDenied, TokenCheck
+from renderhub.render.config import RenderConfig
+from renderhub.render.http import Request, Response, serve
+from renderhub.render.inspector import INSPECTOR_PAGE
+
+log = logging.getLogger("renderhub.render")
+DEFAULT_STREAM = {"width": 1280, "height": 720, "fps": 30}
 
 
-@dataclass
-class ServerStatus:
-    """What the inspector shows about this server."""
+class RecentLog(logging.Handler):
+    """The last lines this server logged, for the inspector."""
 
-    session_id: str
-    size: str
-    started: float = field(default_factory=time.time)
-    handshakes: int = 0
+    def __init__(self, size: int = 100) -> None:
+        super().__init__()
+        self.lines: deque[str] = deque(maxlen=size)
 
-    def as_json(self) -> dict[str, object]:
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{time.strftime('%H:%M:%S', time.gmtime(record.created))} {record.getMessage()}")
+
+
+class RenderServer:
+    """One session's server: accepts one client at a time and resets when that client leaves."""
+
+    def __init__(self, session_id: str, config: RenderConfig, recent: RecentLog) -> None:
+        self.session_id = session_id
+        self.config = config
+        self.recent = recent
+        self.tokens = TokenCheck(config.token_public_key, config.account_id)
+        self.started = time.time()
+        self.client: Any = None  # the connected RenderSession, if any
+        self.clients_served = 0
+        self._connecting = asyncio.Lock()
+
+    def stream_settings(self, body: dict[str, Any]) -> dict[str, int]:
+        """The client's resolution and frame rate, within this size's limits."""
+        settings = {}
+        limits = {"width": (64, self.config.max_width), "height": (64, self.config.max_height),
+                  "fps": (1, self.config.max_fps)}  # fmt: skip
+        for name, (low, high) in limits.items():
+            value = body.get(name, DEFAULT_STREAM[name])
+            if type(value) is not int or not low <= value <= high:
+                raise ValueError(f"{name} must be an integer from {low} to {high} for a {self.config.size} session.")
+            settings[name] = value - value % 2 if name != "fps" else value  # H.264 wants even sizes
+        return settings
+
+    async def handshake(self, request: Request) -> Response:
+        if request.path == "/health" and request.method == "GET":
+            return Response.json(200, {"status": "ok", "sessionId": self.session_id})
+        if request.path == "/offer" and request.method == "POST":
+            return await self.offer(request)
+        return Response.error(404, "NotFound", f"No such endpoint: {request.path[:100]}")
+
+    async def offer(self, request: Request) -> Response:
+        try:
+            self.tokens.check(request.headers.get("authorization"))
+        except AccessDenied as exc:
+            return Response.error(401, "Unauthorized", str(exc))
+        try:
+            body = json.loads(request.body)
+            if not isinstance(body, dict) or body.get("type") != "offer" or not isinstance(body.get("sdp"), str):
+                raise ValueError('The body must be a JSON object with "type": "offer" and an "sdp" string.')
+            stream = self.stream_settings(body)
+        except (ValueError, RecursionError) as exc:
+            return Response.error(400, "BadRequest", str(exc) if isinstance(exc, ValueError) else "Malformed JSON.")
+        async with self._connecting:
+            if self.client is not None:
+                return Response.error(
+                    409, "ClientAlreadyConnected", "Another client is connected to this session; one at a time."
+                )
+            from renderhub.render.peer import RenderSession  # aiortc loads only once a client comes
+
+            try:
+                self.client, answer = await RenderSession.open(
+                    body["sdp"], config=self.config, on_closed=self._client_left, **stream
+                )
+            except ValueError as exc:  # a malformed offer
+                return Response.error(400, "BadRequest", f"The offer was refused: {exc}")
+        self.clients_served += 1
+        log.info("client connected: %dx%d at %d fps", stream["width"], stream["height"], stream["fps"])
+        return Response.json(200, {"type": "answer", "sdp": answer})
+
+    def _client_left(self) -> None:
+        """ARR's semantics: when the client leaves, the scene is reset for the next one."""
+        log.info("client left; scene reset")
+        self.client = None
+
+    async def inspector(self, request: Request) -> Response:
+        if request.path == "/" and request.method == "GET":
+            return Response.html(INSPECTOR_PAGE)
+        if request.path == "/status" and request.method == "GET":
+            try:
+                self.tokens.check(request.headers.get("authorization"))
+            except AccessDenied as exc:
+                return Response.error(401, "Unauthorized", str(exc))
+            return Response.json(200, self.status())
+        return Response.error(404, "NotFound", f"No such page: {request.path[:100]}")
+
+    def status(self) -> dict[str, Any]:
         return {
             "sessionId": self.session_id,
-            "size": self.size,
+            "size": self.config.size,
             "pid": os.getpid(),
             "uptimeSeconds": round(time.time() - self.started, 1),
-            "handshakes": self.handshakes,
-            "rendering": False,
+            "clientsServed": self.clients_served,
+            "client": self.client.stats() if self.client is not None else None,
+            "log": list(self.recent.lines),
         }
 
-
-def handshake_handler(status: ServerStatus) -> Handler:
-    async def handle(request: Request) -> Response:
-        if request.path == "/health" and request.method == "GET":
-            return Response.json(200, {"status": "ok", "sessionId": status.session_id})
-        if request.path == "/offer":
-            status.handshakes += 1
-            return Response.json(501, {"error": "This render server does not stream yet."})
-        return Response.json(404, {"error": f"no such endpoint: {request.path}"})
-
-    return handle
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.close()
 
 
-def inspector_handler(status: ServerStatus) -> Handler:
-    async def handle(request: Request) -> Response:
-        if request.path == "/status":
-            return Response.json(200, status.as_json())
-        if request.path == "/":
-            rows = "".join(
-                f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
-                for k, v in status.as_json().items()
-            )
-            return Response.html(
-                "<!doctype html><html><head><title>RenderHub inspector</title>"
-                '<meta http-equiv="refresh" content="5"></head><body>'
-                f"<h1>Render server for session {html.escape(status.session_id)}</h1>"
-                f"<table>{rows}</table></body></html>"
-            )
-        return Response.json(404, {"error": f"no such page: {request.path}"})
-
-    return handle
+def _tls(config: RenderConfig) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(config.tls_cert, config.tls_key)
+    return context
 
 
 async def run(args: argparse.Namespace) -> None:
-    status = ServerStatus(session_id=args.session_id, size=args.size)
+    recent = RecentLog()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger().addHandler(recent)
+    server = RenderServer(args.session_id, RenderConfig.load(Path(args.config)), recent)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    inspector = await asyncio.start_server(serve(inspector_handler(status)), args.host, args.inspector_port)
+    tls = _tls(server.config)
+    inspector = await asyncio.start_server(serve(server.inspector), args.host, args.inspector_port, ssl=tls)
     # The handshake port opens last: the hub takes an answer there to mean the server is ready.
-    handshake = await asyncio.start_server(serve(handshake_handler(status)), args.host, args.handshake_port)
-    print(f"render server for session {args.session_id} on {args.host}:{args.handshake_port}", flush=True)
+    handshake = await asyncio.start_server(serve(server.handshake), args.host, args.handshake_port, ssl=tls)
+    log.info("render server for session %s on %s:%d", args.session_id, args.host, args.handshake_port)
     async with handshake, inspector:
         await stopping.wait()
-    print("render server stopped", flush=True)
+        await server.close()
+    log.info("render server stopped")
 
 
 def main() -> None:
@@ -86,6 +159,6 @@ def main() -> None:
     parser.add_argument("--handshake-port", type=int, required=True)
     parser.add_argument("--inspector-port", type=int, required=True)
     parser.add_argument("--session-id", required=True)
-    parser.add_argument("--size", default="Standard")
     parser.add_argument("--hub-dir", default="", help="the data dir of the hub that owns this server")
+    parser.add_argument("--config", required=True, help="the JSON configuration the hub wrote")
     asyncio.run(run(parser.parse_args()))

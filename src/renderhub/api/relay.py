@@ -1,0 +1,40 @@
+"""Signalling relay, outside the ARR API: a browser talks to one origin (the hub), media flows directly."""
+
+from __future__ import annotations
+
+import httpx
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from renderhub.api.access import authenticate, hub
+from renderhub.api.responses import error_response
+from renderhub.api.schemas import check_session_id
+from renderhub.errors import Conflict, RenderHubError
+from renderhub.models import SessionStatus
+
+router = APIRouter()
+
+
+class RenderServerUnreachable(RenderHubError):
+    status = 502
+    code = "RenderServerUnreachable"
+
+
+@router.post("/render/{account_id}/{session_id}/offer")
+async def relay_offer(request: Request, account_id: str, session_id: str) -> Response:
+    """Forward a WebRTC offer to the session's render server and its answer back, unchanged."""
+    await authenticate(request, account_id)
+    h = hub(request)
+    session = await h.manager.get(account_id.lower(), check_session_id(session_id))
+    if session.status is not SessionStatus.READY:
+        raise Conflict(f"The session is {session.status}; a client can connect only while it is Ready.")
+    url = f"https://{session.hostname}:{session.handshake_port}/offer"
+    try:
+        answer = await h.relay.post(
+            url,
+            content=await request.body(),
+            headers={"Authorization": request.headers["authorization"], "Content-Type": "application/json"},
+        )
+    except httpx.HTTPError as exc:
+        return error_response(RenderServerUnreachable(f"The render server did not answer: {type(exc).__name__}."))
+    return Response(answer.content, status_code=answer.status_code, media_type="application/json; charset=utf-8")

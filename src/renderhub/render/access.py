@@ -1,0 +1,40 @@
+"""Who may connect: a valid, unexpired hub token for this session's account, checked by the server itself."""
+
+from __future__ import annotations
+
+import time
+
+import jwt
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+ALGORITHM = "EdDSA"
+ISSUER = "renderhub-sts"
+AUDIENCE = "renderhub-arr"
+
+
+class AccessDenied(Exception):
+    """The request's token does not open this render server."""
+
+
+class TokenCheck:
+    """Verifies tokens with the hub's public key: signature, issuer, audience, lifetime and account."""
+
+    def __init__(self, public_pem: str, account_id: str) -> None:
+        self._key = load_pem_public_key(public_pem.encode())
+        self.account_id = account_id.lower()
+
+    def check(self, authorization: str | None) -> None:
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AccessDenied("An 'Authorization: Bearer <token>' header with a hub token is required.")
+        try:
+            claims = jwt.decode(
+                token.strip(), self._key, algorithms=[ALGORITHM], audience=AUDIENCE, issuer=ISSUER,  # type: ignore[arg-type]
+                options={"require": ["exp", "accountId"]},
+            )  # fmt: skip
+        except jwt.ExpiredSignatureError as exc:
+            raise AccessDenied("The token has expired.") from exc
+        except jwt.InvalidTokenError as exc:
+            raise AccessDenied("The token is not valid for this render server.") from exc
+        if str(claims["accountId"]).lower() != self.account_id or claims["exp"] <= time.time():
+            raise AccessDenied("The token is for another account.")

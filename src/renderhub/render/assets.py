@@ -1,0 +1,149 @@
+"""Finding the model a client asks for: a name in the asset roots, or an http(s) URL fetched safely."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+from renderhub.render.scene import ModelError
+
+SAMPLE_NAME = "sample"
+MAX_REDIRECTS = 5
+MODEL_SUFFIXES = (".glb", ".gltf")
+Progress = Callable[[str, float], None]
+
+
+def _inside(root: Path, name: str) -> Path | None:
+    """root/name if it stays inside root once symlinks and '..' are resolved."""
+    relative = PurePosixPath(name)
+    if relative.is_absolute() or ".." in relative.parts or "\\" in name or "\0" in name:
+        return None
+    candidate = (root / relative).resolve()
+    return candidate if candidate.is_relative_to(root.resolve()) and candidate.is_file() else None
+
+
+def find_named(name: str, roots: list[Path]) -> Path:
+    """A model by name in the asset roots; names that try to leave the roots are refused."""
+    if not name or len(name) > 512:
+        raise ModelError("InvalidModelName", "A model name must be 1 to 512 characters.")
+    for root in roots:
+        for candidate in (name, *(name + suffix for suffix in MODEL_SUFFIXES)):
+            found = _inside(root, candidate)
+            if found is not None and found.suffix.lower() in MODEL_SUFFIXES:
+                return found
+    raise ModelError("ModelNotFound", f"No model named '{name[:128]}' in the asset directory.")
+
+
+def _forbidden(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return not ip.is_global or ip.is_multicast
+
+
+class Fetcher:
+    """Downloads a model and the files it references, within a size limit and a timeout, refusing
+    loopback, link-local and private addresses unless the operator allows them (no SSRF)."""
+
+    def __init__(self, *, max_bytes: int, timeout: float, allow_private: bool) -> None:
+        self.max_bytes = max_bytes
+        self.timeout = timeout
+        self.allow_private = allow_private
+        self._fetched = 0
+
+    async def _address(self, host: str, port: int) -> str:
+        """Resolve once and connect to that address, so a DNS answer cannot change after the check."""
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port)
+        except OSError as exc:
+            raise ModelError("ModelFetchFailed", f"Cannot resolve '{host}'.") from exc
+        addresses = [str(info[4][0]) for info in infos]
+        if not self.allow_private and any(_forbidden(a) for a in addresses):
+            raise ModelError(
+                "ModelUrlForbidden",
+                f"'{host}' is a loopback, link-local or private address; this server does not fetch from those.",
+            )
+        return str(addresses[0])
+
+    async def _get(self, client: httpx.AsyncClient, url: str, target: Path) -> str:
+        """Fetch one URL into target, following redirects by hand so each hop is checked; returns the final URL."""
+        for _ in range(MAX_REDIRECTS + 1):
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ModelError("InvalidModelUrl", "Model URLs must be http:// or https:// with a host.")
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            address = await self._address(parts.hostname, port)
+            literal = f"[{address}]" if ":" in address else address
+            pinned = parts._replace(netloc=f"{literal}:{port}").geturl()
+            request = client.build_request(
+                "GET", pinned, headers={"Host": parts.netloc}, extensions={"sni_hostname": parts.hostname}
+            )
+            response = await client.send(request, stream=True)
+            try:
+                if response.is_redirect and "location" in response.headers:
+                    url = urljoin(url, response.headers["location"])
+                    continue
+                if response.status_code != 200:
+                    raise ModelError("ModelFetchFailed", f"The model URL answered HTTP {response.status_code}.")
+                with target.open("wb") as out:
+                    async for chunk in response.aiter_bytes():
+                        self._fetched += len(chunk)
+                        if self._fetched > self.max_bytes:
+                            raise ModelError(
+                                "ModelTooLarge", f"The model is larger than this session's {self.max_bytes} bytes."
+                            )
+                        out.write(chunk)
+                return url
+            finally:
+                await response.aclose()
+        raise ModelError("ModelFetchFailed", "Too many redirects.")
+
+    async def fetch(self, url: str, workdir: Path, progress: Progress) -> Path:
+        """The model at url (and, for .gltf, the buffers and images it names) in workdir."""
+        if workdir.exists():
+            shutil.rmtree(workdir)
+        workdir.mkdir(parents=True)
+        try:
+            async with asyncio.timeout(self.timeout):
+                async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=False) as client:
+                    progress("download", 0.0)
+                    suffix = ".gltf" if urlsplit(url).path.lower().endswith(".gltf") else ".glb"
+                    model = workdir / f"model{suffix}"
+                    final = await self._get(client, url, model)
+                    if suffix == ".gltf":
+                        await self._fetch_references(client, final, model, workdir)
+                    progress("download", 1.0)
+                    return model
+        except TimeoutError as exc:
+            raise ModelError("ModelFetchTimeout", f"The model did not download within {self.timeout:g} s.") from exc
+        except httpx.HTTPError as exc:
+            raise ModelError("ModelFetchFailed", f"Could not download the model: {type(exc).__name__}.") from exc
+
+    async def _fetch_references(self, client: httpx.AsyncClient, base: str, model: Path, workdir: Path) -> None:
+        try:
+            document = json.loads(model.read_bytes())
+        except ValueError as exc:
+            raise ModelError("InvalidModel", "The .gltf file is not valid JSON.") from exc
+        uris = [item.get("uri") for key in ("buffers", "images") for item in document.get(key, []) or []]
+        for uri in uris:
+            if not isinstance(uri, str) or uri.startswith("data:"):
+                continue
+            target = _inside_new(workdir, uri)
+            if target is None:
+                raise ModelError("InvalidModel", f"The model references a file outside its folder: '{uri[:128]}'.")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            await self._get(client, urljoin(base, uri), target)
+
+
+def _inside_new(root: Path, name: str) -> Path | None:
+    relative = PurePosixPath(name.split("?", 1)[0])
+    if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+        return None
+    return root / relative

@@ -1,0 +1,38 @@
+"""The render server's configuration: one JSON file the hub's backend writes for each session."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """Who may connect, what may be loaded, how big a stream may be (ports and ids come on the command line)."""
+
+    account_id: str
+    size: str
+    tls_cert: str
+    tls_key: str
+    token_public_key: str  # PEM: the hub's token-signing public key
+    asset_roots: list[str] = field(default_factory=list)
+    max_primitives: int | None = 20_000_000
+    max_model_bytes: int = 512 * 1024 * 1024
+    max_width: int = 1920
+    max_height: int = 1080
+    max_fps: int = 60
+    ice_servers: list[dict[str, Any]] = field(default_factory=list)
+    allow_private_urls: bool = False
+    fetch_timeout_seconds: float = 60.0
+    device_index: int | None = None
+
+    @classmethod
+    def load(cls, path: Path) -> RenderConfig:
+        return cls(**json.loads(path.read_text()))
+
+    def dump(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600, exist_ok=True)
+        path.write_text(json.dumps(self.__dict__, indent=2))
