@@ -1,0 +1,255 @@
+"""Loading a glTF 2.0 model into draw-ready batches, refusing broken, unsupported or oversized models cleanly."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
+
+from renderhub.render.gltf import ModelError, check_header, encode, invalid, read_header, without_specular_glossiness
+
+STANDARD_MAX_PRIMITIVES = 20_000_000  # ARR's limit for Standard sessions
+MAX_TEXTURE_SIZE = 4096  # larger textures are downscaled: sharper than any streamed frame needs
+VERTEX_BYTES = 36  # position, normal, texcoord (floats) and an RGBA8 colour, as the renderer uploads them
+
+FloatArray = NDArray[np.float32]
+
+
+@dataclass(frozen=True, eq=False)
+class Material:
+    name: str
+    base_color: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)  # linear RGBA factor
+    texture: NDArray[np.uint8] | None = None  # (h, w, 4) sRGB, row 0 = glTF's v=0 (the top of the image)
+    double_sided: bool = False
+    alpha_mode: str = "OPAQUE"  # OPAQUE, MASK or BLEND
+    alpha_cutoff: float = 0.5
+
+
+@dataclass(frozen=True, eq=False)
+class Batch:
+    """Everything drawn with one material: one draw call."""
+
+    material: Material
+    positions: FloatArray  # (n, 3) world space
+    normals: FloatArray  # (n, 3) unit
+    texcoords: FloatArray  # (n, 2) glTF convention: (0, 0) is the image's top-left
+    colors: NDArray[np.uint8]  # (n, 4) vertex colour (COLOR_0), white when absent
+    indices: NDArray[np.uint32]  # (m, 3) counter-clockwise front faces
+
+    @property
+    def triangles(self) -> int:
+        return len(self.indices)
+
+
+@dataclass(frozen=True, eq=False)
+class Scene:
+    batches: tuple[Batch, ...]
+    bounds: NDArray[np.float64]  # [[min x, y, z], [max x, y, z]]
+    skipped_primitives: int = 0  # points, lines and fans, which the renderer does not draw
+    textures: int = 0
+
+    @property
+    def triangles(self) -> int:
+        return sum(b.triangles for b in self.batches)
+
+    @property
+    def draw_calls(self) -> int:
+        return len(self.batches)
+
+    @property
+    def gpu_bytes(self) -> int:
+        textures = {
+            id(b.material.texture): b.material.texture.nbytes for b in self.batches if b.material.texture is not None
+        }
+        vertices = sum(len(b.positions) for b in self.batches)
+        return vertices * VERTEX_BYTES + self.triangles * 12 + sum(textures.values()) * 4 // 3  # mipmaps: a third more
+
+
+def _limits(triangles: int, gpu_bytes: int, max_primitives: int | None, max_bytes: int) -> None:
+    if max_primitives is not None and triangles > max_primitives:
+        message = f"the model has {triangles:,} triangles; this session allows {max_primitives:,}"
+        raise ModelError("TooManyPrimitives", message)
+    if gpu_bytes > max_bytes:
+        raise ModelError("ModelTooLarge", f"the model needs about {gpu_bytes:,} bytes of memory; limit {max_bytes:,}")
+
+
+def _texture(image: Any, max_bytes: int) -> NDArray[np.uint8]:
+    width, height = image.size  # read from the image header: nothing is decoded yet
+    if width * height * 4 > max_bytes:
+        raise ModelError("ModelTooLarge", f"a {width}x{height} texture exceeds the memory limit")
+    image = image.convert("RGBA")
+    if max(width, height) > MAX_TEXTURE_SIZE:
+        image.thumbnail((MAX_TEXTURE_SIZE, MAX_TEXTURE_SIZE))
+    return np.asarray(image, dtype=np.uint8).copy()
+
+
+def _material(source: Any, textures: dict[int, NDArray[np.uint8]], max_bytes: int) -> Material:
+    factor = getattr(source, "baseColorFactor", None)
+    rgba = [1.0] * 4 if factor is None else [float(c) / 255 for c in np.asarray(factor).ravel()[:4]] + [1.0]
+    image = getattr(source, "baseColorTexture", None)
+    if image is not None and id(image) not in textures:
+        textures[id(image)] = _texture(image, max_bytes)
+    mode, cutoff = getattr(source, "alphaMode", None), getattr(source, "alphaCutoff", None)
+    return Material(
+        name=str(getattr(source, "name", None) or "material"),
+        base_color=(rgba[0], rgba[1], rgba[2], rgba[3]),
+        texture=None if image is None else textures[id(image)],
+        double_sided=bool(getattr(source, "doubleSided", False)),
+        alpha_mode=mode if mode in ("MASK", "BLEND") else "OPAQUE",
+        alpha_cutoff=0.5 if cutoff is None else float(cutoff),
+    )
+
+
+def _computed_normals(vertices: NDArray[np.float64], faces: NDArray[np.int64]) -> NDArray[np.float64]:
+    """Area-weighted vertex normals with plain numpy (trimesh wants scipy for this, which we do not ship)."""
+    corners = vertices[faces]
+    face_normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    sums = [np.bincount(faces.ravel(), np.repeat(face_normals[:, k], 3), minlength=len(vertices)) for k in range(3)]
+    return np.stack(sums, 1).astype(np.float64)
+
+
+def _unit(
+    vectors: NDArray[np.float64], fallback: Callable[[], NDArray[np.float64]] | None = None
+) -> NDArray[np.float64]:
+    """Unit vectors; zero or non-finite ones (bad normals in a file, degenerate faces) come from `fallback`, else +Y."""
+    length = np.linalg.norm(vectors, axis=1, keepdims=True)
+    bad = ~np.isfinite(length) | (length < 1e-12)
+    if bad.any():
+        vectors = np.where(bad, fallback(), vectors) if fallback else vectors
+        length = np.linalg.norm(vectors, axis=1, keepdims=True)
+        bad = ~np.isfinite(length) | (length < 1e-12)
+        vectors, length = np.where(bad, [0.0, 1.0, 0.0], vectors), np.where(bad, 1.0, length)
+    return vectors / length
+
+
+def _parts(scene: Any, max_bytes: int) -> Iterator[tuple[Material | None, dict[str, np.ndarray]]]:
+    """Each mesh instance with its node transform baked, checked for what trimesh does not check."""
+    textures: dict[int, NDArray[np.uint8]] = {}
+    materials: dict[int, Material] = {}
+    for node in scene.graph.nodes_geometry:
+        transform, name = scene.graph[node]
+        mesh = scene.geometry[name]
+        if len(getattr(mesh, "faces", ())) == 0:
+            continue  # points and lines, already counted as skipped
+        vertices = np.asarray(mesh.vertices, dtype=np.float64)
+        faces = np.asarray(mesh.faces, dtype=np.int64)
+        if faces.min() < 0 or faces.max() >= len(vertices):
+            raise invalid(f"mesh {name!r} has indices outside its {len(vertices)} vertices")
+        if not np.isfinite(vertices).all() or not np.isfinite(transform).all():
+            raise invalid(f"mesh {name!r} has non-finite (NaN or infinite) positions")
+        linear = transform[:3, :3]
+        if abs(np.linalg.det(linear)) < 1e-30:
+            continue  # a zero scale hides the instance, as glTF viewers do
+
+        def computed(vertices: NDArray[np.float64] = vertices, faces: NDArray[np.int64] = faces) -> NDArray[np.float64]:
+            return _computed_normals(vertices, faces)
+
+        # Only normals the file gave sit in trimesh's cache; asking trimesh for normals would compute them itself.
+        given = mesh._cache.cache.get("vertex_normals")
+        usable = given is not None and len(given) == len(vertices)
+        normals = _unit(np.asarray(given, np.float64), computed) if usable else _unit(computed(), computed)
+        normals = _unit(normals @ np.linalg.inv(linear))  # the inverse transpose, applied to rows
+        if np.linalg.det(linear) < 0:
+            faces = faces[:, ::-1]  # a mirroring transform turns the winding inside out
+        visual, material = mesh.visual, None
+        if getattr(visual, "material", None) is not None:
+            if id(visual.material) not in materials:
+                materials[id(visual.material)] = _material(visual.material, textures, max_bytes)
+            material = materials[id(visual.material)]
+        uv = getattr(visual, "uv", None)
+        texcoords = np.zeros((len(vertices), 2)) if uv is None or len(uv) != len(vertices) else np.asarray(uv)
+        texcoords = np.column_stack([texcoords[:, 0], 1.0 - texcoords[:, 1]])  # trimesh flips v; flip it back
+        attributes = getattr(visual, "vertex_attributes", None)
+        colors = attributes.get("color") if attributes is not None else None
+        if colors is None and getattr(visual, "kind", None) == "vertex":
+            colors = visual.vertex_colors
+        yield material, {"p": vertices @ linear.T + transform[:3, 3], "n": normals, "t": texcoords, "f": faces,
+                         "c": _colors(colors, len(vertices))}  # fmt: skip
+
+
+def _colors(colors: Any, count: int) -> NDArray[np.uint8]:
+    colors = None if colors is None else np.asarray(colors)
+    if colors is None or colors.ndim != 2 or len(colors) != count or colors.shape[1] not in (3, 4):
+        return np.full((count, 4), 255, np.uint8)
+    if colors.dtype.kind == "f":
+        colors = np.clip(colors * 255 + 0.5, 0, 255)
+    colors = colors.astype(np.uint8)
+    return colors if colors.shape[1] == 4 else np.column_stack([colors, np.full(count, 255, np.uint8)])
+
+
+def _batches(scene: Any, max_bytes: int) -> list[Batch]:
+    """Instances grouped by material: one draw call per material however many nodes share it."""
+    groups: dict[int, tuple[Material, list[dict[str, np.ndarray]]]] = {}
+    default = Material("default", base_color=(0.8, 0.8, 0.8, 1.0))
+    for material, part in _parts(scene, max_bytes):
+        groups.setdefault(id(material or default), (material or default, []))[1].append(part)
+    batches = []
+    for material, parts in groups.values():
+        offsets = np.cumsum([0] + [len(p["p"]) for p in parts[:-1]])
+        joined = {k: np.concatenate([p[k] for p in parts]) for k in "pntc"}
+        faces = np.concatenate([p["f"] + o for p, o in zip(parts, offsets, strict=True)])
+        positions = joined["p"].astype(np.float32)
+        if not np.isfinite(positions).all():  # finite in float64 but beyond float32, as the GPU takes them
+            raise invalid("positions are too large for single precision")
+        batches.append(Batch(material, positions, joined["n"].astype(np.float32), joined["t"].astype(np.float32),
+                             joined["c"], faces.astype(np.uint32)))  # fmt: skip
+    return batches
+
+
+def load_scene(path: Path, *, max_primitives: int | None, max_bytes: int) -> Scene:
+    """Load a .glb or .gltf into batches ready to upload, or raise ModelError; never hangs or crashes on bad input."""
+    try:
+        return _load(path, max_primitives, max_bytes)
+    except ModelError:
+        raise
+    except (MemoryError, Image.DecompressionBombError):
+        raise ModelError("ModelTooLarge", "the model (or one of its textures) does not fit in memory") from None
+    except Exception as e:  # trimesh's failures on bad files are asserts, KeyErrors, IndexErrors, RecursionErrors...
+        raise invalid(f"the model could not be read ({type(e).__name__}: {str(e)[:200]})") from None
+
+
+def _load(path: Path, max_primitives: int | None, max_bytes: int) -> Scene:
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise ModelError("ModelTooLarge", f"{path.name} is {size:,} bytes; the limit is {max_bytes:,}")
+        data = path.read_bytes()
+    except OSError:
+        raise ModelError("ModelNotFound", f"{path.name} does not exist or cannot be read") from None
+    header, binary = read_header(path, data)
+    estimate = check_header(header, binary, path.parent)
+    if size + estimate.data_bytes > max_bytes:
+        raise ModelError("ModelTooLarge", f"the model's data totals {size + estimate.data_bytes:,} bytes")
+    _limits(estimate.triangles, estimate.vertices * VERTEX_BYTES + estimate.triangles * 12, max_primitives, max_bytes)
+    glb = data[:4] == b"glTF"
+    if without_specular_glossiness(header):
+        data = encode(header, binary, glb)
+    import trimesh  # here, not at import: the render server starts without paying for it
+
+    # trimesh warns (NaN math, decompression-bomb checks) where we check ourselves and refuse below.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        resolver = trimesh.resolvers.FilePathResolver(str(path))
+        loaded = trimesh.load(io.BytesIO(data), file_type="glb" if glb else "gltf", force="scene", resolver=resolver)
+        batches = _batches(loaded, max_bytes)
+    if not batches:
+        if estimate.skipped:
+            modes = ", ".join(sorted(estimate.skipped_modes))
+            raise ModelError("UnsupportedPrimitive", f"the model holds only {modes}; only triangles are rendered")
+        raise ModelError("EmptyModel", "the model's scene has no triangles to render")
+    lows, highs = zip(*((b.positions.min(0), b.positions.max(0)) for b in batches), strict=True)
+    scene = Scene(
+        batches=tuple(batches),
+        bounds=np.array([np.min(lows, 0), np.max(highs, 0)], dtype=np.float64),
+        skipped_primitives=estimate.skipped,
+        textures=len({id(b.material.texture) for b in batches if b.material.texture is not None}),
+    )
+    _limits(scene.triangles, scene.gpu_bytes, max_primitives, max_bytes)
+    return scene
