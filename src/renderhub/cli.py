@@ -300,6 +300,45 @@ def session_stop(session_id: str, config: Path | None, data_dir: Path, as_json: 
         _show(client.get(session_id), as_json)
 
 
+@main.command()
+@click.argument("session_id")
+@click.option("--model", default="sample", show_default=True, help="A glTF URL, or a name in the hub's assets.")
+@click.option("--frames", type=click.IntRange(min=1), default=120, show_default=True, help="Frames to measure.")
+@click.option("--out", type=click.Path(path_type=Path), help="Save the last frame here (PNG).")
+@click.option("--width", type=int, default=1280, show_default=True)
+@click.option("--height", type=int, default=720, show_default=True)
+@click.option("--fps", type=int, default=30, show_default=True)
+@click.option("--direct", is_flag=True, help="Signal to hostname:handshakePort, not through the hub's relay.")
+@_session_command
+def connect(session_id: str, model: str, frames: int, out: Path | None, width: int, height: int, fps: int,
+            direct: bool, config: Path | None, data_dir: Path, as_json: bool) -> None:  # fmt: skip
+    """Connect to a Ready session, load a model, orbit it, and print frame rate and latency."""
+    from renderhub.connect import ConnectError, run_client
+
+    with _client(config, data_dir) as client:
+        session = client.get(session_id)
+        if session["status"] != "Ready":
+            _fail(f"session {session_id} is {session['status']}; a client can connect only while it is Ready")
+        token = client.token()
+        offer = (f"https://{session['hostname']}:{session['handshakePort']}/offer" if direct
+                 else f"{client.base}/render/{client.config.account_id}/{session_id}/offer")  # fmt: skip
+        trust = client.trust if not isinstance(client.trust, bool) else None
+    try:
+        figures = asyncio.run(run_client(offer, token, ssl_context=trust, model=model, frames=frames,
+                                         width=width, height=height, fps=fps, out=out))  # fmt: skip
+    except ConnectError as exc:
+        _fail(str(exc))
+    if as_json:
+        click.echo(json.dumps(figures))
+        return
+    table = Table(show_header=False, box=None)
+    for key, value in figures.items():
+        table.add_row(key, f"{value:.1f}" if isinstance(value, float) else str(value))
+    console.print(table)
+    if out:
+        console.print(f"last frame: {out}", soft_wrap=True)
+
+
 # Accounts and usage: administration, straight on the database
 
 

@@ -83,8 +83,8 @@ class HubClient:
         self.base = _absolute(config.rendering_domain)
         self.sts = _absolute(config.account_domain)
         # httpx 0.28 deprecates verify=<path>: a CA file becomes an SSL context here.
-        trust = ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
-        self.http = httpx.Client(verify=trust, timeout=timeout)
+        self.trust = ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
+        self.http = httpx.Client(verify=self.trust, timeout=timeout)
         self._token: tuple[str, float] | None = None
 
     def close(self) -> None:

@@ -6,12 +6,15 @@ import asyncio
 import ipaddress
 import json
 import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from renderhub.render.config import RenderConfig
+from renderhub.render.protocol import LoadModelMessage
 from renderhub.render.scene import ModelError
 
 SAMPLE_NAME = "sample"
@@ -147,3 +150,35 @@ def _inside_new(root: Path, name: str) -> Path | None:
     if relative.is_absolute() or ".." in relative.parts or not relative.parts:
         return None
     return root / relative
+
+
+class ModelResolver:
+    """Turns a client's loadModel request into a local file: the sample, a named asset, or a fetched URL."""
+
+    def __init__(self, config: RenderConfig) -> None:
+        self.roots = [Path(root) for root in config.asset_roots]
+        self.fetcher = Fetcher(
+            max_bytes=config.max_model_bytes,
+            timeout=config.fetch_timeout_seconds,
+            allow_private=config.allow_private_urls,
+        )
+        self._workdir = Path(tempfile.mkdtemp(prefix="renderhub-models-"))
+
+    async def resolve(self, request: LoadModelMessage, progress: Progress) -> Path:
+        if request.url is not None:
+            return await self.fetcher.fetch(request.url, self._workdir / "download", progress)
+        name = request.name or ""
+        try:
+            return find_named(name, self.roots)
+        except ModelError:
+            if name != SAMPLE_NAME:
+                raise
+        # The sample ships as code, not as a file: generate it once where this server can write.
+        from renderhub.render.sample import write_sample
+
+        target = self._workdir / "sample.glb"
+        return target if target.exists() else await asyncio.to_thread(write_sample, target)
+
+    def forget(self) -> None:
+        """Drop downloaded models (a new client starts from a clean scene); the sample stays."""
+        shutil.rmtree(self._workdir / "download", ignore_errors=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from renderhub.render.access import AccessDenied, TokenCheck
+from renderhub.render.assets import ModelResolver
 from renderhub.render.config import RenderConfig
 from renderhub.render.http import Request, Response, serve
 from renderhub.render.inspector import INSPECTOR_PAGE
@@ -45,6 +46,8 @@ class RenderServer:
         self.started = time.time()
         self.client: Any = None  # the connected RenderSession, if any
         self.clients_served = 0
+        self.models = ModelResolver(config)
+        self.renderer = ""  # the GL renderer the self-check found (llvmpipe, or the GPU's name)
         self._connecting = asyncio.Lock()
 
     def stream_settings(self, body: dict[str, Any]) -> dict[str, int]:
@@ -83,22 +86,32 @@ class RenderServer:
                 return Response.error(
                     409, "ClientAlreadyConnected", "Another client is connected to this session; one at a time."
                 )
-            from renderhub.render.peer import RenderSession  # aiortc loads only once a client comes
+            from renderhub.render.peer import OfferError, RenderSession  # aiortc loads once a client comes
+            from renderhub.render.worker import WorkerError
 
             try:
-                self.client, answer = await RenderSession.open(
-                    body["sdp"], config=self.config, on_closed=self._client_left, **stream
-                )
-            except ValueError as exc:  # a malformed offer
+                self.client = await RenderSession.accept(
+                    body["sdp"], "offer", width=stream["width"], height=stream["height"], fps=stream["fps"],
+                    ice_servers=self.config.ice_servers,
+                    model_resolver=self.models.resolve, session_id=self.session_id,
+                    max_primitives=self.config.max_primitives, max_bytes=self.config.max_model_bytes,
+                    on_closed=self._client_left, device_index=self.config.device_index,
+                )  # fmt: skip
+            except OfferError as exc:
                 return Response.error(400, "BadRequest", f"The offer was refused: {exc}")
+            except WorkerError as exc:
+                log.error("the render worker did not start: %s", exc)
+                return Response.error(503, "RenderingUnavailable", "Rendering could not start; retry shortly.")
+            answer = self.client.answer_sdp
         self.clients_served += 1
         log.info("client connected: %dx%d at %d fps", stream["width"], stream["height"], stream["fps"])
         return Response.json(200, {"type": "answer", "sdp": answer})
 
     def _client_left(self) -> None:
-        """ARR's semantics: when the client leaves, the scene is reset for the next one."""
+        """ARR's semantics: when the client leaves, the scene is reset for the next one (its worker is gone)."""
         log.info("client left; scene reset")
         self.client = None
+        self.models.forget()
 
     async def inspector(self, request: Request) -> Response:
         if request.path == "/" and request.method == "GET":
@@ -117,6 +130,7 @@ class RenderServer:
             "size": self.config.size,
             "pid": os.getpid(),
             "uptimeSeconds": round(time.time() - self.started, 1),
+            "renderer": self.renderer,
             "clientsServed": self.clients_served,
             "client": self.client.stats() if self.client is not None else None,
             "log": list(self.recent.lines),
@@ -125,6 +139,27 @@ class RenderServer:
     async def close(self) -> None:
         if self.client is not None:
             await self.client.close()
+        self.models.forget()
+
+
+async def self_check(config: RenderConfig) -> str:
+    """Prove that the GL context and the video encoder work before the handshake port opens: a session is
+    Ready only once they do. Returns the GL renderer's name."""
+    import av
+
+    from renderhub.render.worker import RenderWorker
+
+    worker = await RenderWorker.start(64, 64, fps=1, device_index=config.device_index)
+    try:
+        renderer = str(worker.renderer_name)
+    finally:
+        await worker.close()
+    encoder = av.CodecContext.create("libx264", "w")
+    encoder.width, encoder.height, encoder.pix_fmt = 64, 64, "yuv420p"
+    encoder.options = {"preset": "ultrafast", "tune": "zerolatency"}
+    encoder.open()  # fails here, not at the first client, when the encoder cannot run
+    log.info("renderer %s, encoder libx264", renderer)
+    return renderer
 
 
 def _tls(config: RenderConfig) -> ssl.SSLContext:
@@ -137,7 +172,10 @@ async def run(args: argparse.Namespace) -> None:
     recent = RecentLog()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger().addHandler(recent)
+    for chatty in ("aioice", "aiortc"):  # every ICE check at INFO would drown the inspector's log
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     server = RenderServer(args.session_id, RenderConfig.load(Path(args.config)), recent)
+    server.renderer = await self_check(server.config)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
