@@ -20,8 +20,8 @@ serve: $(VENV)/.installed
 	$(VENV)/bin/renderhub serve $(ARGS)
 
 # Debian packages: EGL with Mesa's llvmpipe (rendering without a GPU), glTF test models, Chromium for
-# the viewer's browser tests (never a downloaded browser).
-SYSTEM_PACKAGES := libegl1 libgl1-mesa-dri libegl-mesa0 assimp-testmodels chromium
+# the viewer's browser tests (never a downloaded browser), NSS tools to trust the hub's CA in its profile.
+SYSTEM_PACKAGES := libegl1 libgl1-mesa-dri libegl-mesa0 assimp-testmodels chromium libnss3-tools
 
 system-packages:
 	@dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1 || { apt-get update -qq && \

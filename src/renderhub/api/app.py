@@ -11,7 +11,7 @@ import httpx
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from renderhub.api import conversions, health, relay, sessions, sts
+from renderhub.api import conversions, health, relay, sessions, sts, web
 from renderhub.api.access import Hub, RecentAccounts
 from renderhub.api.responses import ArrHeaders, on_http_error, on_renderhub_error, on_unexpected
 from renderhub.auth import TokenService, new_signing_key
@@ -62,7 +62,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, backend: Backe
         redoc_url=None,
     )
     app.router.routes.extend(sessions.routes)
-    for module in (sts, conversions, relay, health):
+    for module in (sts, conversions, relay, health, web):
         app.include_router(module.router)
     app.add_exception_handler(RenderHubError, on_renderhub_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)

@@ -1,0 +1,374 @@
+"""The web viewer in headless Chromium against a real hub: files, sign-in, sessions, streaming, orbit, stats, stop."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import re
+import shutil
+import ssl
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+from playwright.sync_api import BrowserContext, Page, expect, sync_playwright
+
+from renderhub.render import pose_tag
+from renderhub.render.camera import frame_bounds, orbit_pose
+from tests.hubs import RunningHub
+
+CHROMIUM = "/usr/bin/chromium"
+WEB_DIR = Path(__file__).resolve().parents[2] / "src" / "renderhub" / "web"
+OUTPUT = Path(os.environ.get("RENDERHUB_TEST_OUTPUT", Path(tempfile.gettempdir()) / "renderhub-test-output"))
+# As root, headless, loopback WebRTC (FIELD-NOTES.md); certificates are checked, against the profile's NSS database.
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--allow-loopback-in-peer-connection",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+]
+
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists() or shutil.which("certutil") is None,
+    reason="needs Debian's chromium and certutil (libnss3-tools): make system-packages",
+)
+
+
+def trusting_home(home: Path, ca: Path) -> None:
+    """A HOME whose NSS database, where Chromium on Linux looks, trusts `ca` to issue server certificates."""
+    db = home / ".pki" / "nssdb"
+    db.mkdir(parents=True)
+    certutil = ["certutil", "-d", f"sql:{db}"]
+    subprocess.run([*certutil, "-N", "--empty-password"], check=True, capture_output=True)
+    subprocess.run(
+        [*certutil, "-A", "-n", "renderhub-test-ca", "-t", "C,,", "-i", str(ca)], check=True, capture_output=True
+    )
+
+
+class Browser:
+    """One Chromium with a fresh profile; pages opened here record their uncaught errors."""
+
+    def __init__(self, context: BrowserContext) -> None:
+        self.context = context
+        self.errors: list[str] = []
+
+    def page(self) -> Page:
+        page = self.context.new_page()
+        page.on("pageerror", lambda error: self.errors.append(f"{error.name}: {error.message}"))
+        return page
+
+
+@pytest.fixture
+def browser(shared_tls: Path, tmp_path: Path) -> Iterator[Browser]:
+    """Chromium trusting the hubs' CA through its own HOME's NSS database (no certificate errors ignored).
+
+    Every test hub's TLS files are copies of the session's one CA (tests/conftest.py), so this serves any hub.
+    """
+    home = tmp_path / "browser-home"
+    trusting_home(home, shared_tls / "ca.pem")
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "browser-profile"),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=FLAGS,
+            env={**os.environ, "HOME": str(home)},
+            viewport={"width": 1280, "height": 800},
+            has_touch=True,  # pinch-zoom is tested with touch events
+        )
+        browser = Browser(context)
+        try:
+            yield browser
+        finally:
+            context.close()
+    assert not browser.errors, f"uncaught errors in the page: {browser.errors}"
+
+
+def eventually(page: Page, check: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll `check` (page.wait_for_function is out: the viewer's CSP forbids the eval it needs)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        page.wait_for_timeout(50)
+
+
+def sign_in(page: Page, hub: RunningHub, key: str | None = None) -> None:
+    page.fill("#account-id", hub.config.account_id)
+    page.fill("#account-key", key or hub.config.account_key)
+    page.click("#signin-button")
+
+
+def stat_value(page: Page, name: str) -> str:
+    """What a figure of the stats overlay stands for (its data-value): "" while it has none."""
+    return page.get_attribute(f"#stat-{name}", "data-value") or ""
+
+
+def stat(page: Page, name: str) -> float | None:
+    """A numeric figure of the stats overlay."""
+    value = stat_value(page, name)
+    return float(value) if value else None
+
+
+def video_frames(page: Page) -> int:
+    return int(page.evaluate("document.getElementById('video').getVideoPlaybackQuality().totalVideoFrames"))
+
+
+# Grey levels of the picture (without the bottom-left pose tag) at 64 x 36, drawn from the video element.
+SNAPSHOT = """() => {
+  const video = document.getElementById("video");
+  const canvas = document.createElement("canvas");
+  canvas.width = 64; canvas.height = 36;
+  const context = canvas.getContext("2d", {willReadFrequently: true});
+  context.drawImage(video, 0, 0, video.videoWidth, video.videoHeight * 0.8, 0, 0, 64, 36);
+  const data = context.getImageData(0, 0, 64, 36).data;
+  const grey = [];
+  for (let i = 0; i < data.length; i += 4) grey.push((data[i] + data[i + 1] + data[i + 2]) / 3);
+  return grey;
+}"""
+
+
+def test_viewer_is_served_and_self_contained(hub: RunningHub) -> None:
+    trust = ssl.create_default_context(cafile=str(hub.ca))
+    with httpx.Client(base_url=hub.endpoint, verify=trust) as http:
+        redirect = http.get("/viewer")
+        assert redirect.status_code != 404, "the hub does not serve the viewer: create_app must include api.web.router"
+        assert redirect.status_code == 308 and redirect.headers["location"] == "viewer/"
+        page = http.get("/viewer", follow_redirects=True)
+        assert page.status_code == 200 and page.url.path == "/viewer/"
+        assert page.headers["content-type"].startswith("text/html")
+        assert "default-src 'self'" in page.headers["content-security-policy"]
+        assert page.text == (WEB_DIR / "viewer.html").read_text()
+        for path in sorted(WEB_DIR.iterdir()):
+            response = http.get(f"/viewer/{path.name}")
+            assert response.status_code == 200, path.name
+            assert response.headers["cache-control"] == "no-cache"
+            # Nothing is fetched from elsewhere: no absolute URLs in what the page loads or imports.
+            text = path.read_text()
+            assert not re.search(
+                r"""(src|href)\s*=\s*["']?(https?:)?//|import[^;]*["'](https?:)?//|url\(["']?(https?:)?//""", text
+            ), path.name
+        assert http.get("/viewer/viewer.js").headers["content-type"].startswith("text/javascript")
+        assert http.get("/viewer/missing.js").status_code == 404
+
+
+def _png(frame: np.ndarray) -> str:
+    out = io.BytesIO()
+    Image.fromarray(frame).save(out, format="PNG", compress_level=1)
+    return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
+
+
+def _tagged_frame(width: int, height: int, pose_id: int | None, seed: int) -> np.ndarray:
+    """A scene-like frame (gradients and boxes, so it stays a small PNG) with the tag drawn in, if an id is given."""
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(0, 255, width, dtype=np.float64)[None, :, None]
+    frame = np.broadcast_to(ramp * rng.uniform(0.2, 1.0, 3), (height, width, 3)).astype(np.uint8)
+    for _ in range(12):
+        x, y = rng.integers(0, width), rng.integers(0, height)
+        frame[y : y + rng.integers(4, 200), x : x + rng.integers(4, 200)] = rng.integers(0, 256, 3)
+    if pose_id is not None:
+        pose_tag.draw(frame, pose_id)
+    return frame
+
+
+def picture_change(page: Page, action: Callable[[], None]) -> float:
+    """How much the picture changes (mean grey-level difference) once `action` has had its frames."""
+    before = np.array(page.evaluate(SNAPSHOT))
+    frames = video_frames(page)
+    action()
+    eventually(page, lambda: video_frames(page) > frames, 5, "a new frame")
+    page.wait_for_timeout(600)  # the last pose's frame arrives
+    return float(np.abs(np.array(page.evaluate(SNAPSHOT)) - before).mean())
+
+
+def test_pose_tag_and_camera_match_the_render_server(hub: RunningHub, browser: Browser) -> None:
+    """The viewer's tag reader and orbit camera agree with renderhub.render.pose_tag and camera."""
+    page = browser.page()
+    page.goto(f"{hub.endpoint}/viewer/")
+    cases = [(640, 360, 0), (1280, 720, 0xABCDEF), (1920, 1080, (1 << 24) - 1),
+             (320, 180, 12345), (642, 362, 777), (640, 360, None), (50, 20, None)]  # fmt: skip
+    frames = [_tagged_frame(width, height, pose_id, seed) for seed, (width, height, pose_id) in enumerate(cases)]
+    # One flipped id bit must fail the checksum.
+    broken = _tagged_frame(1280, 720, 4242, 99)
+    cell = pose_tag.cell_size(1280, 720)
+    x0, y0, _, _ = pose_tag.tag_rect(1280, 720)
+    broken[y0 : y0 + cell, x0 + 5 * cell : x0 + 6 * cell] ^= 255
+    frames.append(broken)
+    expected = [pose_tag.read(frame) for frame in frames]
+    assert expected == [case[2] for case in cases] + [None]
+    images = [{"url": _png(frame), "width": frame.shape[1], "height": frame.shape[0]} for frame in frames]
+    read = page.evaluate(
+        """async (images) => {
+          const { TagReader } = await import("./posetag.js");
+          const reader = new TagReader();
+          const ids = [];
+          for (const { url, width, height } of images) {
+            const image = new Image();
+            image.src = url;
+            await image.decode();
+            ids.push(reader.read(image, width, height));
+          }
+          return ids;
+        }""",
+        images,
+    )
+    assert read == expected
+
+    poses = [([0, 0, 0], 5.0, 30.0, 20.0, 60.0), ([1.5, -2, 0.25], 0.3, 271.0, -45.0, 35.0), ([0, 1, 0], 12, 0, 89, 90)]
+    bounds = [[-1.0, -0.5, -2.0], [3.0, 1.5, 0.5]]
+    got = page.evaluate(
+        """async ([poses, bounds]) => {
+          const { orbitPose, OrbitCamera } = await import("./orbit.js");
+          const camera = new OrbitCamera();
+          camera.frame({ min: bounds[0], max: bounds[1] });
+          return { poses: poses.map((p) => orbitPose(...p)), framed: camera.pose() };
+        }""",
+        [poses, bounds],
+    )
+    for (target, distance, yaw, pitch, fov), pose in zip(poses, got["poses"], strict=True):
+        want = orbit_pose(target, distance, yaw, pitch, fov=fov)
+        np.testing.assert_allclose(pose["position"], want.position, atol=1e-9)
+        np.testing.assert_allclose(pose["orientation"], want.orientation, atol=1e-9)
+        assert pose["fov"] == fov
+    want = frame_bounds(np.array(bounds))
+    np.testing.assert_allclose(got["framed"]["position"], want.position, atol=1e-9)
+    np.testing.assert_allclose(got["framed"]["orientation"], want.orientation, atol=1e-9)
+
+
+def test_sign_in_list_and_stop_sessions(hub_factory: Callable[..., RunningHub], browser: Browser) -> None:
+    """Sign-in errors, a list that spans pages, the token kept only for the tab, stopping from the list."""
+    hub = hub_factory("--rate-limit", "0", "--page-size", "1", name="paged")
+    with hub.client() as client:
+        for name in ("first", "second"):
+            client.create(name, "Standard", 10)
+    page = browser.page()
+    page.goto(f"{hub.endpoint}/viewer")
+
+    sign_in(page, hub, key="not-the-key")
+    expect(page.locator("#signin-error")).to_have_text("The account id or key is not right.")
+    sign_in(page, hub)
+    expect(page.locator("#app")).to_be_visible()
+    # Both sessions, though each page of the list holds one.
+    expect(page.locator("#session-list li")).to_have_count(2)
+    stored = page.evaluate("JSON.stringify([Object.entries(sessionStorage), Object.entries(localStorage)])")
+    assert hub.config.account_key not in stored and "AccessToken" not in stored
+    assert hub.config.account_id in stored
+
+    page.reload()  # still signed in: the token lives as long as the tab
+    expect(page.locator("#app")).to_be_visible()
+    expect(page.locator("#session-list li")).to_have_count(2)
+
+    page.fill("#new-id", "not a valid id!")
+    page.click("#create-button")
+    expect(page.locator("#toast-text")).to_contain_text("letters, digits")
+
+    page.click("#session-list li[data-session-id='first'] button.danger")
+    expect(page.locator("#session-list li")).to_have_count(1)
+    expect(page.locator("#session-list li")).to_have_attribute("data-session-id", "second")
+    with hub.client() as client:
+        assert client.get("first")["status"] == "Stopped"
+
+    page.click("#sign-out")
+    expect(page.locator("#signin")).to_be_visible()
+    assert page.evaluate("sessionStorage.length") == 0
+
+
+@pytest.mark.slow
+def test_stream_orbit_stats_and_stop(
+    hub: RunningHub, browser: Browser, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The whole path: a session made and streamed from the page, the sample model, orbiting, figures, stop."""
+    started = time.monotonic()
+    page = browser.page()
+    page.goto(f"{hub.endpoint}/viewer")
+    sign_in(page, hub)
+    expect(page.locator("#app")).to_be_visible()
+    page.select_option("#stream-size", "640x360")
+    page.fill("#new-id", "viewer-e2e")
+    page.click("#create-button")
+    expect(page.locator("#current-status")).to_have_text("Ready", timeout=30_000)
+    expect(page.locator("#model-bar")).to_be_visible(timeout=30_000)
+    expect(page.locator("#stage-message")).to_be_hidden(timeout=15_000)  # the first frame is on screen
+
+    # A model the server refuses (a loopback URL: no SSRF) is reported in words, and the stream goes on.
+    page.fill("#model-url", "http://127.0.0.1:9/nothing.glb")
+    page.click("#load-url")
+    expect(page.locator("#model-info")).to_contain_text("Could not load the model", timeout=15_000)
+    page.click("#load-sample")
+    expect(page.locator("#model-info")).to_contain_text("triangles", timeout=30_000)
+    eventually(page, lambda: video_frames(page) > 0, 10, "decoded video frames")
+    page.wait_for_timeout(700)  # the framed view of the model arrives
+    assert np.array(page.evaluate(SNAPSHOT)).std() > 5, "the picture is blank"
+
+    box = page.locator("#viewport").bounding_box()
+    assert box is not None
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+    def drag(button: Literal["left", "right"] = "left") -> None:
+        page.mouse.move(x, y)
+        page.mouse.down(button=button)
+        for step in range(1, 21):
+            page.mouse.move(x + step * 12, y + step * 3)
+            page.wait_for_timeout(25)
+        page.mouse.up(button=button)
+
+    assert picture_change(page, drag) > 2, "orbiting did not change the picture"
+    assert (stat(page, "fps") or 0) > 0, "no frame rate in the stats overlay while orbiting"
+    assert picture_change(page, lambda: drag("right")) > 1, "panning did not change the picture"
+    assert picture_change(page, lambda: page.mouse.wheel(0, -300)) > 1, "the wheel did not zoom"
+    touch = page.context.new_cdp_session(page)
+
+    def pinch() -> None:
+        for kind, spread in [("touchStart", 20), *[("touchMove", 20 + 8 * i) for i in range(1, 11)]]:
+            points = [{"x": x - spread, "y": y, "id": 0}, {"x": x + spread, "y": y, "id": 1}]
+            touch.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": points})
+            page.wait_for_timeout(25)
+        touch.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+
+    assert picture_change(page, pinch) > 1, "pinching did not zoom"
+
+    eventually(page, lambda: stat(page, "p50") is not None, 10, "a pose-to-frame latency")
+    page.click("#home")  # back to the framed model, for the screenshot
+    page.click("#spin")  # a steady stream of poses for the figures
+    page.wait_for_timeout(2000)
+    names = ("fps", "p50", "p95", "codec", "resolution", "bitrate", "render", "encode", "rtt")
+    figures = {name: stat_value(page, name) for name in names}
+    screenshot = tmp_path / "viewer.png"
+    page.screenshot(path=str(screenshot))
+    page.click("#spin")
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    kept = OUTPUT / "viewer.png"
+    shutil.copyfile(screenshot, kept)
+    with capsys.disabled():  # shown without -s too: where to look at the page
+        shown = {
+            name: value if name in ("codec", "resolution") else round(float(value), 1)
+            for name, value in figures.items()
+        }
+        print(f"\nviewer screenshot: {kept} (also {screenshot})\nstats overlay: {shown}")
+    assert float(figures["fps"]) > 0
+    assert 0 < float(figures["p50"]) <= float(figures["p95"]) < 5000
+    assert figures["resolution"] == "640x360"
+    assert figures["codec"] in ("H264", "VP8", "VP9", "AV1")
+    assert float(figures["bitrate"]) > 0 and float(figures["render"]) > 0
+
+    page.click("#stop-session")
+    expect(page.locator("#stage-title")).to_have_text("Session stopped")
+    with hub.client() as client:
+        assert client.get("viewer-e2e")["status"] == "Stopped"
+    assert time.monotonic() - started < 60
