@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip -q --disable-pip-version-check
 ARGS   ?=
 
-.PHONY: serve test lint bench services system-packages clean
+.PHONY: serve test lint bench services render-packages system-packages clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -16,16 +16,24 @@ $(VENV)/.dev-installed: $(VENV)/.installed
 	$(PIP) install -e '.[dev]'
 	touch $@
 
-serve: $(VENV)/.installed
+serve: $(VENV)/.installed render-packages
 	$(VENV)/bin/renderhub serve $(ARGS)
 
-# Debian packages: EGL with Mesa's llvmpipe (rendering without a GPU), glTF test models, Chromium for
-# the viewer's browser tests (never a downloaded browser), NSS tools to trust the hub's CA in its profile.
-SYSTEM_PACKAGES := libegl1 libgl1-mesa-dri libegl-mesa0 assimp-testmodels chromium libnss3-tools
+# Debian packages. Render servers need EGL with Mesa's llvmpipe (rendering without a GPU); the tests also
+# need the glTF test models, Chromium for the viewer's browser tests (never a downloaded browser) and
+# NSS tools to trust the hub's CA in the browser's profile.
+RENDER_PACKAGES := libegl1 libgl1-mesa-dri libegl-mesa0
+TEST_PACKAGES   := $(RENDER_PACKAGES) assimp-testmodels chromium libnss3-tools
+define install_packages
+	@dpkg -s $(1) >/dev/null 2>&1 || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(1); }
+endef
+
+render-packages:
+	$(call install_packages,$(RENDER_PACKAGES))
 
 system-packages:
-	@dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1 || { apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES); }
+	$(call install_packages,$(TEST_PACKAGES))
 
 # PostgreSQL runs on 127.0.0.1:5432 on this machine kind; start it if it was stopped.
 services: system-packages
@@ -39,8 +47,9 @@ lint: $(VENV)/.dev-installed
 test: lint services
 	$(VENV)/bin/pytest $(ARGS)
 
-bench: $(VENV)/.dev-installed
-	$(PY) bench/api.py $(ARGS)
+bench: $(VENV)/.dev-installed render-packages
+	$(PY) bench/api.py
+	$(PY) bench/stream.py
 
 clean:
 	rm -rf $(VENV) .renderhub .pytest_cache .mypy_cache .ruff_cache
