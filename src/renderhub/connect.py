@@ -1,0 +1,325 @@
+"""The headless streaming client behind `renderhub connect`: offer, data channel, orbiting poses, latency figures."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import ssl
+import time
+import urllib.error
+import urllib.request
+from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtp import RtpPacket
+
+from renderhub.render import pose_tag, protocol
+from renderhub.render.camera import orbit_pose
+from renderhub.render.peer import IceServer, enable_loopback_candidates, ice_configuration, negotiated_codec
+
+DEGREES_PER_SECOND = 40.0  # orbit speed: every frame differs, slowly enough to look at
+HTTP_TIMEOUT = 60.0
+
+
+class ConnectError(Exception):
+    """The stream could not be set up or broke; the message is for people."""
+
+
+def _percentile(values: Sequence[float], fraction: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(fraction * len(ordered)))], 1)
+
+
+class LatencyMeter:
+    """Pose-to-frame latency: from sending a pose to the first decoded frame carrying its id or a later one."""
+
+    def __init__(self) -> None:
+        self._waiting: deque[tuple[int, float]] = deque()
+        self.latencies_ms: list[float] = []
+        self.new_frames: list[float] = []  # decode times of frames that each show a pose newer than any before
+        self.newest = -1
+        self.measuring = False
+
+    def pose_sent(self, pose_id: int, at: float) -> None:
+        self._waiting.append((pose_id, at))
+
+    def frame_decoded(self, pose_id: int | None, at: float) -> bool:
+        """Account for a decoded frame; True when it shows a new pose."""
+        if pose_id is None or pose_id <= self.newest:
+            return False
+        self.newest = pose_id
+        while self._waiting and self._waiting[0][0] <= pose_id:
+            _, sent = self._waiting.popleft()
+            if self.measuring:
+                self.latencies_ms.append((at - sent) * 1000)
+        if self.measuring:
+            self.new_frames.append(at)
+        return True
+
+    def figures(self) -> dict[str, Any]:
+        span = self.new_frames[-1] - self.new_frames[0] if len(self.new_frames) > 1 else 0.0
+        return {
+            "fps": round((len(self.new_frames) - 1) / span, 1) if span > 0 else 0.0,
+            "pose_to_frame_ms_p50": _percentile(self.latencies_ms, 0.5),
+            "pose_to_frame_ms_p95": _percentile(self.latencies_ms, 0.95),
+            "frames": len(self.new_frames),
+        }
+
+
+def _post_json(url: str, token: str, body: dict[str, Any], ssl_context: ssl.SSLContext | None) -> dict[str, Any]:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT, context=ssl_context) as response:
+            answer = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            error = json.loads(exc.read())["error"]
+            detail = f"{error['code']}: {error['message']}"
+        except Exception:
+            detail = exc.reason
+        raise ConnectError(f"the render server refused the offer ({exc.code} {detail})") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise ConnectError(f"could not reach the render server at {url}: {exc}") from None
+    if not isinstance(answer, dict) or not isinstance(answer.get("sdp"), str) or answer.get("type") != "answer":
+        raise ConnectError("the render server's answer is not an SDP answer")
+    return answer
+
+
+class MarkerJitterBuffer(JitterBuffer):
+    """aiortc's video jitter buffer, but a frame is complete at its RTP marker bit, as in browsers.
+
+    aiortc only releases a frame once the first packet of the next one arrives, which adds a whole frame
+    interval to every latency this client measures; a browser decodes at the marker.
+    """
+
+    def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
+        frame = super()._remove_frame(sequence_number)
+        if frame is not None or self._origin is None:
+            return frame
+        packets: list[RtpPacket] = []
+        for count in range(self.capacity):
+            packet = self._packets[(self._origin + count) % self.capacity]
+            if packet is None or (packets and packet.timestamp != packets[0].timestamp):
+                return None
+            packets.append(packet)
+            if packet.marker:
+                self.remove(count + 1)
+                return JitterFrame(data=b"".join(p._data for p in packets), timestamp=packet.timestamp)  # type: ignore[attr-defined]
+        return None
+
+
+class RenderClient:
+    """One stream from a render server: frames with their pose ids, and the server's data-channel messages."""
+
+    def __init__(
+        self,
+        *,
+        ice_servers: Sequence[IceServer] = (),
+        loopback: bool = True,
+        marker_frames: bool = True,
+        video_codecs: Sequence[str] = (),
+    ) -> None:
+        if loopback:
+            enable_loopback_candidates()
+        self.pc = RTCPeerConnection(ice_configuration(ice_servers))
+        self.channel = self.pc.createDataChannel(protocol.CHANNEL_LABEL)
+        transceiver = self.pc.addTransceiver("video", direction="recvonly")
+        if video_codecs:
+            # Offer only these (e.g. ["video/VP8"]), in this order; retransmission (RTX) stays available.
+            available = RTCRtpSender.getCapabilities("video").codecs
+            wanted = [c for mime in video_codecs for c in available if c.mimeType.lower() == mime.lower()]
+            transceiver.setCodecPreferences(wanted + [c for c in available if c.mimeType == "video/rtx"])
+        receiver = transceiver.receiver
+        if marker_frames and hasattr(receiver, "_RTCRtpReceiver__jitter_buffer"):
+            # Private in aiortc; without it the figures are one frame interval worse than a browser's.
+            receiver._RTCRtpReceiver__jitter_buffer = MarkerJitterBuffer(capacity=512, is_video=True)
+        self.messages: list[dict[str, Any]] = []
+        self.frame_reports: list[dict[str, Any]] = []
+        self.codec = ""
+        self.meter = LatencyMeter()
+        self._cursor = 0
+        self._arrived = asyncio.Event()
+        self._track: asyncio.Future[MediaStreamTrack] = asyncio.get_running_loop().create_future()
+        self._next_pose_id = 0
+        self.channel.on("message", self._on_message)
+        self.pc.on("track", self._on_track)
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if not self._track.done():
+            self._track.set_result(track)
+
+    def _on_message(self, data: str | bytes) -> None:
+        try:
+            message = protocol.parse_server_message(data)
+        except ValueError:
+            return
+        if message["type"] == "frame":
+            self.frame_reports.append(message)
+            return
+        self.messages.append(message)
+        self._arrived.set()
+
+    async def connect(
+        self,
+        offer_url: str,
+        token: str,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        width: int = 1280,
+        height: int = 720,
+        fps: int = 30,
+        timeout: float = 30.0,
+    ) -> dict[str, Any]:
+        """Offer, answer, and wait for the server's hello (which it returns)."""
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        body = {"sdp": self.pc.localDescription.sdp, "type": "offer", "width": width, "height": height, "fps": fps}
+        answer = await asyncio.to_thread(_post_json, offer_url, token, body, ssl_context)
+        await self.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+        self.codec = negotiated_codec(answer["sdp"])
+        return await self.expect("hello", timeout=timeout)
+
+    def send(self, text: str) -> None:
+        self.channel.send(text)
+
+    async def expect(self, *types: str, timeout: float = 30.0) -> dict[str, Any]:
+        """The next server message of one of `types` (skipping others); raises ConnectError on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            while self._cursor < len(self.messages):
+                message = self.messages[self._cursor]
+                self._cursor += 1
+                if message["type"] in types:
+                    return message
+            self._arrived.clear()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self.pc.connectionState in ("failed", "closed"):
+                raise ConnectError(f"no {' or '.join(types)} message from the render server")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+
+    async def load_model(self, model: str, *, timeout: float = 300.0) -> dict[str, Any]:
+        """Load a model by URL (anything with "://") or by name; returns modelLoaded, raises ConnectError."""
+        self.send(protocol.load_model(**({"url": model} if "://" in model else {"name": model})))
+        reply = await self.expect("modelLoaded", "error", timeout=timeout)
+        if reply["type"] == "error":
+            raise ConnectError(f"the model was refused ({reply['code']}: {reply['message']})")
+        return reply
+
+    @property
+    def poses_sent(self) -> int:
+        return self._next_pose_id
+
+    def send_pose(self, position: tuple[float, ...], orientation: tuple[float, ...], fov: float) -> int:
+        """Send a camera pose with the next id; returns the id."""
+        pose_id = self._next_pose_id
+        self._next_pose_id += 1
+        self.send(protocol.pose(pose_id, position, orientation, fov))
+        self.meter.pose_sent(pose_id, time.monotonic())
+        return pose_id
+
+    async def next_frame(self, *, timeout: float = 30.0) -> tuple[av.VideoFrame, int | None]:
+        """The next decoded frame and the pose id in its tag (None when unreadable)."""
+        track = await asyncio.wait_for(asyncio.shield(self._track), timeout)
+        try:
+            frame = await asyncio.wait_for(track.recv(), timeout)
+        except (MediaStreamError, TimeoutError):
+            raise ConnectError("the video stream ended or stalled") from None
+        assert isinstance(frame, av.VideoFrame)
+        # The luma plane alone carries the black/white tag: no colour conversion per frame.
+        plane = frame.planes[0]
+        luma = np.frombuffer(memoryview(plane), np.uint8).reshape(frame.height, plane.line_size)[:, : frame.width]
+        pose_id = pose_tag.read(luma)
+        self.meter.frame_decoded(pose_id, time.monotonic())
+        return frame, pose_id
+
+    async def close(self) -> None:
+        await self.pc.close()
+
+
+async def _orbit(client: RenderClient, fps: int, target: list[float], distance: float) -> None:
+    started = time.monotonic()
+    tick = 0
+    while True:
+        yaw = (time.monotonic() - started) * DEGREES_PER_SECOND
+        pose = orbit_pose(target, distance, yaw, 20.0)
+        client.send_pose(pose.position, pose.orientation, pose.fov)
+        tick += 1
+        # Absolute deadlines: sleeping 1/fps after each send would drift slower than fps.
+        await asyncio.sleep(max(0.0, started + tick / fps - time.monotonic()))
+
+
+async def run_client(
+    offer_url: str,
+    token: str,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    model: str | None = None,
+    frames: int = 150,
+    width: int = 1280,
+    height: int = 720,
+    fps: int = 30,
+    out: Path | None = None,
+    ice_servers: Sequence[IceServer] = (),
+    loopback: bool = True,
+    warmup_s: float = 1.0,
+    marker_frames: bool = True,
+) -> dict[str, Any]:
+    """Connect, load `model`, orbit it until `frames` new frames were measured; return the stream's figures."""
+    client = RenderClient(ice_servers=ice_servers, loopback=loopback, marker_frames=marker_frames)
+    orbit: asyncio.Task[None] | None = None
+    try:
+        hello = await client.connect(offer_url, token, ssl_context=ssl_context, width=width, height=height, fps=fps)
+        loaded = await client.load_model(model) if model else None
+        target, distance = [0.0, 0.0, 0.0], 3.0
+        if loaded and loaded.get("bounds"):
+            low, high = np.array(loaded["bounds"]["min"]), np.array(loaded["bounds"]["max"])
+            target = ((low + high) / 2).tolist()
+            distance = max(float(np.linalg.norm(high - low)) / 2, 1e-3) / math.sin(math.radians(30)) * 1.1
+        orbit = asyncio.create_task(_orbit(client, fps, target, distance))
+        # The first second holds the key frame and the encoder's start: measured from then on.
+        warmup_until = time.monotonic() + warmup_s
+        last: av.VideoFrame | None = None
+        deadline = time.monotonic() + 60 + frames * 4 / fps
+        while len(client.meter.new_frames) < frames:
+            if time.monotonic() > deadline:
+                raise ConnectError(f"only {len(client.meter.new_frames)} of {frames} frames arrived in time")
+            client.meter.measuring = time.monotonic() >= warmup_until
+            last, _ = await client.next_frame()
+        figures = client.meter.figures()
+        figures.update(codec=client.codec, width=last.width if last else 0, height=last.height if last else 0)
+        renders = [r["renderMs"] for r in client.frame_reports]
+        sends = [r["encodeMs"] for r in client.frame_reports if "encodeMs" in r]
+        figures.update(
+            poses_sent=client.poses_sent,
+            server_render_ms_p50=_percentile(renders, 0.5),
+            server_send_ms_p50=_percentile(sends, 0.5),
+            renderer=hello.get("renderer"),
+            model=loaded,
+        )
+        if out is not None and last is not None:
+            from PIL import Image
+
+            Image.fromarray(last.to_ndarray(format="rgb24")).save(out)
+        return figures
+    finally:
+        if orbit is not None:
+            orbit.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await orbit
+        await client.close()

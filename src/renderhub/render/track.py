@@ -1,0 +1,68 @@
+"""The video track: each new frame of the render worker, once, as an av.VideoFrame for aiortc to encode."""
+
+from __future__ import annotations
+
+import fractions
+import time
+from collections.abc import Callable
+
+import av
+import numpy as np
+from aiortc import VideoStreamTrack
+from aiortc.mediastreams import MediaStreamError
+
+from renderhub.render.worker import FrameMeta, RenderWorker, WorkerError
+
+VIDEO_CLOCK = 90_000  # RTP's video clock rate: pts in these units need no rescaling in aiortc
+TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK)
+
+FrameCallback = Callable[[FrameMeta, float], None]
+
+
+def _to_video_frame(image: np.ndarray) -> av.VideoFrame:
+    return av.VideoFrame.from_ndarray(image, format="rgb24")  # copies out of shared memory
+
+
+class RenderTrack(VideoStreamTrack):
+    """Waits for the worker's next new frame (never repeats one, costs nothing while idle); pts follow wall time.
+
+    `on_frame(meta, send_ms)` is called for each frame once aiortc has encoded and sent it (on the next
+    recv), `send_ms` being the time from handing the frame over until aiortc asked for the next one.
+    """
+
+    def __init__(self, worker: RenderWorker, *, on_frame: FrameCallback | None = None) -> None:
+        super().__init__()
+        self._worker = worker
+        self._on_frame = on_frame
+        self._started: float | None = None
+        self._last_pts = -1
+        self._pending: tuple[FrameMeta, float] | None = None
+        self.frames_sent = 0
+
+    async def recv(self) -> av.VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._pending is not None:
+            meta, handed_at = self._pending
+            self._pending = None
+            self.frames_sent += 1
+            if self._on_frame is not None:
+                self._on_frame(meta, (time.monotonic() - handed_at) * 1000)
+        try:
+            frame, meta = await self._worker.next_frame_with(_to_video_frame)
+        except WorkerError:
+            self.stop()
+            raise MediaStreamError from None
+        if self.readyState != "live":
+            raise MediaStreamError
+        now = time.monotonic()
+        if self._started is None:
+            self._started = now
+        # Timestamps from the wall clock: frames come when poses do, so a fixed-rate counter would lie to the jitter
+        # buffer; strictly increasing, as RTP receivers expect.
+        pts = max(int((now - self._started) * VIDEO_CLOCK), self._last_pts + 1)
+        self._last_pts = pts
+        frame.pts = pts
+        frame.time_base = TIME_BASE
+        self._pending = (meta, now)
+        return frame

@@ -1,0 +1,277 @@
+"""The render worker process, seen from the server: start it, send poses, await frames, close it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import time
+import weakref
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from multiprocessing.shared_memory import SharedMemory
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from renderhub.render.camera import Pose
+from renderhub.render.render_loop import (
+    FIRST_GENERATION,
+    SLOTS,
+    FrameMeta,
+    ModelInfo,
+    slot_bytes,
+    slot_views,
+    worker_main,
+)
+from renderhub.render.scene import ModelError
+
+__all__ = ["FrameMeta", "ModelInfo", "RenderWorker", "WorkerError"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 3.0
+
+
+class WorkerError(RuntimeError):
+    """The render worker could not start, or died."""
+
+
+def _cleanup(process: multiprocessing.process.BaseProcess, blocks: list[SharedMemory]) -> None:
+    """Last resort when a worker is dropped without close(): no orphan process, no leaked shared memory."""
+    if process.is_alive():
+        process.kill()
+        process.join(1)
+    for block in blocks:
+        with contextlib.suppress(Exception):
+            block.close()
+        with contextlib.suppress(FileNotFoundError):
+            block.unlink()
+    blocks.clear()
+
+
+class RenderWorker:
+    """The parent's handle on one render worker process; every method is safe to call from the event loop."""
+
+    def __init__(self, process: multiprocessing.process.BaseProcess, conn: Connection, shm: SharedMemory) -> None:
+        self._process, self._conn, self._shm = process, conn, shm
+        self._blocks = [shm]
+        self._loop = asyncio.get_running_loop()
+        self._generation = FIRST_GENERATION - 1
+        self.width = self.height = 0
+        self._views: list[tuple[np.ndarray, np.ndarray]] = []
+        self._ready_slot: int | None = None
+        self._frame_ready = asyncio.Event()
+        self._replies: dict[str, asyncio.Future[tuple[Any, ...]]] = {}
+        self._on_progress: Callable[[str, float], None] | None = None
+        self._load_lock = asyncio.Lock()
+        self.renderer_name = ""
+        self.dropped_frames = 0
+        self.error: str | None = None
+        self._closed = False
+        self._teardown: asyncio.Future[None] | None = None
+        self._finalizer = weakref.finalize(self, _cleanup, process, self._blocks)
+        self._loop.add_reader(conn.fileno(), self._on_readable)
+
+    @classmethod
+    async def start(
+        cls,
+        width: int,
+        height: int,
+        *,
+        fps: float = 30,
+        device_index: int | None = None,
+        timeout: float = START_TIMEOUT,
+    ) -> RenderWorker:
+        """Spawn the worker and wait until its renderer is up (the GL context is created in the child)."""
+        context = multiprocessing.get_context("spawn")
+        parent_conn, child_conn = context.Pipe(duplex=True)
+        shm = SharedMemory(create=True, size=slot_bytes(width, height) * SLOTS)
+        process = context.Process(
+            target=worker_main,
+            args=(child_conn, os.getpid(), shm.name, width, height, fps, device_index),
+            name="renderhub-render-worker",
+            daemon=True,
+        )
+        # Started from the event loop's thread: the child's death signal is tied to the thread that made it.
+        process.start()
+        child_conn.close()
+        worker = cls(process, parent_conn, shm)
+        worker._set_size(width, height, shm)
+        try:
+            reply = await worker._expect("ready", timeout)
+        except BaseException:
+            await worker.close()
+            raise
+        worker.renderer_name = reply[1]
+        return worker
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
+    @property
+    def alive(self) -> bool:
+        return not self._closed and self.error is None and self._process.is_alive()
+
+    def send_pose(self, pose_id: int, pose: Pose) -> None:
+        """Ask for a frame of `pose`; poses the worker has not started on yet are replaced, never queued."""
+        self._send(("pose", pose_id, pose))
+
+    async def load_model(
+        self,
+        path: Path,
+        *,
+        max_primitives: int | None,
+        max_bytes: int,
+        on_progress: Callable[[str, float], None] | None = None,
+    ) -> ModelInfo:
+        """Load and upload a model in the worker; raises ModelError when the model is refused."""
+        async with self._load_lock:
+            self._on_progress = on_progress
+            try:
+                self._send(("load", str(path), max_primitives, max_bytes))
+                _, refused, info = await self._expect("loaded", None)
+            finally:
+                self._on_progress = None
+        if refused is not None:
+            raise ModelError(*refused)
+        return info
+
+    async def clear(self) -> None:
+        """Drop the model; the next frames show the empty scene."""
+        self._send(("clear",))
+        await self._expect("cleared", STOP_TIMEOUT * 10)
+
+    async def resize(self, width: int, height: int) -> None:
+        """Render at a new size from the next frame on; frames of the old size still queued are dropped."""
+        shm = SharedMemory(create=True, size=slot_bytes(width, height) * SLOTS)
+        self._blocks.append(shm)
+        old = self._shm
+        self._set_size(width, height, shm)
+        self._send(("resize", width, height, shm.name, self._generation))
+        await self._expect("resized", STOP_TIMEOUT * 10)
+        old.close()
+        old.unlink()
+        self._blocks.remove(old)
+
+    async def next_frame(self) -> tuple[np.ndarray, FrameMeta]:
+        """The newest frame not returned before (a copy; older unclaimed frames are skipped); waits while idle."""
+        return await self.next_frame_with(np.copy)
+
+    async def next_frame_with(self, convert: Callable[[np.ndarray], T]) -> tuple[T, FrameMeta]:
+        """Like next_frame, but `convert` gets the shared-memory view itself and must copy what it keeps."""
+        while self._ready_slot is None:
+            if self.error is not None or self._closed:
+                raise WorkerError(self.error or "the render worker is closed")
+            self._frame_ready.clear()
+            await self._frame_ready.wait()
+        slot, self._ready_slot = self._ready_slot, None
+        header, image = self._views[slot]
+        pose_id, number, render_ns, width, height, ready_ns = (int(v) for v in header[:6])
+        meta = FrameMeta(pose_id, number, render_ns / 1e6, width, height, ready_ns / 1e9)
+        try:
+            converted = convert(image)
+        finally:
+            self._send(("release", self._generation, slot))
+        return converted, meta
+
+    async def close(self) -> None:
+        """Stop the worker (politely, then by force) and free the shared memory; idempotent."""
+        if self._teardown is None:
+            self._closed = True
+            self._frame_ready.set()
+            self._teardown = asyncio.ensure_future(self._stop())
+        await asyncio.shield(self._teardown)
+
+    async def _stop(self) -> None:
+        with contextlib.suppress(WorkerError, TimeoutError):
+            if self.error is None and self._process.is_alive():
+                self._send(("stop",))
+                await self._expect("stopped", STOP_TIMEOUT)
+        with contextlib.suppress(Exception):
+            self._loop.remove_reader(self._conn.fileno())
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while self._process.is_alive() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        self._views.clear()
+        self._finalizer()  # kills a worker that did not stop, unlinks every block
+        self._process.join(1)
+        self._conn.close()
+        for future in self._replies.values():
+            if not future.done():
+                future.set_exception(WorkerError("the render worker is closed"))
+
+    # ------------------------------------------------------------------------------------------- internals
+
+    def _set_size(self, width: int, height: int, shm: SharedMemory) -> None:
+        self._shm, self.width, self.height = shm, width, height
+        self._generation += 1
+        self._ready_slot = None
+        self._views = slot_views(shm.buf, width, height, SLOTS)
+
+    def _send(self, message: tuple[Any, ...]) -> None:
+        if self.error is not None:
+            raise WorkerError(self.error)
+        try:
+            self._conn.send(message)
+        except (OSError, ValueError) as exc:
+            self._fail(f"the render worker is gone ({type(exc).__name__})")
+            raise WorkerError(self.error or "the render worker is gone") from None
+
+    async def _expect(self, kind: str, timeout: float | None) -> tuple[Any, ...]:
+        if self.error is not None:
+            raise WorkerError(self.error)
+        future = self._replies[kind] = self._loop.create_future()
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise TimeoutError(f"the render worker did not answer {kind!r} within {timeout} s") from None
+        finally:
+            self._replies.pop(kind, None)
+
+    def _on_readable(self) -> None:
+        try:
+            while self._conn.poll():
+                self._handle(self._conn.recv())
+        except (EOFError, OSError):
+            code = self._process.exitcode
+            self._fail("the render worker exited" + ("" if code is None else f" with code {code}"))
+
+    def _handle(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "frame":
+            if message[1] != self._generation:
+                return  # a frame of the size before a resize: its memory is gone
+            if self._ready_slot is not None:
+                # The consumer has not taken the previous frame: it is stale now, give it back unseen.
+                self.dropped_frames += 1
+                with contextlib.suppress(WorkerError):
+                    self._send(("release", self._generation, self._ready_slot))
+            self._ready_slot = message[2]
+            self._frame_ready.set()
+        elif kind == "progress":
+            if self._on_progress is not None:
+                self._on_progress(message[1], message[2])
+        elif kind == "fatal":
+            self._fail(message[1])
+        else:
+            future = self._replies.get(kind)
+            if future is not None and not future.done():
+                future.set_result(message)
+
+    def _fail(self, reason: str) -> None:
+        if self.error is not None:
+            return
+        self.error = reason
+        log.warning("render worker: %s", reason)
+        with contextlib.suppress(Exception):
+            self._loop.remove_reader(self._conn.fileno())
+        self._frame_ready.set()
+        for future in self._replies.values():
+            if not future.done():
+                future.set_exception(WorkerError(reason))

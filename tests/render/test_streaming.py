@@ -1,0 +1,258 @@
+"""End to end on loopback: the connect client <-> RenderSession with the real worker, renderer and sample model."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from renderhub.connect import ConnectError, LatencyMeter, RenderClient, run_client
+from renderhub.render import protocol
+from renderhub.render.camera import orbit_pose
+from renderhub.render.peer import OfferError, RenderSession
+from renderhub.render.protocol import LoadModelMessage
+from renderhub.render.sample import write_sample
+from renderhub.render.scene import ModelError
+
+TOKEN = "test-token"
+SIZE = (640, 360)  # small frames keep the suite quick on two cores; the pipeline is the same
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("models")
+    broken = folder / "broken.glb"
+    broken.write_bytes(b"glTF\x02\x00\x00\x00" + bytes(100))  # a GLB 2.0 header, then nothing valid
+    return {"sample": write_sample(folder), "broken": broken}
+
+
+@dataclass
+class Harness:
+    url: str
+    sessions: list[RenderSession] = field(default_factory=list)
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, accept: object) -> None:
+    """A one-request HTTP/1.1 responder: enough for the client's POST of its offer."""
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in head[1:] if line)}
+    body = await reader.readexactly(int(headers.get("content-length", "0")))
+    status, payload = await accept(headers.get("authorization", ""), json.loads(body))  # type: ignore[operator]
+    data = json.dumps(payload).encode()
+    writer.write(
+        f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+        f"Connection: close\r\n\r\n".encode()
+        + data
+    )
+    await writer.drain()
+    writer.close()
+
+
+@asynccontextmanager
+async def render_server(models: dict[str, Path]) -> AsyncIterator[Harness]:
+    harness = Harness("")
+
+    def resolve(message: LoadModelMessage, progress: object) -> Path:
+        if message.name not in models:
+            raise ModelError("ModelNotFound", f"no model named {message.name!r}")
+        return models[message.name]
+
+    async def accept(authorization: str, body: dict[str, object]) -> tuple[int, object]:
+        if authorization != f"Bearer {TOKEN}":
+            return 401, {"error": {"code": "Unauthorized", "message": "bad token"}}
+        session = await RenderSession.accept(
+            str(body["sdp"]),
+            str(body["type"]),
+            width=int(body["width"]),  # type: ignore[call-overload]
+            height=int(body["height"]),  # type: ignore[call-overload]
+            fps=int(body["fps"]),  # type: ignore[call-overload]
+            model_resolver=resolve,
+            session_id="s-test",
+            on_closed=harness.closed.set,
+        )
+        harness.sessions.append(session)
+        return 200, {"sdp": session.answer_sdp, "type": session.answer_type}
+
+    server = await asyncio.start_server(lambda r, w: _handle(r, w, accept), "127.0.0.1", 0)
+    harness.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/offer"
+    try:
+        yield harness
+    finally:
+        for session in harness.sessions:
+            await session.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def connected(harness: Harness) -> RenderClient:
+    client = RenderClient()
+    hello = await client.connect(harness.url, TOKEN, width=SIZE[0], height=SIZE[1], fps=30)
+    assert hello["width"] == SIZE[0] and hello["height"] == SIZE[1] and hello["codec"] == "H264"
+    assert hello["sessionId"] == "s-test" and hello["renderer"]
+    return client
+
+
+async def frame_for(client: RenderClient, pose_id: int, timeout: float = 20.0) -> np.ndarray:
+    """Decoded frames until one shows `pose_id` (or later); returns it as RGB."""
+    async with asyncio.timeout(timeout):
+        while True:
+            frame, shown = await client.next_frame()
+            if shown is not None and shown >= pose_id:
+                assert shown == pose_id, "a later pose than any sent"
+                return frame.to_ndarray(format="rgb24")
+
+
+async def test_stream_shows_each_pose_with_its_tag(models: dict[str, Path]) -> None:
+    async with render_server(models) as harness:
+        client = await connected(harness)
+        loaded = await client.load_model("sample")
+        assert loaded["triangles"] > 90_000 and loaded["drawCalls"] >= 1
+        assert client.codec == "H264" and harness.sessions[0].codec == "H264"
+        sent, seen, pictures = [], [], {}
+        for step in range(24):
+            pose = orbit_pose([0, 1, 0], 9.0, yaw=step * 15.0, pitch=20.0)
+            sent.append(client.send_pose(pose.position, pose.orientation, pose.fov))
+            picture = await frame_for(client, sent[-1])
+            seen.append(sent[-1])
+            if step in (0, 6):
+                pictures[step] = picture
+        assert seen == sent == sorted(set(sent))
+        assert pictures[0].shape == (SIZE[1], SIZE[0], 3)
+        # A quarter turn around the model: most of the picture (outside the tag) must differ.
+        changed = np.abs(pictures[0][:300].astype(int) - pictures[6][:300].astype(int)).max(axis=2) > 24
+        assert changed.mean() > 0.05
+        reports = [r["poseId"] for r in client.frame_reports]
+        assert reports and reports == sorted(reports) and set(reports) <= set(sent)
+        assert all(r["renderMs"] > 0 and "encodeMs" in r for r in client.frame_reports)
+        await client.close()
+
+
+async def test_bad_messages_get_errors_and_frames_keep_flowing(models: dict[str, Path]) -> None:
+    async with render_server(models) as harness:
+        client = await connected(harness)
+        bad = {
+            "{not json": protocol.BAD_MESSAGE,
+            '{"type":"teleport"}': protocol.UNKNOWN_TYPE,
+            '{"type":"pose","id":1,"position":[0,NaN,0],"orientation":[0,0,0,1],"fov":60}': protocol.BAD_MESSAGE,
+            '{"type":"pose","id":1,"position":[0,1e999,0],"orientation":[0,0,0,1],"fov":60}': protocol.INVALID_POSE,
+            json.dumps({"type": "ping", "t": 1, "pad": "x" * 70_000}): protocol.MESSAGE_TOO_LARGE,
+        }
+        for text, code in bad.items():
+            client.send(text)
+            reply = await client.expect("error")
+            assert reply["code"] == code, text[:60]
+            pose = orbit_pose([0, 0, 0], 5.0, yaw=len(text) % 90, pitch=10.0)
+            await frame_for(client, client.send_pose(pose.position, pose.orientation, pose.fov))
+        client.channel.send(b"binary")
+        assert (await client.expect("error"))["code"] == protocol.BAD_MESSAGE
+        client.send(protocol.load_model(name="sample", ref="m1"))
+        client.send(protocol.load_model(name="sample", ref="m2"))
+        busy = await client.expect("error", "modelLoaded")
+        assert busy["type"] == "error" and busy["code"] == protocol.BUSY and busy["ref"] == "m2"
+        await client.expect("modelLoaded")
+        client.send('{"type":"ping","t":42.5}')
+        assert (await client.expect("pong"))["t"] == 42.5
+        assert harness.sessions[0].stats()["errorsSent"] == len(bad) + 2
+        await client.close()
+
+
+async def test_failed_model_load_leaves_the_session_usable(models: dict[str, Path]) -> None:
+    async with render_server(models) as harness:
+        client = await connected(harness)
+        with pytest.raises(ConnectError, match="InvalidModel"):
+            await client.load_model("broken")
+        with pytest.raises(ConnectError, match="ModelNotFound"):
+            await client.load_model("missing")
+        pose = orbit_pose([0, 1, 0], 9.0, yaw=30, pitch=20)
+        empty = await frame_for(client, client.send_pose(pose.position, pose.orientation, pose.fov))
+        loaded = await client.load_model("sample")
+        assert loaded["bounds"]["max"][1] > loaded["bounds"]["min"][1]
+        # The model appears without a new pose: the worker re-renders the last one.
+        frame, shown = await client.next_frame()
+        while shown is None:
+            frame, shown = await client.next_frame()
+        assert np.abs(frame.to_ndarray(format="rgb24")[:300].astype(int) - empty[:300]).max() > 60
+        await client.close()
+
+
+async def test_client_leaving_closes_the_session_and_its_worker(models: dict[str, Path]) -> None:
+    async with render_server(models) as harness:
+        client = await connected(harness)
+        pose = orbit_pose([0, 0, 0], 5.0, yaw=0, pitch=0)
+        await frame_for(client, client.send_pose(pose.position, pose.orientation, pose.fov))
+        session = harness.sessions[0]
+        worker_pid = session.worker.pid
+        assert worker_pid in [p.pid for p in multiprocessing.active_children()]
+        await client.close()
+        await asyncio.wait_for(harness.closed.wait(), 15)
+        assert session.closed.is_set() and not session.worker.alive
+        assert worker_pid not in [p.pid for p in multiprocessing.active_children()]
+        assert not Path(f"/proc/{worker_pid}").exists() or "Z" in Path(f"/proc/{worker_pid}/stat").read_text()
+        assert not list(Path("/dev/shm").glob(session.worker._shm.name.lstrip("/")))
+
+
+async def test_run_client_reports_figures_and_saves_the_last_frame(models: dict[str, Path], tmp_path: Path) -> None:
+    async with render_server(models) as harness:
+        out = tmp_path / "last.png"
+        figures = await run_client(
+            harness.url, TOKEN, model="sample", frames=20, width=SIZE[0], height=SIZE[1], fps=30, out=out, warmup_s=0.3
+        )
+        assert figures["codec"] == "H264" and figures["frames"] == 20
+        assert (figures["width"], figures["height"]) == SIZE
+        assert figures["fps"] > 0 and figures["pose_to_frame_ms_p50"] > 0
+        assert figures["pose_to_frame_ms_p95"] >= figures["pose_to_frame_ms_p50"]
+        with Image.open(out) as saved:
+            assert saved.size == SIZE
+        with pytest.raises(ConnectError, match="401"):
+            await run_client(harness.url, "wrong", frames=1, width=SIZE[0], height=SIZE[1])
+
+
+async def test_vp8_when_the_client_has_no_h264(models: dict[str, Path]) -> None:
+    async with render_server(models) as harness:
+        client = RenderClient(video_codecs=["video/VP8"])
+        hello = await client.connect(harness.url, TOKEN, width=SIZE[0], height=SIZE[1], fps=30)
+        assert hello["codec"] == client.codec == "VP8"
+        for step in range(3):
+            pose = orbit_pose([0, 0, 0], 5.0, yaw=step * 20.0, pitch=0)
+            await frame_for(client, client.send_pose(pose.position, pose.orientation, pose.fov))
+        await client.close()
+
+
+async def test_offers_that_cannot_be_answered() -> None:
+    with pytest.raises(OfferError):
+        await RenderSession.accept("v=0", "answer", width=640, height=360, fps=30)
+    audio_only = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\n"
+    with pytest.raises(OfferError, match="no video"):
+        await RenderSession.accept(audio_only, "offer", width=640, height=360, fps=30)
+    video_only = audio_only.replace("m=audio 9 UDP/TLS/RTP/SAVPF 0", "m=video 9 UDP/TLS/RTP/SAVPF 96")
+    with pytest.raises(OfferError, match="no data channel"):
+        await RenderSession.accept(video_only, "offer", width=640, height=360, fps=30)
+    assert not multiprocessing.active_children()
+
+
+def test_latency_meter_counts_coalesced_poses_until_a_later_frame() -> None:
+    meter = LatencyMeter()
+    meter.measuring = True
+    for pose_id, at in ((0, 0.0), (1, 0.010), (2, 0.020)):
+        meter.pose_sent(pose_id, at)
+    assert meter.frame_decoded(0, 0.050)
+    assert not meter.frame_decoded(0, 0.055)  # the same pose again is not a new frame
+    assert not meter.frame_decoded(None, 0.06)
+    assert meter.frame_decoded(2, 0.100)  # pose 1 was coalesced into 2: it waited for this frame
+    assert [round(v) for v in meter.latencies_ms] == [50, 90, 80]
+    figures = meter.figures()
+    assert figures["frames"] == 2 and figures["fps"] == 20.0 and figures["pose_to_frame_ms_p50"] == 80.0
+
+
+def test_no_worker_outlives_the_tests() -> None:
+    assert not multiprocessing.active_children(), os.getpid()
