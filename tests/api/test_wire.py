@@ -219,3 +219,18 @@ async def test_zero_lease_session_expires_once_ready(api: InProcessHub) -> None:
     assert expired["elapsedTimeMinutes"] == 0
     [record] = await api.hub.repo.usage(api.account.id)
     assert record.billable_minutes == 0 and record.ended_at - record.ready_at == timedelta(0)  # type: ignore[operator]
+
+
+async def test_clients_get_the_ice_servers_behind_the_token(tmp_path: Path) -> None:
+    from renderhub.config import parse_ice_server
+
+    turn = parse_ice_server("turn:user:secret@turn.example.org:3478")
+    assert turn == {"urls": "turn:turn.example.org:3478", "username": "user", "credential": "secret"}
+    for bad in ("http://x", "stun:u:p@host:1", "turn:user@host:1", "turn:"):
+        with pytest.raises(ValueError):
+            parse_ice_server(bad)
+    settings = hub_settings(tmp_path, ice_servers=[parse_ice_server("stun:stun.example.org:3478"), turn])
+    async for api in in_process_hub(settings, Clock()):
+        assert (await api.http.get("/render/ice-servers")).status_code == 401
+        listed = await api.http.get("/render/ice-servers", headers=await api.auth())
+        assert listed.json() == {"iceServers": [{"urls": "stun:stun.example.org:3478"}, turn]}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from fastapi import Request
@@ -54,6 +55,7 @@ class Hub:
     clock: Clock
     accounts: RecentAccounts
     relay: httpx.AsyncClient  # to render servers, trusting the hub's CA
+    ice_servers: list[dict[str, Any]]  # STUN/TURN, handed to clients as to render servers
     verified: dict[str, TokenClaims]
 
 

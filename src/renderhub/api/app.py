@@ -46,7 +46,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None, backend: Backe
             accounts = RecentAccounts(repo, settings.account_cache_seconds)
             trust = ssl.create_default_context(cafile=str(ensure_ca(settings.tls_dir, clock.now())))
             relay = httpx.AsyncClient(verify=trust, timeout=RELAY_TIMEOUT)
-            app.state.hub = Hub(repo, manager, tokens, limiter, clock, accounts, relay, verified={})
+            app.state.hub = Hub(
+                repo, manager, tokens, limiter, clock, accounts, relay, settings.ice_servers, verified={}
+            )
             try:
                 async with relay, running_reaper(manager, settings.reaper_interval_seconds):
                     yield

@@ -7,8 +7,9 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from renderhub.api.access import authenticate, hub
-from renderhub.api.responses import error_response
+from renderhub.api.responses import error_response, json_response
 from renderhub.api.schemas import check_session_id
+from renderhub.auth import parse_bearer
 from renderhub.errors import Conflict, RenderHubError
 from renderhub.models import SessionStatus
 
@@ -18,6 +19,15 @@ router = APIRouter()
 class RenderServerUnreachable(RenderHubError):
     status = 502
     code = "RenderServerUnreachable"
+
+
+@router.get("/render/ice-servers")
+async def ice_servers(request: Request) -> Response:
+    """The STUN/TURN servers clients should use, as the render servers do (TURN credentials: token only)."""
+    h = hub(request)
+    claims = h.tokens.verify(parse_bearer(request.headers.get("authorization")), h.clock.now())
+    await authenticate(request, claims.account_id)  # revocation and the rate limit, as everywhere
+    return json_response({"iceServers": h.ice_servers})
 
 
 @router.post("/render/{account_id}/{session_id}/offer")

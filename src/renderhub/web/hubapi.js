@@ -177,6 +177,12 @@ export class Hub {
     });
   }
 
+  /** The STUN/TURN servers the hub's operator configured (an empty list on a LAN). */
+  async iceServers() {
+    const body = await this.call("GET", "../render/ice-servers", { what: "Reading the ICE servers" });
+    return body.iceServers || [];
+  }
+
   /** Hand a WebRTC offer to the session's render server through the hub; returns the answer. */
   async offer(sessionId, offer, signal) {
     const url = `../render/${encodeURIComponent(this.accountId)}/${encodeURIComponent(sessionId)}/offer`;

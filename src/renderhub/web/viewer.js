@@ -356,7 +356,9 @@ function streamSettings() {
 
 async function connect(mine) {
   const camera = new OrbitCamera();
-  const stream = new RenderStream(hub, current.id, $("video"), streamSettings(), () => camera.pose());
+  const settings = { ...streamSettings(), iceServers: await hub.iceServers() };
+  if (mine !== generation) return;
+  const stream = new RenderStream(hub, current.id, $("video"), settings, () => camera.pose());
   Object.assign(current, { stream, camera, loading: false });
   stream.addEventListener("state", (event) => mine === generation && onStreamState(event.detail));
   stream.addEventListener("message", (event) => mine === generation && onServerMessage(event.detail));
