@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -145,3 +146,9 @@ def test_the_worker_dies_with_its_parent(tmp_path: Path) -> None:
     while Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3]:
         assert time.monotonic() < deadline, "the render worker outlived its parent"
         time.sleep(0.05)
+
+
+async def test_a_renderer_that_cannot_start_is_reported() -> None:
+    with pytest.raises(WorkerError, match="renderer could not start"):
+        await RenderWorker.start(160, 96, device_index=99)
+    assert not multiprocessing.active_children()

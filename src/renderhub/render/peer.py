@@ -345,4 +345,3 @@ class RenderSession:
             "errorsSent": self.errors_sent,
             "seconds": round(time.monotonic() - self.started, 1),
         }
-
