@@ -1,0 +1,33 @@
+"""`renderhub connect` as a user runs it: a Ready session, the sample model, figures and the last frame."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from PIL import Image, ImageStat
+
+from tests.hubs import RENDERHUB, RunningHub, wait_for
+
+
+def test_connect_prints_figures_and_saves_the_last_frame(hub: RunningHub, tmp_path: Path) -> None:
+    with hub.client() as client:
+        client.create("cli", "Standard", 10)
+        wait_for(lambda: client.get("cli")["status"] == "Ready", timeout=20)
+    out = tmp_path / "frame.png"
+    command = [RENDERHUB, "connect", "cli", "--data-dir", str(hub.data_dir), "--frames", "30",
+               "--width", "640", "--height", "360", "--out", str(out), "--json"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert figures["fps"] > 5 and figures["codec"] == "H264"
+    assert 0 < figures["pose_to_frame_ms_p50"] <= figures["pose_to_frame_ms_p95"]
+    with Image.open(out) as frame:
+        assert frame.size == (640, 360)
+        above_tag = frame.convert("L").crop((0, 0, 640, 300))  # the pose tag alone would not be blank
+        assert ImageStat.Stat(above_tag).stddev[0] > 10, "the model, not a blank frame"
+
+    refused = subprocess.run([RENDERHUB, "connect", "nope", "--data-dir", str(hub.data_dir)],
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert refused.returncode != 0 and "error:" in refused.stderr and "Traceback" not in refused.stderr
