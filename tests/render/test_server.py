@@ -74,6 +74,14 @@ async def test_one_client_at_a_time_and_a_reset_scene_for_the_next(hub: RunningH
         assert (hello["width"], hello["height"]) == (640, 360) and first.codec == "H264"
         await first.load_model("sample")
         loaded = await frame_after_pose(first, 30.0)
+        for yaw in range(35, 60, 5):
+            await frame_after_pose(first, float(yaw))
+        inspector = f"https://{session['hostname']}:{session['arrInspectorPort']}/status"
+        auth = {"Authorization": f"Bearer {token(hub)}"}
+        status = (await asyncio.to_thread(httpx.get, inspector, headers=auth, verify=trust(hub))).json()
+        recent = status["client"]["recent"]
+        assert recent["fps"] > 0 and recent["renderMsP50"] > 0 and recent["poseToSendMsP50"] > 0
+        assert status["client"]["model"]["triangles"] > 100_000 and status["client"]["codec"] == "H264"
         second = RenderClient()
         with pytest.raises(ConnectError, match="409 ClientAlreadyConnected"):
             await second.connect(direct(session), token(hub), ssl_context=trust(hub), width=640, height=360)

@@ -20,6 +20,7 @@ from aiortc.rtcdatachannel import RTCDataChannel
 from renderhub.render import protocol
 from renderhub.render.protocol import LoadModelMessage, PingMessage, PoseMessage, ProtocolError
 from renderhub.render.scene import ModelError
+from renderhub.render.stream_stats import StreamStats
 from renderhub.render.track import RenderTrack
 from renderhub.render.worker import FrameMeta, RenderWorker, WorkerError
 
@@ -108,6 +109,7 @@ class RenderSession:
         self._resolver, self._on_closed, self._on_input = model_resolver, on_closed, on_input
         self._max_primitives, self._max_bytes = max_primitives, max_bytes
         self.track = RenderTrack(worker, on_frame=self._frame_sent)
+        self.figures = StreamStats()
         self.channel: RTCDataChannel | None = None
         self.codec = ""
         self.answer_sdp = self.answer_type = ""
@@ -241,6 +243,7 @@ class RenderSession:
             # Out-of-order poses (an unordered channel) are older than what we render already: drop them quietly.
             if message.id > self.last_pose_id:
                 self.last_pose_id = message.id
+                self.figures.pose_received(message.id)
                 self.worker.send_pose(message.id, message.pose)
         elif isinstance(message, LoadModelMessage):
             if self._loading is not None and not self._loading.done():
@@ -281,6 +284,7 @@ class RenderSession:
         self.send(protocol.model_loaded(info.triangles, info.draw_calls, info.load_ms, info.bounds))
 
     def _frame_sent(self, meta: FrameMeta, send_ms: float) -> None:
+        self.figures.frame_sent(meta.pose_id, meta.render_ms, send_ms)
         channel = self.channel
         if channel is not None and channel.bufferedAmount < MAX_BUFFERED_BYTES:
             self.send(protocol.frame(meta.pose_id, meta.frame_number, meta.render_ms, send_ms))
@@ -344,4 +348,5 @@ class RenderSession:
             "workerPid": self.worker.pid,
             "errorsSent": self.errors_sent,
             "seconds": round(time.monotonic() - self.started, 1),
+            "recent": self.figures.figures(),
         }
