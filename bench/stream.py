@@ -249,42 +249,18 @@ def serve_baseline(port: int, width: int, height: int, fps: int, model: str, pre
     with RenderHub's Renderer in the event loop's thread, tags it and returns it; aiortc's own H.264 encoder
     (PyAV libx264) encodes it with aiortc's bitrate control, profile and level, plus `preset` (ultrafast)."""
     import av
-    from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription, VideoStreamTrack, rtcrtpsender
-    from aiortc.codecs import get_encoder
-    from aiortc.codecs.h264 import MAX_FRAME_RATE, H264Encoder
+    from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription, VideoStreamTrack
     from aiortc.mediastreams import MediaStreamError
 
     from renderhub.render import pose_tag, protocol
+    from renderhub.render.encoder import use_h264_preset
     from renderhub.render.http import Request, Response, serve
     from renderhub.render.peer import enable_loopback_candidates, negotiated_codec
     from renderhub.render.renderer import Renderer
     from renderhub.render.scene import load_scene
 
-    class PresetH264Encoder(H264Encoder):
-        """aiortc's encoder, opened as aiortc opens it (it sets no preset, so x264's default applies) plus one."""
-
-        def _encode_frame(self, frame: av.VideoFrame, force_keyframe: bool) -> Iterator[bytes]:
-            codec = self.codec
-            if (
-                codec is None or frame.width != codec.width or frame.height != codec.height
-                or abs(self.target_bitrate - codec.bit_rate) / codec.bit_rate > 0.1
-            ):  # fmt: skip
-                self.buffer_data, self.buffer_pts = b"", None
-                codec = av.CodecContext.create("libx264", "w")
-                codec.width, codec.height, codec.pix_fmt = frame.width, frame.height, "yuv420p"
-                codec.bit_rate = self.target_bitrate
-                codec.framerate = fractions.Fraction(MAX_FRAME_RATE, 1)
-                codec.time_base = fractions.Fraction(1, MAX_FRAME_RATE)
-                codec.options = {"level": "31", "tune": "zerolatency", "preset": preset}
-                codec.profile = "Baseline"
-                self.codec = codec  # the parent method finds it current and keeps it
-            return super()._encode_frame(frame, force_keyframe)
-
-    def encoder_for(codec: Any) -> Any:
-        return PresetH264Encoder() if codec.mimeType.lower() == "video/h264" else get_encoder(codec)
-
     if preset != "aiortc":
-        rtcrtpsender.get_encoder = encoder_for  # this process only: the benchmark's own and the hub's are untouched
+        use_h264_preset(preset)  # this process only: the benchmark's own and the hub's are untouched
 
     enable_loopback_candidates()
     renderer = Renderer(width, height)

@@ -18,6 +18,7 @@ from aiortc.exceptions import InternalError, InvalidAccessError, InvalidStateErr
 from aiortc.rtcdatachannel import RTCDataChannel
 
 from renderhub.render import protocol
+from renderhub.render.encoder import use_h264_preset
 from renderhub.render.protocol import LoadModelMessage, PingMessage, PoseMessage, ProtocolError
 from renderhub.render.scene import ModelError
 from renderhub.render.stream_stats import StreamStats
@@ -159,6 +160,7 @@ class RenderSession:
             raise OfferError(f"the offer has no data channel: create one labelled {protocol.CHANNEL_LABEL!r} first")
         if loopback:
             enable_loopback_candidates()
+        use_h264_preset()
         worker = await RenderWorker.start(width, height, fps=fps, device_index=device_index)
         pc = RTCPeerConnection(ice_configuration(ice_servers))
         session = cls(
