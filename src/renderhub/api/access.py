@@ -70,8 +70,8 @@ async def authorize(request: Request, account_id: str) -> str:
     return version
 
 
-async def authenticate(request: Request, account_id: str) -> None:
-    """Check the bearer token: valid, for this account, not revoked, within the rate limit."""
+async def authenticate(request: Request, account_id: str | None) -> None:
+    """Check the bearer token: valid, for this account (None: any account), not revoked, within the rate limit."""
     h = hub(request)
     token = parse_bearer(request.headers.get("authorization"))
     now = h.clock.now()
@@ -81,7 +81,7 @@ async def authenticate(request: Request, account_id: str) -> None:
         if len(h.verified) >= TOKEN_CACHE_SIZE:
             h.verified.clear()
         h.verified[token] = claims
-    if claims.account_id != account_id.lower():
+    if account_id is not None and claims.account_id != account_id.lower():
         raise Forbidden("The access token is for another account.")
     check_account(claims, await h.accounts.get(claims.account_id))
     h.limiter.check(claims.account_id)
