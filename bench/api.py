@@ -8,7 +8,6 @@ import math
 import os
 import random
 import signal
-import socket
 import ssl
 import statistics
 import subprocess
@@ -24,6 +23,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from processes import free_port, wait_until
 from renderhub.auth import new_account
 from renderhub.backends.local import render_server_pids
 from renderhub.bootstrap import tls_files
@@ -44,12 +44,6 @@ T = TypeVar("T")
 
 
 # Servers: a real hub, and a bare FastAPI endpoint on the same uvicorn settings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cpu_seconds(pid: int) -> float:
@@ -82,18 +76,7 @@ class Server:
     log: Path
 
     def wait_until(self, path: str, verify: ssl.SSLContext, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.log.read_text()}")
-            try:
-                if httpx.get(self.base + path, verify=verify, timeout=1).status_code == 200:
-                    return
-            except (httpx.HTTPError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name} did not come up:\n{self.log.read_text()}")
-            time.sleep(0.1)
+        wait_until(self.process, self.base + path, self.log, lambda: verify, timeout)
 
     def stop(self) -> None:
         if self.process.poll() is None:

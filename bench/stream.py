@@ -9,21 +9,20 @@ import fractions
 import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 
+from processes import free_port, wait_until
 from renderhub.backends.local import render_server_pids
 from renderhub.client import ArrConfig, HubClient
 from renderhub.connect import DEGREES_PER_SECOND, ConnectError, RenderClient
@@ -405,29 +404,6 @@ def serve_baseline(port: int, width: int, height: int, fps: int, model: str, pre
 
 
 # Processes this benchmark starts, each stopped whatever happens
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(
-    process: subprocess.Popen[bytes], url: str, log: Path, verify: Callable[[], Any], timeout: float
-) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"{url} exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(url, verify=verify(), timeout=1).status_code == 200:
-                return
-        except (httpx.HTTPError, OSError):
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{url} did not come up:\n{log.read_text()[-3000:]}")
-        time.sleep(0.1)
 
 
 @contextmanager

@@ -1,0 +1,37 @@
+"""What both benchmarks need of the servers they start: a free port, and waiting until one answers."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(
+    process: subprocess.Popen[bytes], url: str, log: Path, verify: Callable[[], Any], timeout: float
+) -> None:
+    """Poll `url` until it answers 200; fail with the log if the process exits or the time runs out.
+    `verify` is called on each try: a server may write its CA file only once it starts."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url} exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url, verify=verify(), timeout=1).status_code == 200:
+                return
+        except (httpx.HTTPError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} did not come up:\n{log.read_text()[-3000:]}")
+        time.sleep(0.1)
