@@ -23,7 +23,7 @@ serve: $(VENV)/.installed render-packages
 # need the glTF test models, Chromium for the viewer's browser tests (never a downloaded browser) and
 # NSS tools to trust the hub's CA in the browser's profile.
 RENDER_PACKAGES := libegl1 libgl1-mesa-dri libegl-mesa0
-TEST_PACKAGES   := $(RENDER_PACKAGES) assimp-testmodels chromium libnss3-tools
+TEST_PACKAGES   := $(RENDER_PACKAGES) assimp-testmodels chromium libnss3-tools iproute2
 define install_packages
 	@dpkg -s $(1) >/dev/null 2>&1 || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(1); }

@@ -22,6 +22,7 @@ from renderhub.config import Settings
 from renderhub.models import Account
 from renderhub.tls import ensure_certificates
 from tests.hubs import RunningHub, kill_render_servers, new_hub
+from tests.ray_cluster import RayCluster
 
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -142,3 +143,18 @@ async def fake_clock_api(tmp_path: Path) -> AsyncIterator[InProcessHub]:
     """An in-process hub whose clock moves only when the test says so (its reaper runs on that clock)."""
     async for running in in_process_hub(hub_settings(tmp_path), FakeClock()):
         yield running
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
+    """A two-node Ray cluster (127.0.0.2 and 127.0.0.3), each node with room for two Standard servers."""
+    cluster = RayCluster(tmp_path_factory.mktemp("ray"))
+    try:
+        cluster.start_head("127.0.0.2", {"renderhub_standard": 2})
+        cluster.add_node("127.0.0.3", {"renderhub_standard": 2})
+        yield cluster
+    finally:
+        import ray
+
+        ray.shutdown()  # the test process may have joined as a driver (the backend contract tests)
+        cluster.stop()

@@ -75,7 +75,22 @@ def main() -> None:
 @click.option("--public-host", default=None, help="Hostname clients are given for sessions (default: the host).")
 @data_dir_option
 @database_option
-@click.option("--backend", default="local", show_default=True, type=click.Choice(["local"]))
+@click.option(
+    "--backend",
+    default="local",
+    show_default=True,
+    type=click.Choice(["local", "ray"]),
+    help="Where render servers run: processes on this machine, or a Ray cluster.",
+)
+@click.option("--ray-address", metavar="HOST:PORT", help="The Ray cluster's head (with --backend ray).")
+@click.option("--ray-namespace", default="renderhub", show_default=True, help="Ray namespace of the session actors.")
+@click.option(
+    "--queue-timeout",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Seconds a new session may wait for room on a full Ray cluster (0: fail it at once).",
+)
 @click.option("--sizes", "sizes_file", type=click.Path(exists=True, path_type=Path), help="Sizes and prices file.")
 @click.option("--tls-cert", type=click.Path(exists=True, path_type=Path), help="Your own certificate (PEM).")
 @click.option("--tls-key", type=click.Path(exists=True, path_type=Path), help="Its private key (PEM).")
@@ -98,7 +113,8 @@ def main() -> None:
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
 def serve(
     host: str, port: int, public_host: str | None, data_dir: Path, database_url: str | None, backend: str,
-    sizes_file: Path | None, tls_cert: Path | None, tls_key: Path | None, insecure_http: bool,
+    ray_address: str | None, ray_namespace: str, queue_timeout: float, sizes_file: Path | None,
+    tls_cert: Path | None, tls_key: Path | None, insecure_http: bool,
     rate_limit: float, page_size: int, assets_dir: Path | None, ice_servers: tuple[str, ...],
     allow_private_model_urls: bool, access_log: bool,
 ) -> None:  # fmt: skip
@@ -111,13 +127,16 @@ def serve(
 
     if bool(tls_cert) != bool(tls_key):
         _fail("--tls-cert and --tls-key go together")
+    if backend == "ray" and not ray_address:
+        _fail("--backend ray needs --ray-address HOST:PORT (the Ray head's address)")
     try:
         ice = [parse_ice_server(url) for url in ice_servers]
     except ValueError as exc:
         _fail(str(exc))
     settings = Settings(
         host=host, port=port, public_host=public_host, data_dir=data_dir, database_url=database_url,
-        backend=backend, sizes_file=sizes_file, tls_cert=tls_cert, tls_key=tls_key,
+        backend=backend, ray_address=ray_address, ray_namespace=ray_namespace, queue_timeout_seconds=queue_timeout,
+        sizes_file=sizes_file, tls_cert=tls_cert, tls_key=tls_key,
         insecure_http=insecure_http, rate_limit_per_second=rate_limit, page_size=page_size,
         assets_dir=assets_dir, ice_servers=ice, allow_private_model_urls=allow_private_model_urls,
     )  # fmt: skip

@@ -27,6 +27,11 @@ class Settings(BaseModel):
     data_dir: Path = Path(".renderhub")
     database_url: str | None = None
     backend: str = "local"
+    # The Ray backend: the cluster's address (HOST:PORT of the head), the namespace its actors are named in,
+    # and how long a new session may wait for a node with room (0: a full cluster fails it at once).
+    ray_address: str | None = None
+    ray_namespace: str = "renderhub"
+    queue_timeout_seconds: float = 0.0
     tls_cert: Path | None = None
     tls_key: Path | None = None
     insecure_http: bool = False

@@ -78,3 +78,7 @@ class BackendError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class ConfigurationError(Exception):
+    """The hub cannot run as configured; stops it at start with this message."""

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import socket
+import uuid
 from collections.abc import Coroutine
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,8 +16,9 @@ from renderhub import leases, metering
 from renderhub.backends.base import Backend, ServerSpec, ServerState, State
 from renderhub.clock import Clock
 from renderhub.config import Settings
-from renderhub.errors import BackendError, Conflict, NotFound
+from renderhub.errors import BackendError, ConfigurationError, Conflict, NotFound
 from renderhub.models import ServerSize, Session, SessionError, SessionStatus, SizeProfile
+from renderhub.store.coordination import Replica
 from renderhub.store.repository import DuplicateSession, Repository
 
 log = logging.getLogger("renderhub.manager")
@@ -23,6 +26,9 @@ log = logging.getLogger("renderhub.manager")
 PORT_RANGE = (49152, 65534)  # the range the swagger gives for handshakePort and arrInspectorPort
 POLL_INTERVAL = 0.02
 PURGE_EVERY = timedelta(minutes=1)
+HEARTBEAT_EVERY = timedelta(seconds=1)
+# A replica silent for this long is taken for dead: others adopt the sessions it was starting.
+REPLICA_TIMEOUT = timedelta(seconds=3)
 
 
 class SessionManager:
@@ -36,6 +42,7 @@ class SessionManager:
         sizes: dict[ServerSize, SizeProfile],
         clock: Clock,
         token_public_key: str,
+        replica_id: str | None = None,
     ) -> None:
         self.settings = settings
         self.token_public_key = token_public_key
@@ -45,6 +52,11 @@ class SessionManager:
         self.clock = clock
         self._starting: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._last_purge = clock.now() - PURGE_EVERY
+        self.replica = Replica(
+            replica_id or uuid.uuid4().hex, socket.gethostname(), backend.name, clock.now(), clock.now()
+        )
+        self.peers: list[Replica] = []  # the live replicas at the last heartbeat, this one included
+        self._last_heartbeat = clock.now() - HEARTBEAT_EVERY
 
     # The five session operations
 
@@ -61,6 +73,7 @@ class SessionManager:
                 status=SessionStatus.STARTING,
                 created_at=self.clock.now(),
                 backend=self.backend.name,
+                watcher=self.replica.id,
             )
             try:
                 session = await self.repo.insert_session(fresh)
@@ -129,7 +142,11 @@ class SessionManager:
 
     async def _bring_up(self, session: Session) -> None:
         profile = self.sizes[session.size]
-        ahead = await self.repo.live_sessions_before(session.size, session.seq, self.backend.name)
+        ahead = (
+            0
+            if self.backend.places_servers
+            else await self.repo.live_sessions_before(session.size, session.seq, self.backend.name)
+        )
         if ahead >= profile.capacity:
             await self._fail(
                 session,
@@ -163,7 +180,9 @@ class SessionManager:
 
     async def _await_ready(self, session: Session, state: State) -> None:
         """Ready once the server answers on its handshake port; Error if it dies or takes too long."""
-        deadline = session.created_at + timedelta(seconds=self.settings.start_timeout_seconds)
+        # A queued session's wait for room on a cluster does not count against its start.
+        wait = self.settings.start_timeout_seconds + self.settings.queue_timeout_seconds
+        deadline = session.created_at + timedelta(seconds=wait)
         while True:
             server = await self.backend.poll(state)
             if server is ServerState.RUNNING:
@@ -197,7 +216,10 @@ class SessionManager:
         await self.backend.stop(state)
 
     async def _allocate_ports(self, session: Session) -> tuple[int, int]:
-        """Two free ports in ARR's range: not held by a live session, and bindable on this host now."""
+        """Two free ports in ARR's range: not held by a live session, and bindable on this host now.
+        A session adopted from a dead replica keeps the ports it had, which its server may already use."""
+        if session.handshake_port is not None and session.inspector_port is not None:
+            return session.handshake_port, session.inspector_port
         taken = await self.repo.ports_in_use()
         chosen: list[int] = []
         while len(chosen) < 2:
@@ -234,13 +256,45 @@ class SessionManager:
                 log.warning("session %s failed: %s", session.id, error.message)
                 return
 
-    # The lease and health loop
+    # Replicas and the lease and health loop
+
+    @property
+    def replica_count(self) -> int:
+        return max(1, len(self.peers))
+
+    async def join(self) -> None:
+        """Announce this replica; refuse to share the database with a hub on another host when either runs
+        render servers as local processes (neither could find, health-check or stop the other's)."""
+        await self._heartbeat(self.clock.now())
+        for peer in self.peers:
+            if peer.host != self.replica.host and "local" in (peer.backend, self.backend.name):
+                raise ConfigurationError(
+                    f"Another hub on {peer.host} (backend {peer.backend}) uses this database. Hubs sharing a "
+                    "database must all use a backend every one of them can reach: --backend ray."
+                )
+
+    async def _heartbeat(self, now: datetime) -> None:
+        self._last_heartbeat = now
+        self.replica = dataclasses.replace(self.replica, seen_at=now)
+        await self.repo.coordination.heartbeat(self.replica)
+        self.peers = await self.repo.coordination.replicas(now - REPLICA_TIMEOUT)
+
+    async def tick(self) -> None:
+        """One reaper period: a heartbeat now and then, and the reap pass if this replica leads."""
+        now = self.clock.now()
+        if now - self._last_heartbeat >= HEARTBEAT_EVERY:
+            await self._heartbeat(now)
+        if await self.repo.coordination.lead():
+            await self.reap()
 
     async def reap(self) -> None:
-        """One pass: expire leases, fail sessions whose server died, adopt orphaned starts, purge old ones."""
+        """One pass: expire leases, fail sessions whose server died, adopt orphaned starts, stop servers whose
+        session ended, purge old sessions. One replica at a time runs it (see tick)."""
         now = self.clock.now()
+        # Servers first, sessions second: a server listed here was launched for a session already stored.
+        servers = await self.backend.servers()
         live = await self.repo.all_live_sessions()
-        await asyncio.gather(*(self._check(session, now) for session in live))
+        await asyncio.gather(*(self._check(session, now) for session in live), self._stop_orphans(servers, live))
         if now - self._last_purge >= PURGE_EVERY:
             self._last_purge = now
             await self.repo.purge_ended(now - timedelta(days=self.settings.retention_days))
@@ -261,21 +315,37 @@ class SessionManager:
                     SessionError("RenderServerLost", "The render server stopped unexpectedly."),
                 )
             return
-        # A Starting session no task of ours watches: its hub died while starting it. Adopt it.
+        if session.watcher != self.replica.id and session.watcher in {peer.id for peer in self.peers}:
+            return  # a live replica's start task watches it
+        # A Starting session nobody watches: the hub starting it died. Claim it, then finish its start: with
+        # the server it launched, or by launching again (a backend's start is idempotent per session).
+        if not await self.repo.coordination.claim(session, self.replica.id):
+            return  # another replica claimed it first
+        adopted = dataclasses.replace(session, watcher=self.replica.id)
         if state is not None:
-            self._watch(session, self._await_ready(session, state), "adopt")
-        elif now >= session.created_at + timedelta(seconds=self.settings.start_timeout_seconds):
-            await self._fail(session, SessionError("StartTimeout", "The render server was never launched."))
+            self._watch(adopted, self._await_ready(adopted, state), "adopt")
+        else:
+            self._watch(adopted, self._start(adopted), "relaunch")
 
-    async def reconcile(self) -> list[State]:
-        """At start: stop render servers that belong to no live session. Returns the ones stopped."""
-        live = await self.repo.all_live_sessions()
-        known = {self.backend.identity(s.backend_state) for s in live if s.backend_state}
-        orphans = [state for state in await self.backend.servers() if self.backend.identity(state) not in known]
+    async def _stop_orphans(self, servers: list[State], live: list[Session]) -> list[State]:
+        """Stop servers whose session is not live, or that are not the server their live session records."""
+        owners = {session.seq: session for session in live}
+        orphans = []
+        for server in servers:
+            owner = owners.get(server.get("session_seq", -1))
+            if owner is None:
+                orphans.append(server)
+            elif owner.backend_state and self.backend.identity(owner.backend_state) != self.backend.identity(server):
+                orphans.append(server)
         for state in orphans:
             log.warning("stopping render server %s: it belongs to no live session", self.backend.identity(state))
         await asyncio.gather(*(self.backend.stop(state) for state in orphans))
         return orphans
+
+    async def reconcile(self) -> list[State]:
+        """At start: stop render servers that belong to no live session. Returns the ones stopped."""
+        servers = await self.backend.servers()
+        return await self._stop_orphans(servers, await self.repo.all_live_sessions())
 
     async def close(self) -> None:
         """Cancel start tasks; their sessions are adopted by the next hub or failed by its reaper."""
@@ -283,6 +353,10 @@ class SessionManager:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            await self.repo.coordination.leave(self.replica.id)
+        except Exception:  # a hub shutting down with its database gone still shuts down
+            log.warning("could not remove this replica's heartbeat row")
 
 
 def _bindable(host: str, port: int) -> bool:

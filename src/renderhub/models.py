@@ -96,6 +96,7 @@ class Session:
     error: SessionError | None = None
     backend: str = ""
     backend_state: dict[str, Any] | None = None
+    watcher: str | None = None  # the hub replica bringing it up while it starts
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The lease and health loop: the manager's reap pass on a timer."""
+"""The lease and health loop: the manager's tick (heartbeat, and the reap pass when leading) on a timer."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ log = logging.getLogger("renderhub.reaper")
 async def _loop(manager: SessionManager, interval: float) -> None:
     while True:
         try:
-            await manager.reap()
+            await manager.tick()
         except StoreUnavailable:
             log.warning("reaper: the store is unavailable; retrying")
         except Exception:

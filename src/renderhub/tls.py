@@ -73,26 +73,41 @@ def ensure_certificate(tls_dir: Path, stem: str, hosts: list[str], now: datetime
     wanted = sorted(set(hosts))
     if cert_pem.exists() and key_pem.exists() and _names(cert_pem) == wanted:
         return cert_pem, key_pem
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _issue(tls_dir, key.public_key(), wanted, now)
+    _write_private(key_pem, _pem_key(key))
+    cert_pem.write_bytes(cert)
+    return cert_pem, key_pem
+
+
+def issue_certificate(tls_dir: Path, public_key_pem: bytes, hosts: list[str], now: datetime) -> bytes:
+    """A server certificate (PEM) from the local CA for a key made elsewhere: a render server on a cluster
+    node keeps its private key there, and the CA's key never leaves the hub."""
+    ensure_ca(tls_dir, now)
+    public_key = serialization.load_pem_public_key(public_key_pem)
+    if not isinstance(public_key, ec.EllipticCurvePublicKey):
+        raise ValueError("render server keys are elliptic-curve keys")
+    return _issue(tls_dir, public_key, sorted(set(hosts)), now)
+
+
+def _issue(tls_dir: Path, public_key: ec.EllipticCurvePublicKey, hosts: list[str], now: datetime) -> bytes:
     ca_cert = x509.load_pem_x509_certificate((tls_dir / "ca.pem").read_bytes())
     signer = serialization.load_pem_private_key((tls_dir / "ca-key.pem").read_bytes(), password=None)
     assert isinstance(signer, ec.EllipticCurvePrivateKey)
-    key = ec.generate_private_key(ec.SECP256R1())
     cert = (
         x509.CertificateBuilder()
-        .subject_name(_name(wanted[0]))
+        .subject_name(_name(hosts[0]))
         .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
+        .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(minutes=5))
         .not_valid_after(now + CERT_LIFETIME)
-        .add_extension(x509.SubjectAlternativeName([_san(h) for h in wanted]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([_san(h) for h in hosts]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(signer, hashes.SHA256())
     )
-    _write_private(key_pem, _pem_key(key))
-    cert_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return cert_pem, key_pem
+    return cert.public_bytes(serialization.Encoding.PEM)
 
 
 def ensure_certificates(tls_dir: Path, hosts: list[str], now: datetime) -> tuple[Path, Path, Path]:

@@ -19,27 +19,49 @@ from renderhub.backends.base import State
 from renderhub.backends.local import LocalBackend
 from renderhub.config import Settings
 from tests.hubs import free_port, kill_render_servers
+from tests.ray_cluster import RayCluster
 
 
-def local_backend(tmp_path: Path) -> Backend:
-    return LocalBackend(Settings(data_dir=tmp_path / "hub", stop_grace_seconds=2))
+def local_backend(request: pytest.FixtureRequest, data_dir: Path) -> Backend:
+    return LocalBackend(Settings(data_dir=data_dir, stop_grace_seconds=2))
+
+
+def ray_backend(request: pytest.FixtureRequest, data_dir: Path) -> Backend:
+    from renderhub.backends.ray import RayBackend
+
+    cluster: RayCluster = request.getfixturevalue("ray_cluster")
+    # One namespace per hub: a stranger hub on the same cluster must not see this hub's servers.
+    namespace = f"contract-{data_dir.parent.name}-{data_dir.name}"
+    return RayBackend(
+        Settings(data_dir=data_dir, stop_grace_seconds=2, ray_address=cluster.address, ray_namespace=namespace)
+    )
 
 
 PUBLIC_KEY = TokenService(new_signing_key(), timedelta(hours=1)).public_pem
-BACKENDS: dict[str, Callable[[Path], Backend]] = {"local": local_backend}
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Backend]] = {"local": local_backend, "ray": ray_backend}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
-async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Callable[[], Backend]]:
-    """A factory: each call is a fresh backend instance on the same hub, as after a hub restart."""
+def backend_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def backend(
+    backend_kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[Callable[..., Backend]]:
+    """A factory: each call is a fresh backend instance on the same hub, as after a hub restart
+    (`hub="other"` gives a backend of another hub)."""
     instances: list[Backend] = []
 
-    def make() -> Backend:
-        instances.append(BACKENDS[request.param](tmp_path))
+    def make(hub: str = "hub") -> Backend:
+        instances.append(BACKENDS[backend_kind](request, tmp_path / hub))
         return instances[-1]
 
     yield make
     for instance in instances:
+        for state in await instance.servers():
+            await instance.stop(state)
         await instance.close()
     kill_render_servers(tmp_path / "hub")
 
@@ -56,7 +78,7 @@ async def running(backend: Backend, state: State, timeout: float = 10) -> None:
         await asyncio.sleep(0.02)
 
 
-async def test_start_poll_stop(backend: Callable[[], Backend]) -> None:
+async def test_start_poll_stop(backend: Callable[..., Backend]) -> None:
     b = backend()
     hostname, state = await b.start(spec())
     assert hostname
@@ -66,7 +88,7 @@ async def test_start_poll_stop(backend: Callable[[], Backend]) -> None:
     await b.stop(state)  # idempotent
 
 
-async def test_state_is_json_and_finds_the_server_from_a_new_backend(backend: Callable[[], Backend]) -> None:
+async def test_state_is_json_and_finds_the_server_from_a_new_backend(backend: Callable[..., Backend]) -> None:
     _, state = await backend().start(spec())
     restored = json.loads(json.dumps(state))
     other = backend()
@@ -76,15 +98,18 @@ async def test_state_is_json_and_finds_the_server_from_a_new_backend(backend: Ca
     assert other.identity(restored) not in {other.identity(s) for s in await other.servers()}
 
 
-async def test_unknown_state_polls_gone(backend: Callable[[], Backend]) -> None:
+async def test_unknown_state_polls_gone(backend: Callable[..., Backend]) -> None:
     b = backend()
     _, state = await b.start(spec())
     await b.stop(state)
     assert await b.poll(state) is ServerState.GONE
-    assert await b.poll({**state, "started": -1}) is ServerState.GONE
+    other_session = spec(2)
+    _, another = await b.start(other_session)
+    await b.stop(another)
+    assert await b.poll(another) is ServerState.GONE
 
 
-async def test_a_server_that_dies_polls_gone(backend: Callable[[], Backend]) -> None:
+async def test_a_server_that_dies_polls_gone(backend: Callable[..., Backend]) -> None:
     b = backend()
     _, state = await b.start(spec())
     await running(b, state)
@@ -95,13 +120,24 @@ async def test_a_server_that_dies_polls_gone(backend: Callable[[], Backend]) -> 
         await asyncio.sleep(0.02)
 
 
-async def test_servers_lists_only_this_hubs_servers(backend: Callable[[], Backend], tmp_path: Path) -> None:
+async def test_servers_lists_only_this_hubs_servers(backend: Callable[..., Backend]) -> None:
     b = backend()
     _, mine = await b.start(spec(1))
-    stranger = LocalBackend(Settings(data_dir=tmp_path / "another-hub"))
+    stranger = backend(hub="another-hub")
     _, theirs = await stranger.start(spec(2))
     try:
         ids = {b.identity(s) for s in await b.servers()}
         assert b.identity(mine) in ids and b.identity(theirs) not in ids
+        assert [s["session_seq"] for s in await b.servers()] == [1]
     finally:
         await stranger.stop(theirs)
+
+
+async def test_start_is_idempotent_per_session(backend: Callable[..., Backend]) -> None:
+    b = backend()
+    session = spec()
+    _, first = await b.start(session)
+    _, again = await backend().start(session)  # a replica finishing a dead replica's start
+    assert b.identity(again) == b.identity(first)
+    await running(b, again)
+    assert len(await b.servers()) == 1

@@ -41,8 +41,12 @@ def create_app(settings: Settings, *, clock: Clock | None = None, backend: Backe
             )
             session_backend = backend or load_backend(settings)
             manager = SessionManager(settings, repo, session_backend, settings.load_sizes(), clock, tokens.public_pem)
+            await manager.join()
             await manager.reconcile()
-            limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+            # The rate limit holds across replicas: each takes an equal share of it.
+            limiter = RateLimiter(
+                settings.rate_limit_per_second, settings.rate_limit_burst, replicas=lambda: manager.replica_count
+            )
             accounts = RecentAccounts(repo, settings.account_cache_seconds)
             trust = ssl.create_default_context(cafile=str(ensure_ca(settings.tls_dir, clock.now())))
             relay = httpx.AsyncClient(verify=trust, timeout=RELAY_TIMEOUT)

@@ -12,7 +12,11 @@ def load_backend(settings: Settings) -> Backend:
         from renderhub.backends.local import LocalBackend
 
         return LocalBackend(settings)
-    raise ValueError(f"unknown backend {settings.backend!r} (available: local)")
+    if settings.backend == "ray":
+        from renderhub.backends.ray import RayBackend  # Ray is imported only by hubs that use it
+
+        return RayBackend(settings)
+    raise ValueError(f"unknown backend {settings.backend!r} (available: local, ray)")
 
 
 __all__ = ["Backend", "ServerSpec", "ServerState", "load_backend"]

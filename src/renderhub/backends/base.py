@@ -37,11 +37,15 @@ class Backend(abc.ABC):
     into the JSON `state` it returns, which the manager stores with the session."""
 
     name: str
+    # Whether the backend decides where servers go and how many fit (a cluster scheduler does); if not, the
+    # manager enforces each size's `capacity` from sizes.yaml.
+    places_servers: bool = False
 
     @abc.abstractmethod
     async def start(self, spec: ServerSpec) -> tuple[str, State]:
         """Launch a server and return (hostname clients connect to, state); do not wait for it to answer.
-        Raises BackendError when it cannot even be launched."""
+        Idempotent per session: for a session whose server exists already, return that server (a replica
+        finishing a dead replica's start may launch again). Raises BackendError when it cannot be launched."""
 
     @abc.abstractmethod
     async def poll(self, state: State) -> ServerState:
@@ -53,7 +57,8 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def servers(self) -> list[State]:
-        """The state of every server this backend runs for this hub, live session or not (reconciliation)."""
+        """The state of every server this backend runs for this hub, live session or not (reconciliation);
+        each state carries the `session_seq` it was started for."""
 
     @abc.abstractmethod
     def identity(self, state: State) -> str:

@@ -6,17 +6,16 @@ import asyncio
 import os
 import signal
 import ssl
-import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from renderhub.backends.base import Backend, ServerSpec, ServerState, State
+from renderhub.backends.health import answers
+from renderhub.backends.launch import config_path, render_command, render_config, session_seq
 from renderhub.clock import Clock
 from renderhub.config import Settings
 from renderhub.errors import BackendError
-from renderhub.render.config import RenderConfig
 from renderhub.tls import ensure_certificate
-
-PROBE_TIMEOUT = 0.5
 
 
 def _proc_start_time(pid: int) -> int | None:
@@ -45,23 +44,6 @@ def _alive(state: State) -> bool:
     return _proc_start_time(int(state["pid"])) == state["started"]
 
 
-async def _answers(host: str, port: int, trust: ssl.SSLContext) -> bool:
-    """Whether the render server answers its health check on this port (HTTPS, our CA's certificate)."""
-    try:
-        connecting = asyncio.open_connection(host, port, ssl=trust, server_hostname=host)
-        reader, writer = await asyncio.wait_for(connecting, PROBE_TIMEOUT)
-    except (OSError, TimeoutError, ssl.SSLError):
-        return False
-    try:
-        writer.write(b"GET /health HTTP/1.0\r\nHost: renderhub\r\n\r\n")
-        status_line = await asyncio.wait_for(reader.readline(), PROBE_TIMEOUT)
-        return status_line.split()[1:2] == [b"200"]
-    except (OSError, TimeoutError, IndexError):
-        return False
-    finally:
-        writer.close()
-
-
 class LocalBackend(Backend):
     """Render servers as child processes in their own process group, so they outlive a killed hub."""
 
@@ -83,43 +65,15 @@ class LocalBackend(Backend):
         self.cert, self.key = ensure_certificate(settings.tls_dir, "render", hosts, Clock().now())
         self._trust = ssl.create_default_context(cafile=str(settings.tls_dir / "ca.pem"))
 
-    def _config(self, spec: ServerSpec) -> Path:
-        profile = spec.profile
-        max_mb = profile.get("max_model_mb")
-        config = RenderConfig(
-            account_id=spec.account_id,
-            size=spec.size,
-            tls_cert=str(self.cert.resolve()),
-            tls_key=str(self.key.resolve()),
-            token_public_key=spec.token_public_key,
-            asset_roots=[str(root.resolve()) for root in self.settings.asset_roots],
-            max_primitives=profile.get("max_primitives"),
-            max_model_bytes=int(max_mb * 1024 * 1024) if max_mb else RenderConfig.max_model_bytes,
-            max_width=int(profile.get("max_width", RenderConfig.max_width)),
-            max_height=int(profile.get("max_height", RenderConfig.max_height)),
-            max_fps=int(profile.get("max_fps", RenderConfig.max_fps)),
-            ice_servers=self.settings.ice_servers,
-            allow_private_urls=self.settings.allow_private_model_urls,
-        )
-        path = self.config_dir / f"session-{spec.session_seq}.json"
-        config.dump(path)
-        return path
-
-    def _command(self, spec: ServerSpec) -> list[str]:
-        return [
-            sys.executable, "-m", "renderhub.render",
-            "--host", self.bind_host,
-            "--handshake-port", str(spec.handshake_port),
-            "--inspector-port", str(spec.inspector_port),
-            "--session-id", spec.session_id,
-            "--hub-dir", self.hub_dir,
-            "--config", str(self._config(spec).resolve()),
-        ]  # fmt: skip
-
     async def start(self, spec: ServerSpec) -> tuple[str, State]:
+        for existing in await self.servers():
+            if existing["session_seq"] == spec.session_seq:
+                return self.hostname, self._state(spec, int(existing["pid"]), int(existing["started"]))
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self.log_dir / f"session-{spec.session_seq}.log"
-        command = self._command(spec)
+        config = render_config(self.settings, spec, str(self.cert.resolve()), str(self.key.resolve()))
+        path = config_path(self.config_dir, spec)
+        config.dump(path)
+        command = render_command(self.bind_host, spec, self.hub_dir, path)
         # posix_spawn rather than Popen: no handle to keep, and setsid puts the server in a session of its
         # own, so it outlives a hub killed with SIGKILL (a restarted hub adopts it).
         try:
@@ -129,7 +83,7 @@ class LocalBackend(Backend):
                 {**os.environ, "PYTHONUNBUFFERED": "1"},
                 file_actions=[
                     (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                    (os.POSIX_SPAWN_OPEN, 1, str(log_path), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644),
+                    (os.POSIX_SPAWN_OPEN, 1, str(self._log(spec)), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644),
                     (os.POSIX_SPAWN_DUP2, 1, 2),
                 ],
                 setsid=True,
@@ -139,21 +93,27 @@ class LocalBackend(Backend):
         started = _proc_start_time(pid)
         if started is None:
             raise BackendError("RenderServerLaunchFailed", "The render server exited at once.")
-        state = {
+        return self.hostname, self._state(spec, pid, started)
+
+    def _log(self, spec: ServerSpec) -> Path:
+        return self.log_dir / f"session-{spec.session_seq}.log"
+
+    def _state(self, spec: ServerSpec, pid: int, started: int) -> State:
+        return {
             "pid": pid,
             "started": started,
+            "session_seq": spec.session_seq,
             "host": self.bind_host,
             "handshake_port": spec.handshake_port,
             "inspector_port": spec.inspector_port,
-            "log": str(log_path),
+            "log": str(self._log(spec)),
         }
-        return self.hostname, state
 
     async def poll(self, state: State) -> ServerState:
         if not _alive(state):
             return ServerState.GONE
         probe_host = "127.0.0.1" if state["host"] in ("0.0.0.0", "::") else state["host"]
-        if await _answers(probe_host, int(state["handshake_port"]), self._trust):
+        if await answers(probe_host, int(state["handshake_port"]), self._trust):
             return ServerState.RUNNING
         return ServerState.STARTING
 
@@ -174,10 +134,10 @@ class LocalBackend(Backend):
 
     async def servers(self) -> list[State]:
         found = []
-        for pid in render_server_pids(self.hub_dir):
+        for pid, seq in render_servers(self.hub_dir).items():
             started = _proc_start_time(pid)
             if started is not None:
-                found.append({"pid": pid, "started": started})
+                found.append({"pid": pid, "started": started, "session_seq": seq})
         return found
 
     def identity(self, state: State) -> str:
@@ -186,7 +146,20 @@ class LocalBackend(Backend):
 
 def render_server_pids(hub_dir: str) -> list[int]:
     """Render servers started for the hub with this (resolved) data dir, found by their command lines."""
-    pids = []
+    return list(render_servers(hub_dir))
+
+
+def render_servers(hub_dir: str) -> dict[int, int | None]:
+    """pid -> session seq of the render servers started for the hub with this (resolved) data dir."""
+    return {
+        pid: session_seq(args)
+        for pid, args in command_lines()
+        if "renderhub.render" in args and _flag(args, "--hub-dir") == hub_dir
+    }
+
+
+def command_lines() -> Iterator[tuple[int, list[str]]]:
+    """(pid, arguments) of every process this user can see."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -194,9 +167,7 @@ def render_server_pids(hub_dir: str) -> list[int]:
             args = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
         except OSError:
             continue
-        if "renderhub.render" in args and _flag(args, "--hub-dir") == hub_dir:
-            pids.append(int(entry.name))
-    return pids
+        yield int(entry.name), args
 
 
 def _flag(args: list[str], name: str) -> str | None:

@@ -24,6 +24,7 @@ from renderhub.models import (
     UsageRecord,
 )
 from renderhub.store import migrate
+from renderhub.store.coordination import Coordination
 from renderhub.store.tables import accounts, sessions, signing_keys, usage_records
 
 LIVE = [s.value for s in LIVE_STATUSES]
@@ -57,6 +58,7 @@ def _session(row: sa.Row[Any]) -> Session:
         error=error,
         backend=row.backend,
         backend_state=row.backend_state,
+        watcher=row.watcher,
     )
 
 
@@ -90,6 +92,7 @@ class Repository:
     def __init__(self, engine: AsyncEngine, reader: sa.Connection | None = None) -> None:
         self.engine = engine
         self._reader = reader
+        self.coordination = Coordination(engine)
 
     async def _first(self, query: sa.Select[Any], **params: str) -> sa.Row[Any] | None:
         """One row by key: the hot path of every request (token check, GET session)."""
@@ -361,7 +364,11 @@ async def open_store(url: str) -> AsyncIterator[Repository]:
         reader = None
         if url.startswith("sqlite") and ":memory:" not in url:
             reader_engine, reader = _sqlite_reader(url)
-        yield Repository(engine, reader)
+        repo = Repository(engine, reader)
+        try:
+            yield repo
+        finally:
+            await repo.coordination.resign()
     finally:
         if reader_engine is not None:
             reader_engine.dispose()

@@ -59,6 +59,7 @@ sessions = sa.Table(
     sa.Column("error_message", sa.Text),
     sa.Column("backend", sa.String(32), nullable=False),
     sa.Column("backend_state", sa.JSON),
+    sa.Column("watcher", sa.String(36)),  # the replica whose task brings this session up while it starts
     sa.UniqueConstraint("account_id", "id", name="uq_sessions_account_id"),
 )
 
@@ -81,4 +82,14 @@ signing_keys = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("private_pem", sa.Text, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+replicas = sa.Table(
+    "replicas",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("backend", sa.String(32), nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("seen_at", UTCDateTime, nullable=False),
 )

@@ -1,0 +1,187 @@
+"""The Ray backend: one named, detached actor per session supervises its render server on a cluster node."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import ssl
+from typing import Any
+
+import ray
+from ray.exceptions import RayError
+
+from renderhub.backends.base import Backend, ServerSpec, ServerState, State
+from renderhub.backends.health import PROBE_TIMEOUT, answers
+from renderhub.backends.launch import render_config
+from renderhub.backends.ray_supervisor import RenderServerSupervisor
+from renderhub.clock import Clock
+from renderhub.config import Settings
+from renderhub.errors import BackendError, ConfigurationError
+from renderhub.tls import ensure_ca, issue_certificate
+
+log = logging.getLogger("renderhub.backends.ray")
+
+ACTOR_PREFIX = "renderhub-session-"
+# Without a queue timeout, how long a session whose resources looked free may wait for Ray to place it
+# (another replica may have taken the last slot between our look and Ray's decision).
+PLACEMENT_TIMEOUT = 10.0
+Supervisor = ray.remote(RenderServerSupervisor)
+
+
+def actor_name(session_seq: int) -> str:
+    return f"{ACTOR_PREFIX}{session_seq}"
+
+
+class RayBackend(Backend):
+    """Placement and capacity come from Ray: each size needs its custom resources (sizes.yaml), which the
+    nodes advertise with `ray start --resources`. The hub is a Ray driver; the actors outlive it."""
+
+    name = "ray"
+    places_servers = True
+
+    def __init__(self, settings: Settings) -> None:
+        if not settings.ray_address:
+            raise ConfigurationError("--backend ray needs --ray-address HOST:PORT (the Ray head's address)")
+        self.settings = settings
+        self.namespace = settings.ray_namespace
+        self.queue_timeout = settings.queue_timeout_seconds
+        self.stop_grace = settings.stop_grace_seconds
+        try:
+            ray.init(
+                address=settings.ray_address,
+                namespace=self.namespace,
+                log_to_driver=False,
+                logging_level=logging.WARNING,
+                ignore_reinit_error=True,
+            )
+        except (ConnectionError, RayError, RuntimeError) as exc:
+            raise ConfigurationError(f"Cannot join the Ray cluster at {settings.ray_address}: {exc}") from exc
+        self._trust = ssl.create_default_context(cafile=str(ensure_ca(settings.tls_dir, Clock().now())))
+        self._handles: dict[str, Any] = {}
+
+    # Starting
+
+    async def start(self, spec: ServerSpec) -> tuple[str, State]:
+        resources = dict(spec.profile.get("resources") or {f"renderhub_{spec.size.lower()}": 1})
+        if self.queue_timeout <= 0:
+            await asyncio.to_thread(self._check_room, spec.size, resources)
+        name = actor_name(spec.session_seq)
+        # get_if_exists: a replica finishing a dead replica's start finds the actor that one created.
+        actor: Any = Supervisor.options(
+            name=name,
+            namespace=self.namespace,
+            lifetime="detached",
+            get_if_exists=True,
+            num_cpus=0,
+            resources=resources,
+            max_restarts=0,
+        ).remote(spec.session_seq)
+        self._handles[name] = actor
+        wait = self.queue_timeout if self.queue_timeout > 0 else PLACEMENT_TIMEOUT
+        try:
+            node, public_pem = await asyncio.wait_for(actor.describe.remote(), wait)
+        except TimeoutError:
+            await self._kill(name)
+            raise BackendError(
+                "CapacityExceeded",
+                f"No node of the cluster had room for a {spec.size} render server within {wait:g} seconds. "
+                "Stop a session or retry later.",
+            ) from None
+        except RayError as exc:
+            await self._kill(name)
+            raise BackendError("RenderServerLaunchFailed", f"The render server's supervisor failed: {exc}") from exc
+        cert = issue_certificate(self.settings.tls_dir, public_pem, [node], Clock().now())
+        # The node writes its own TLS paths into the config; the hub's are meaningless there.
+        config = dataclasses.asdict(render_config(self.settings, spec, "", ""))
+        try:
+            pid = await actor.launch.remote(spec, config, cert)
+        except RayError as exc:
+            await self._kill(name)
+            raise BackendError("RenderServerLaunchFailed", f"Could not launch the render server: {exc}") from exc
+        state = {
+            "actor": name,
+            "session_seq": spec.session_seq,
+            "node": node,
+            "pid": pid,
+            "handshake_port": spec.handshake_port,
+            "inspector_port": spec.inspector_port,
+        }
+        return node, state
+
+    def _check_room(self, size: str, resources: dict[str, float]) -> None:
+        """Fail at once when no node has the resources free (Ray would leave the actor pending)."""
+        total, free = ray.cluster_resources(), ray.available_resources()
+        for resource, amount in resources.items():
+            if total.get(resource, 0) < amount:
+                raise BackendError(
+                    "CapacityExceeded",
+                    f"No node of the cluster offers {resource}, which a {size} render server needs.",
+                )
+            if free.get(resource, 0) < amount:
+                raise BackendError(
+                    "CapacityExceeded",
+                    f"No {size} render server is free: the cluster's {int(total[resource])} are all in use. "
+                    "Stop a session or retry later.",
+                )
+
+    # Watching and stopping
+
+    async def poll(self, state: State) -> ServerState:
+        # Ask the render server itself first: Ray notices a dead node only after about 40 seconds.
+        if await answers(state["node"], int(state["handshake_port"]), self._trust):
+            return ServerState.RUNNING
+        actor = await self._handle(state["actor"])
+        if actor is None:
+            return ServerState.GONE
+        try:
+            alive = await asyncio.wait_for(actor.alive.remote(), 2 * PROBE_TIMEOUT)
+        except (TimeoutError, RayError):
+            self._handles.pop(state["actor"], None)
+            return ServerState.GONE  # the actor died, or its node stopped answering
+        return ServerState.STARTING if alive else ServerState.GONE
+
+    async def stop(self, state: State) -> None:
+        name = state["actor"]
+        actor = await self._handle(name)
+        if actor is None:
+            return
+        try:
+            await asyncio.wait_for(actor.shutdown.remote(self.stop_grace), self.stop_grace + 5.0)
+        except (TimeoutError, RayError):
+            log.warning("render server supervisor %s did not stop its server; killing the actor", name)
+        await self._kill(name)
+
+    async def servers(self) -> list[State]:
+        actors = await asyncio.to_thread(ray.util.list_named_actors, all_namespaces=True)
+        names = [actor["name"] for actor in actors if actor["namespace"] == self.namespace]
+        return [
+            {"actor": name, "session_seq": int(name.removeprefix(ACTOR_PREFIX))}
+            for name in names
+            if name.startswith(ACTOR_PREFIX) and name.removeprefix(ACTOR_PREFIX).isdigit()
+        ]
+
+    def identity(self, state: State) -> str:
+        return str(state["actor"])
+
+    async def _handle(self, name: str) -> Any:
+        """The actor by name (a restarted hub finds its actors again this way); None when there is none."""
+        if name not in self._handles:
+            try:
+                self._handles[name] = await asyncio.to_thread(ray.get_actor, name, self.namespace)
+            except ValueError:
+                return None
+        return self._handles[name]
+
+    async def _kill(self, name: str) -> None:
+        actor = self._handles.pop(name, None) or await self._handle(name)
+        self._handles.pop(name, None)
+        if actor is not None:
+            try:
+                await asyncio.to_thread(ray.kill, actor, no_restart=True)
+            except (ValueError, RayError):
+                pass  # gone already
+
+    async def close(self) -> None:
+        # The detached actors and their servers stay; the driver connection ends with the process.
+        self._handles.clear()
