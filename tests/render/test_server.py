@@ -16,6 +16,7 @@ from renderhub.auth import TokenService, new_account, new_signing_key
 from renderhub.clock import Clock
 from renderhub.connect import ConnectError, RenderClient
 from renderhub.render.camera import orbit_pose
+from renderhub.render.encoder import NVENC, X264, probe
 from tests.hubs import RunningHub, wait_for
 
 
@@ -36,6 +37,11 @@ def direct(session: dict[str, Any], path: str = "/offer") -> str:
 def token(hub: RunningHub) -> str:
     with hub.client() as client:
         return client.token()
+
+
+def expected_encoder() -> str:
+    """NVENC where this machine's GPU opens it (never on the CPU-only test machines), else libx264."""
+    return NVENC if probe(NVENC) is None else X264
 
 
 async def frame_after_pose(client: RenderClient, yaw: float) -> np.ndarray:
@@ -81,7 +87,10 @@ async def test_one_client_at_a_time_and_a_reset_scene_for_the_next(hub: RunningH
         status = (await asyncio.to_thread(httpx.get, inspector, headers=auth, verify=trust(hub))).json()
         recent = status["client"]["recent"]
         assert recent["fps"] > 0 and recent["renderMsP50"] > 0 and recent["poseToSendMsP50"] > 0
+        # What the RTP sender sent over the last ~2 s, and the rate the encoder aims at (REMB moves it).
+        assert recent["bitrateKbps"] > 0 and recent["targetBitrateKbps"] > 0
         assert status["client"]["model"]["triangles"] > 100_000 and status["client"]["codec"] == "H264"
+        assert status["client"]["encoder"] == status["encoder"] == expected_encoder()
         second = RenderClient()
         with pytest.raises(ConnectError, match="409 ClientAlreadyConnected"):
             await second.connect(direct(session), token(hub), ssl_context=trust(hub), width=640, height=360)
@@ -144,3 +153,5 @@ def test_inspector_page_and_status_behind_the_token(hub: RunningHub) -> None:
     body = status.json()
     assert body["sessionId"] == "s1" and body["client"] is None and "llvmpipe" in body["renderer"].lower()
     assert any("render server for session s1" in line for line in body["log"])
+    assert body["encoder"] == expected_encoder()
+    assert any(f"encoder {body['encoder']}" in line for line in body["log"]), "the self-check names its encoder"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from renderhub.render.bitrate import BitrateMeter
 from renderhub.render.stream_stats import StreamStats
 
 
@@ -35,3 +36,20 @@ def test_coalesced_poses_are_forgotten() -> None:
         stats.pose_received(pose_id)
     stats.frame_sent(4999, 10.0, 10.0)  # the worker skipped to the latest pose
     assert stats._arrived == {}
+
+
+def test_bitrate_over_the_window_from_a_running_byte_count() -> None:
+    ticks = Ticks()
+    meter = BitrateMeter(window=2.0, monotonic=ticks)
+    assert meter.kbps() is None
+    meter.sample(0)
+    assert meter.kbps() is None  # one sample spans no time
+    for _ in range(20):  # 25 kB every half second: 400 kbit/s
+        ticks.now += 0.5
+        meter.sample(meter._samples[-1][1] + 25_000)
+    assert meter.kbps() == 400.0
+    assert len(meter._samples) <= 6  # the window's samples and one before it, no more
+    for _ in range(4):  # the camera stops: nothing sent for two seconds
+        ticks.now += 0.5
+        meter.sample(meter._samples[-1][1])
+    assert meter.kbps() == 0.0

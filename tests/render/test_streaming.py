@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -32,7 +33,9 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("models")
     broken = folder / "broken.glb"
     broken.write_bytes(b"glTF\x02\x00\x00\x00" + bytes(100))  # a GLB 2.0 header, then nothing valid
-    return {"sample": write_sample(folder), "broken": broken}
+    stuck = folder / "stuck.glb"
+    os.mkfifo(stuck)  # no writer ever comes: the worker's read blocks in the kernel, deaf to everything but a kill
+    return {"sample": write_sample(folder), "broken": broken, "stuck": stuck}
 
 
 @dataclass
@@ -59,7 +62,7 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ac
 
 
 @asynccontextmanager
-async def render_server(models: dict[str, Path]) -> AsyncIterator[Harness]:
+async def render_server(models: dict[str, Path], **options: Any) -> AsyncIterator[Harness]:
     harness = Harness("")
 
     def resolve(message: LoadModelMessage, progress: object) -> Path:
@@ -79,6 +82,7 @@ async def render_server(models: dict[str, Path]) -> AsyncIterator[Harness]:
             model_resolver=resolve,
             session_id="s-test",
             on_closed=harness.closed.set,
+            **options,
         )
         harness.sessions.append(session)
         return 200, {"sdp": session.answer_sdp, "type": session.answer_type}
@@ -112,6 +116,15 @@ async def frame_for(client: RenderClient, pose_id: int, timeout: float = 20.0) -
                 return frame.to_ndarray(format="rgb24")
 
 
+async def sent_bitrate(session: RenderSession, encoder: str) -> None:
+    """The session's figures name the encoder aiortc runs and what it sent over the last seconds."""
+    assert session.sent is not None
+    await session.sent.sample()
+    stats = session.stats()
+    assert stats["encoder"] == encoder
+    assert stats["recent"]["bitrateKbps"] > 0 and stats["recent"]["targetBitrateKbps"] > 0
+
+
 async def test_stream_shows_each_pose_with_its_tag(models: dict[str, Path]) -> None:
     async with render_server(models) as harness:
         client = await connected(harness)
@@ -134,6 +147,7 @@ async def test_stream_shows_each_pose_with_its_tag(models: dict[str, Path]) -> N
         reports = [r["poseId"] for r in client.frame_reports]
         assert reports and reports == sorted(reports) and set(reports) <= set(sent)
         assert all(r["renderMs"] > 0 and "encodeMs" in r for r in client.frame_reports)
+        await sent_bitrate(harness.sessions[0], "libx264")
         await client.close()
 
 
@@ -185,6 +199,41 @@ async def test_failed_model_load_leaves_the_session_usable(models: dict[str, Pat
         await client.close()
 
 
+async def test_a_load_stuck_in_the_worker_times_out_and_a_new_worker_takes_over(models: dict[str, Path]) -> None:
+    async with render_server(models, load_timeout=3.0) as harness:
+        client = await connected(harness)
+        pose = orbit_pose([0, 1, 0], 9.0, yaw=30, pitch=20)
+        await frame_for(client, client.send_pose(pose.position, pose.orientation, pose.fov))
+        session = harness.sessions[0]
+        stuck_pid = session.worker.pid
+        assert stuck_pid is not None
+        client.send(protocol.load_model(name="stuck", ref="m1"))
+
+        async def keep_moving() -> None:  # poses while the worker is replaced are held for the new one, not refused
+            for step in range(1000):
+                moved = orbit_pose([0, 1, 0], 9.0, yaw=30 + step, pitch=20)
+                client.send_pose(moved.position, moved.orientation, moved.fov)
+                await asyncio.sleep(0.1)
+
+        mover = asyncio.create_task(keep_moving())
+        try:
+            error = await client.expect("error", "modelLoaded", timeout=30)
+        finally:
+            mover.cancel()
+        assert error["type"] == "error" and error["code"] == protocol.LOAD_TIMEOUT and error["ref"] == "m1"
+        assert "restarted" in error["message"]
+        assert session.worker.pid != stuck_pid and session.stats()["workerRestarts"] == 1
+        assert stuck_pid not in [p.pid for p in multiprocessing.active_children()]
+        # The same stream goes on with the new worker: the next pose renders, the next load works.
+        empty = await frame_for(client, client.send_pose(pose.position, pose.orientation, pose.fov))
+        assert empty[:300].std() < 5, "the restarted worker starts with an empty scene"
+        assert (await client.load_model("sample"))["triangles"] > 90_000
+        shown = await frame_for(client, client.send_pose(pose.position, pose.orientation, pose.fov))
+        assert shown[:300].std() > 20
+        assert session.stats()["framesSent"] > 2 and session.codec == "H264"
+        await client.close()
+
+
 async def test_client_leaving_closes_the_session_and_its_worker(models: dict[str, Path]) -> None:
     async with render_server(models) as harness:
         client = await connected(harness)
@@ -225,6 +274,7 @@ async def test_vp8_when_the_client_has_no_h264(models: dict[str, Path]) -> None:
         for step in range(3):
             pose = orbit_pose([0, 0, 0], 5.0, yaw=step * 20.0, pitch=0)
             await frame_for(client, client.send_pose(pose.position, pose.orientation, pose.fov))
+        await sent_bitrate(harness.sessions[0], "libvpx")
         await client.close()
 
 

@@ -121,6 +121,24 @@ async def test_a_dead_worker_is_an_error_not_a_hang() -> None:
     assert not shm_exists(shm)
 
 
+async def test_a_worker_stuck_in_a_load_is_killed_at_once(tmp_path: Path) -> None:
+    worker = await RenderWorker.start(160, 96)
+    shm, pid = worker._shm.name, worker.pid
+    stuck = tmp_path / "stuck.glb"
+    os.mkfifo(stuck)  # no writer: the worker's read blocks in the kernel, where "stop" never reaches it
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(worker.load_model(stuck, max_primitives=None, max_bytes=1 << 20), 1.0)
+    worker.send_pose(1, POSE)
+    waiting = asyncio.create_task(worker.next_frame())
+    started = time.monotonic()
+    await worker.kill()
+    assert time.monotonic() - started < 2.0, "no polite stop to wait out"
+    with pytest.raises(WorkerError):
+        await asyncio.wait_for(waiting, 5)
+    assert not worker.alive and not shm_exists(shm)
+    assert pid not in [p.pid for p in multiprocessing.active_children()]
+
+
 def test_the_worker_dies_with_its_parent(tmp_path: Path) -> None:
     script = textwrap.dedent(
         """

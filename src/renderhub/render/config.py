@@ -26,6 +26,8 @@ class RenderConfig:
     ice_servers: list[dict[str, Any]] = field(default_factory=list)
     allow_private_urls: bool = False
     fetch_timeout_seconds: float = 60.0
+    # The whole of one loadModel (download, parse, upload): past it the render worker is restarted if it holds the load.
+    model_load_timeout_seconds: float = 60.0
     device_index: int | None = None
 
     @classmethod

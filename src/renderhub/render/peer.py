@@ -7,86 +7,50 @@ import contextlib
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import aioice.ice
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc import sdp as aiortc_sdp
 from aiortc.exceptions import InternalError, InvalidAccessError, InvalidStateError, OperationError
 from aiortc.rtcdatachannel import RTCDataChannel
 
 from renderhub.render import protocol
-from renderhub.render.encoder import use_h264_preset
+from renderhub.render.bitrate import SenderFigures
+from renderhub.render.camera import Pose
+from renderhub.render.encoder import X264, use_h264_preset
 from renderhub.render.protocol import LoadModelMessage, PingMessage, PoseMessage, ProtocolError
+from renderhub.render.rtc import (
+    IceServer,
+    enable_loopback_candidates,
+    ice_configuration,
+    negotiated_codec,
+    preferred_video_codecs,
+)
 from renderhub.render.scene import ModelError
 from renderhub.render.stream_stats import StreamStats
 from renderhub.render.track import RenderTrack
 from renderhub.render.worker import FrameMeta, RenderWorker, WorkerError
 
+__all__ = ["IceServer", "OfferError", "RenderSession", "enable_loopback_candidates", "ice_configuration",
+           "negotiated_codec"]  # fmt: skip
 log = logging.getLogger(__name__)
 
-CODEC_ORDER = ("video/H264", "video/VP8")  # browsers decode H.264 in hardware; VP8 when a client lacks it
 MAX_BUFFERED_BYTES = 1 << 20  # a client that stops reading its data channel stops getting frame messages
 DEFAULT_MAX_BYTES = 2 << 30
 CONNECT_TIMEOUT = 30.0
+DEFAULT_LOAD_TIMEOUT = 60.0  # seconds; the server passes its config's model_load_timeout_seconds
 
 Progress = Callable[[str, float], None]
 # (request, progress) -> a local model file, or ModelError; progress(stage, fraction) reaches the client.
 ModelResolver = Callable[[LoadModelMessage, Progress], "Awaitable[Path] | Path"]
 InputHandler = Callable[[protocol.ClientMessage], None]
 ClosedHandler = Callable[[], "Awaitable[None] | None"]
-IceServer = RTCIceServer | Mapping[str, Any]
 
 
 class OfferError(ValueError):
     """The client's offer cannot be answered (not an offer, no video, no codec in common)."""
-
-
-def enable_loopback_candidates() -> None:
-    """Make aioice offer 127.0.0.1 as a host candidate too, so peers on this machine connect without a network.
-
-    aioice leaves loopback out; a process-wide wrapper is the only hook it has. Harmless for remote peers:
-    their checks against 127.0.0.1 hit themselves, fail ICE authentication and are dropped.
-    """
-    current = aioice.ice.get_host_addresses
-    if getattr(current, "renderhub_loopback", False):
-        return
-
-    def get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-        addresses = current(use_ipv4=use_ipv4, use_ipv6=use_ipv6)
-        if use_ipv4 and "127.0.0.1" not in addresses:
-            addresses.append("127.0.0.1")
-        return addresses
-
-    get_host_addresses.renderhub_loopback = True  # type: ignore[attr-defined]
-    aioice.ice.get_host_addresses = get_host_addresses
-
-
-def ice_configuration(ice_servers: Sequence[IceServer]) -> RTCConfiguration:
-    """STUN/TURN servers as {"urls": ..., "username": ..., "credential": ...} dicts (the browser's shape)."""
-    servers = []
-    for server in ice_servers:
-        if isinstance(server, RTCIceServer):
-            servers.append(server)
-        else:
-            servers.append(RTCIceServer(server["urls"], server.get("username"), server.get("credential")))
-    return RTCConfiguration(iceServers=servers)
-
-
-def negotiated_codec(sdp_text: str) -> str:
-    """The video codec an SDP answer settled on ("H264", "VP8"), or "" when it has no video."""
-    for media in aiortc_sdp.SessionDescription.parse(sdp_text).media:
-        if media.kind == "video" and media.rtp.codecs:
-            return media.rtp.codecs[0].mimeType.split("/", 1)[1]
-    return ""
-
-
-def _preferred_video_codecs() -> list[Any]:
-    codecs = RTCRtpSender.getCapabilities("video").codecs
-    ordered = [c for mime in CODEC_ORDER for c in codecs if c.mimeType == mime]
-    return ordered + [c for c in codecs if c.mimeType == "video/rtx"]
 
 
 class RenderSession:
@@ -104,17 +68,24 @@ class RenderSession:
         max_bytes: int,
         on_closed: ClosedHandler | None,
         on_input: InputHandler | None,
+        load_timeout: float | None = DEFAULT_LOAD_TIMEOUT,
+        device_index: int | None = None,
     ) -> None:
         self.worker, self.pc = worker, pc
         self.session_id, self.fps = session_id, fps
         self._resolver, self._on_closed, self._on_input = model_resolver, on_closed, on_input
         self._max_primitives, self._max_bytes = max_primitives, max_bytes
+        self.load_timeout, self._device_index = load_timeout, device_index
         self.track = RenderTrack(worker, on_frame=self._frame_sent)
         self.figures = StreamStats()
+        self.sent: SenderFigures | None = None
         self.channel: RTCDataChannel | None = None
         self.codec = ""
         self.answer_sdp = self.answer_type = ""
         self.last_pose_id = -1
+        self._last_pose: tuple[int, Pose] | None = None  # sent again to a restarted worker
+        self._restarting = False
+        self.worker_restarts = 0
         self.model: dict[str, Any] | None = None
         self.errors_sent = 0
         self._loading: asyncio.Task[None] | None = None
@@ -143,6 +114,8 @@ class RenderSession:
         device_index: int | None = None,
         loopback: bool = True,
         connect_timeout: float = CONNECT_TIMEOUT,
+        load_timeout: float | None = DEFAULT_LOAD_TIMEOUT,
+        h264_encoder: str = X264,
     ) -> RenderSession:
         """Start a worker, answer the offer; the answer is in `.answer_sdp` / `.answer_type`.
 
@@ -160,7 +133,7 @@ class RenderSession:
             raise OfferError(f"the offer has no data channel: create one labelled {protocol.CHANNEL_LABEL!r} first")
         if loopback:
             enable_loopback_candidates()
-        use_h264_preset()
+        use_h264_preset(encoder=h264_encoder)
         worker = await RenderWorker.start(width, height, fps=fps, device_index=device_index)
         pc = RTCPeerConnection(ice_configuration(ice_servers))
         session = cls(
@@ -173,6 +146,8 @@ class RenderSession:
             max_bytes=max_bytes,
             on_closed=on_closed,
             on_input=on_input,
+            load_timeout=load_timeout,
+            device_index=device_index,
         )
         try:
             await session._answer(offer_sdp)
@@ -180,6 +155,8 @@ class RenderSession:
             await session.close()
             raise
         session._watchdog = asyncio.create_task(session._connect_watchdog(connect_timeout))
+        if session.sent is not None:
+            session.sent.start()
         return session
 
     async def _answer(self, offer_sdp: str) -> None:
@@ -188,8 +165,9 @@ class RenderSession:
         pc.on("connectionstatechange", self._on_connection_state)
         # Track and codec preferences before the remote description, or aiortc answers VP8 while sending H.264.
         sender = pc.addTrack(self.track)
+        self.sent = SenderFigures(sender)
         transceiver = next(t for t in pc.getTransceivers() if t.sender is sender)
-        transceiver.setCodecPreferences(_preferred_video_codecs())
+        transceiver.setCodecPreferences(preferred_video_codecs())
         try:
             await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
             await pc.setLocalDescription(await pc.createAnswer())
@@ -245,8 +223,10 @@ class RenderSession:
             # Out-of-order poses (an unordered channel) are older than what we render already: drop them quietly.
             if message.id > self.last_pose_id:
                 self.last_pose_id = message.id
+                self._last_pose = (message.id, message.pose)
                 self.figures.pose_received(message.id)
-                self.worker.send_pose(message.id, message.pose)
+                if not self._restarting:  # else the new worker gets the latest pose once it is up
+                    self.worker.send_pose(message.id, message.pose)
         elif isinstance(message, LoadModelMessage):
             if self._loading is not None and not self._loading.done():
                 self._error(protocol.BUSY, "a model is loading already; wait for modelLoaded or error", message.ref)
@@ -265,12 +245,19 @@ class RenderSession:
         def progress(stage: str, fraction: float) -> None:
             self.send(protocol.progress(stage, fraction))
 
+        in_worker = False
         try:
-            result = self._resolver(message, progress)
-            path = await result if inspect.isawaitable(result) else result
-            info = await self.worker.load_model(
-                Path(path), max_primitives=self._max_primitives, max_bytes=self._max_bytes, on_progress=progress
-            )
+            # One wall-clock limit for the whole load: a hung download or a model that never finishes parsing.
+            async with asyncio.timeout(self.load_timeout):
+                result = self._resolver(message, progress)
+                path = await result if inspect.isawaitable(result) else result
+                in_worker = True
+                info = await self.worker.load_model(
+                    Path(path), max_primitives=self._max_primitives, max_bytes=self._max_bytes, on_progress=progress
+                )
+        except TimeoutError:
+            await self._load_timed_out(message, in_worker)
+            return
         except ModelError as exc:
             self._error(exc.code, exc.message, message.ref)
             return
@@ -284,6 +271,45 @@ class RenderSession:
             return
         self.model = {"triangles": info.triangles, "drawCalls": info.draw_calls, "loadMs": info.load_ms}
         self.send(protocol.model_loaded(info.triangles, info.draw_calls, info.load_ms, info.bounds))
+
+    async def _load_timed_out(self, message: LoadModelMessage, in_worker: bool) -> None:
+        """The error goes out once the server is ready for the next load, so that one is not refused as Busy."""
+        log.warning("session %s: a model load exceeded %s s", self.session_id, self.load_timeout)
+        text = f"the model did not load within {self.load_timeout:g} s"
+        if in_worker:
+            # The worker may be stuck in native code (a parser, a driver) where no request reaches it: replace it.
+            try:
+                await self._restart_worker()
+            except WorkerError:
+                self._error(protocol.INTERNAL, "rendering stopped while loading; reconnect", message.ref)
+                self._client_left()
+                return
+            text += "; the renderer was restarted and the scene is empty"
+            self.model = None
+        else:
+            text += " (still downloading); the scene is unchanged"
+        self._error(protocol.LOAD_TIMEOUT, text, message.ref)
+
+    async def _restart_worker(self) -> None:
+        """Kill the worker and start a new one of the same size; the video track carries on with it."""
+        old, self._restarting = self.worker, True
+        self.track.replacing_worker()
+        try:
+            await old.kill()  # first: a stuck worker may be burning the CPU the new one needs to start
+            try:
+                self.worker = await RenderWorker.start(
+                    old.width, old.height, fps=self.fps, device_index=self._device_index
+                )
+            except BaseException:
+                self.track.replaced(None)
+                raise
+        finally:
+            self._restarting = False
+        self.worker_restarts += 1
+        self.track.replaced(self.worker)
+        if self._last_pose is not None:
+            self.worker.send_pose(*self._last_pose)  # the client sees the (empty) scene without moving
+        log.info("session %s: render worker restarted (pid %s)", self.session_id, self.worker.pid)
 
     def _frame_sent(self, meta: FrameMeta, send_ms: float) -> None:
         self.figures.frame_sent(meta.pose_id, meta.render_ms, send_ms)
@@ -329,6 +355,12 @@ class RenderSession:
         for task in (self._loading, self._watchdog):
             if task is not None and not task.done():
                 task.cancel()
+                if task is not asyncio.current_task():
+                    # A load cancelled mid-restart closes the worker it was starting; wait for that.
+                    await asyncio.wait([task])
+        self.track.replaced(None)
+        if self.sent is not None:
+            self.sent.stop()
         self.track.stop()
         with contextlib.suppress(Exception):
             await self.pc.close()
@@ -336,9 +368,11 @@ class RenderSession:
 
     def stats(self) -> dict[str, Any]:
         """What the inspector shows about this stream."""
+        sent = self.sent.figures() if self.sent is not None else {}
         return {
             "connectionState": self.pc.connectionState,
             "codec": self.codec,
+            "encoder": sent.pop("encoder", None),
             "width": self.worker.width,
             "height": self.worker.height,
             "fps": self.fps,
@@ -348,7 +382,8 @@ class RenderSession:
             "model": self.model,
             "renderer": self.worker.renderer_name,
             "workerPid": self.worker.pid,
+            "workerRestarts": self.worker_restarts,
             "errorsSent": self.errors_sent,
             "seconds": round(time.monotonic() - self.started, 1),
-            "recent": self.figures.figures(),
+            "recent": {**self.figures.figures(), **sent},  # bitrateKbps, targetBitrateKbps
         }

@@ -25,6 +25,7 @@ MESSAGE_TOO_LARGE = "MessageTooLarge"
 UNKNOWN_TYPE = "UnknownType"
 INVALID_POSE = "InvalidPose"
 BUSY = "Busy"
+LOAD_TIMEOUT = "LoadTimeout"
 INTERNAL = "InternalError"
 
 

@@ -48,6 +48,7 @@ class RenderServer:
         self.clients_served = 0
         self.models = ModelResolver(config)
         self.renderer = ""  # the GL renderer the self-check found (llvmpipe, or the GPU's name)
+        self.encoder = "libx264"  # the H.264 encoder it chose: h264_nvenc where the GPU has one
         self._connecting = asyncio.Lock()
 
     def stream_settings(self, body: dict[str, Any]) -> dict[str, int]:
@@ -95,6 +96,7 @@ class RenderServer:
                     ice_servers=self.config.ice_servers,
                     model_resolver=self.models.resolve, session_id=self.session_id,
                     max_primitives=self.config.max_primitives, max_bytes=self.config.max_model_bytes,
+                    load_timeout=self.config.model_load_timeout_seconds, h264_encoder=self.encoder,
                     on_closed=self._client_left, device_index=self.config.device_index,
                 )  # fmt: skip
             except OfferError as exc:
@@ -121,6 +123,9 @@ class RenderServer:
                 self.tokens.check(request.headers.get("authorization"))
             except AccessDenied as exc:
                 return Response.error(401, "Unauthorized", str(exc))
+            client = self.client
+            if client is not None and client.sent is not None:
+                await client.sent.sample()
             return Response.json(200, self.status())
         return Response.error(404, "NotFound", f"No such page: {request.path[:100]}")
 
@@ -131,6 +136,7 @@ class RenderServer:
             "pid": os.getpid(),
             "uptimeSeconds": round(time.time() - self.started, 1),
             "renderer": self.renderer,
+            "encoder": self.encoder,
             "clientsServed": self.clients_served,
             "client": self.client.stats() if self.client is not None else None,
             "log": list(self.recent.lines),
@@ -142,11 +148,10 @@ class RenderServer:
         self.models.forget()
 
 
-async def self_check(config: RenderConfig) -> str:
-    """Prove that the GL context and the video encoder work before the handshake port opens: a session is
-    Ready only once they do. Returns the GL renderer's name."""
-    import av
-
+async def self_check(config: RenderConfig) -> tuple[str, str]:
+    """Prove that the GL context and an H.264 encoder work before the handshake port opens: a session is
+    Ready only once they do. Returns the GL renderer's name and the encoder chosen (NVENC where it opens)."""
+    from renderhub.render.encoder import PREFERENCE, choose_h264_encoder, probe
     from renderhub.render.worker import RenderWorker
 
     worker = await RenderWorker.start(64, 64, fps=1, device_index=config.device_index)
@@ -154,12 +159,16 @@ async def self_check(config: RenderConfig) -> str:
         renderer = str(worker.renderer_name)
     finally:
         await worker.close()
-    encoder = av.CodecContext.create("libx264", "w")
-    encoder.width, encoder.height, encoder.pix_fmt = 64, 64, "yuv420p"
-    encoder.options = {"preset": "ultrafast", "tune": "zerolatency"}
-    encoder.open()  # fails here, not at the first client, when the encoder cannot run
-    log.info("renderer %s, encoder libx264", renderer)
-    return renderer
+    # Each probe opens the encoder and encodes a frame: it fails here, not at the first client, when it cannot run.
+    failures = {name: await asyncio.to_thread(probe, name) for name in PREFERENCE}
+    encoder = choose_h264_encoder({name: failure is None for name, failure in failures.items()})
+    for name, failure in failures.items():
+        if failure is not None:
+            log.info("encoder %s unavailable: %s", name, failure)
+    if encoder is None:
+        raise RuntimeError("no H.264 encoder could be opened")
+    log.info("renderer %s, encoder %s", renderer, encoder)
+    return renderer, encoder
 
 
 def _tls(config: RenderConfig) -> ssl.SSLContext:
@@ -175,7 +184,7 @@ async def run(args: argparse.Namespace) -> None:
     for chatty in ("aioice", "aiortc"):  # every ICE check at INFO would drown the inspector's log
         logging.getLogger(chatty).setLevel(logging.WARNING)
     server = RenderServer(args.session_id, RenderConfig.load(Path(args.config)), recent)
-    server.renderer = await self_check(server.config)
+    server.renderer, server.encoder = await self_check(server.config)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

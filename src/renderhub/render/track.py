@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import fractions
 import time
 from collections.abc import Callable
@@ -37,7 +38,31 @@ class RenderTrack(VideoStreamTrack):
         self._started: float | None = None
         self._last_pts = -1
         self._pending: tuple[FrameMeta, float] | None = None
+        self._replacing: asyncio.Future[RenderWorker | None] | None = None
         self.frames_sent = 0
+
+    def replacing_worker(self) -> None:
+        """The worker is about to be killed and replaced: wait for `replaced` instead of ending the stream."""
+        self._replacing = asyncio.get_running_loop().create_future()
+
+    def replaced(self, worker: RenderWorker | None) -> None:
+        """Go on with `worker`'s frames, or end the stream (None: no new worker could start)."""
+        if worker is not None:
+            self._worker = worker
+        if self._replacing is not None and not self._replacing.done():
+            self._replacing.set_result(worker)
+        self._replacing = None
+
+    async def _next_frame(self) -> tuple[av.VideoFrame, FrameMeta]:
+        while True:
+            worker = self._worker
+            try:
+                return await worker.next_frame_with(_to_video_frame)
+            except WorkerError:
+                if self._worker is not worker:
+                    continue
+                if self._replacing is None or await self._replacing is None:
+                    raise
 
     async def recv(self) -> av.VideoFrame:
         if self.readyState != "live":
@@ -49,7 +74,7 @@ class RenderTrack(VideoStreamTrack):
             if self._on_frame is not None:
                 self._on_frame(meta, (time.monotonic() - handed_at) * 1000)
         try:
-            frame, meta = await self._worker.next_frame_with(_to_video_frame)
+            frame, meta = await self._next_frame()
         except WorkerError:
             self.stop()
             raise MediaStreamError from None

@@ -73,6 +73,7 @@ class RenderWorker:
         self.dropped_frames = 0
         self.error: str | None = None
         self._closed = False
+        self._forced = False
         self._teardown: asyncio.Future[None] | None = None
         self._finalizer = weakref.finalize(self, _cleanup, process, self._blocks)
         self._loop.add_reader(conn.fileno(), self._on_readable)
@@ -165,7 +166,7 @@ class RenderWorker:
 
     async def next_frame_with(self, convert: Callable[[np.ndarray], T]) -> tuple[T, FrameMeta]:
         """Like next_frame, but `convert` gets the shared-memory view itself and must copy what it keeps."""
-        while self._ready_slot is None:
+        while self._ready_slot is None or self._closed:  # a closed worker's memory is gone, ready slot or not
             if self.error is not None or self._closed:
                 raise WorkerError(self.error or "the render worker is closed")
             self._frame_ready.clear()
@@ -188,9 +189,17 @@ class RenderWorker:
             self._teardown = asyncio.ensure_future(self._stop())
         await asyncio.shield(self._teardown)
 
+    async def kill(self) -> None:
+        """Stop the worker at once, without asking: it may be stuck in native code, deaf to "stop"; idempotent."""
+        self._forced = True
+        await self.close()
+
     async def _stop(self) -> None:
+        if self._forced:
+            with contextlib.suppress(Exception):
+                self._process.kill()
         with contextlib.suppress(WorkerError, TimeoutError):
-            if self.error is None and self._process.is_alive():
+            if not self._forced and self.error is None and self._process.is_alive():
                 self._send(("stop",))
                 await self._expect("stopped", STOP_TIMEOUT)
         with contextlib.suppress(Exception):

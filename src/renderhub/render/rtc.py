@@ -1,0 +1,59 @@
+"""WebRTC helpers shared by the render server and the connect client: ICE servers, loopback, codecs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import aioice.ice
+from aiortc import RTCConfiguration, RTCIceServer, RTCRtpSender
+from aiortc import sdp as aiortc_sdp
+
+CODEC_ORDER = ("video/H264", "video/VP8")  # browsers decode H.264 in hardware; VP8 when a client lacks it
+IceServer = RTCIceServer | Mapping[str, Any]
+
+
+def enable_loopback_candidates() -> None:
+    """Make aioice offer 127.0.0.1 as a host candidate too, so peers on this machine connect without a network.
+
+    aioice leaves loopback out; a process-wide wrapper is the only hook it has. Harmless for remote peers:
+    their checks against 127.0.0.1 hit themselves, fail ICE authentication and are dropped.
+    """
+    current = aioice.ice.get_host_addresses
+    if getattr(current, "renderhub_loopback", False):
+        return
+
+    def get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        addresses = current(use_ipv4=use_ipv4, use_ipv6=use_ipv6)
+        if use_ipv4 and "127.0.0.1" not in addresses:
+            addresses.append("127.0.0.1")
+        return addresses
+
+    get_host_addresses.renderhub_loopback = True  # type: ignore[attr-defined]
+    aioice.ice.get_host_addresses = get_host_addresses
+
+
+def ice_configuration(ice_servers: Sequence[IceServer]) -> RTCConfiguration:
+    """STUN/TURN servers as {"urls": ..., "username": ..., "credential": ...} dicts (the browser's shape)."""
+    servers = []
+    for server in ice_servers:
+        if isinstance(server, RTCIceServer):
+            servers.append(server)
+        else:
+            servers.append(RTCIceServer(server["urls"], server.get("username"), server.get("credential")))
+    return RTCConfiguration(iceServers=servers)
+
+
+def negotiated_codec(sdp_text: str) -> str:
+    """The video codec an SDP answer settled on ("H264", "VP8"), or "" when it has no video."""
+    for media in aiortc_sdp.SessionDescription.parse(sdp_text).media:
+        if media.kind == "video" and media.rtp.codecs:
+            return media.rtp.codecs[0].mimeType.split("/", 1)[1]
+    return ""
+
+
+def preferred_video_codecs() -> list[Any]:
+    """aiortc's video codecs in our order of preference, retransmission (RTX) kept."""
+    codecs = RTCRtpSender.getCapabilities("video").codecs
+    ordered = [c for mime in CODEC_ORDER for c in codecs if c.mimeType == mime]
+    return ordered + [c for c in codecs if c.mimeType == "video/rtx"]
