@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -156,6 +157,9 @@ def serve(
     else:
         console.print("  account config: none here (accounts exist already: `renderhub account create`)",
                       soft_wrap=True)  # fmt: skip
+    # The hub's own log lines (sessions failing, replicas taking over the reaper) beside uvicorn's.
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per relayed request otherwise
     uvicorn.run(
         create_app(settings),
         host=host,

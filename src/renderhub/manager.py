@@ -57,6 +57,7 @@ class SessionManager:
         )
         self.peers: list[Replica] = []  # the live replicas at the last heartbeat, this one included
         self._last_heartbeat = clock.now() - HEARTBEAT_EVERY
+        self.leading = False  # whether this replica ran the last reap pass
 
     # The five session operations
 
@@ -284,7 +285,11 @@ class SessionManager:
         now = self.clock.now()
         if now - self._last_heartbeat >= HEARTBEAT_EVERY:
             await self._heartbeat(now)
-        if await self.repo.coordination.lead():
+        leading = await self.repo.coordination.lead()
+        if leading != self.leading:
+            self.leading = leading
+            log.info("replica %s %s the reaper", self.replica.id, "leads" if leading else "no longer leads")
+        if leading:
             await self.reap()
 
     async def reap(self) -> None:
@@ -321,6 +326,7 @@ class SessionManager:
         # the server it launched, or by launching again (a backend's start is idempotent per session).
         if not await self.repo.coordination.claim(session, self.replica.id):
             return  # another replica claimed it first
+        log.info("adopting starting session %s (its watcher %s is gone)", session.id, session.watcher)
         adopted = dataclasses.replace(session, watcher=self.replica.id)
         if state is not None:
             self._watch(adopted, self._await_ready(adopted, state), "adopt")

@@ -1,4 +1,4 @@
-"""Liveness for operators and load balancers: the hub answers and its store is reachable."""
+"""Liveness for operators and load balancers: the hub answers, its store is reachable, how many replicas run."""
 
 from __future__ import annotations
 
@@ -13,5 +13,7 @@ router = APIRouter()
 
 @router.get("/health")
 async def health(request: Request) -> Response:
-    await hub(request).repo.count_accounts()
-    return json_response({"status": "ok"})
+    state = hub(request)
+    await state.repo.count_accounts()
+    # How many replicas share the database (and so the rate limit), as of this one's last heartbeat.
+    return json_response({"status": "ok", "replicas": state.manager.replica_count})
