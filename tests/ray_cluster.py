@@ -57,16 +57,23 @@ class RayCluster:
                 os.kill(pid, signal.SIGKILL)
         self.nodes.remove(ip)
 
-    def kill_actors(self, namespace: str) -> None:
-        """Stop every session actor a test's hubs left in their namespace (and so their render servers)."""
+    def actors(self, namespace: str, kill: bool = False) -> list[str]:
+        """The named actors in a namespace (killed too, with `kill`: a test's hubs may leave some behind)."""
         script = (
             "import ray, sys\n"
             "ray.init(address=sys.argv[1], namespace=sys.argv[2], log_to_driver=False, logging_level='error')\n"
             "for a in ray.util.list_named_actors(all_namespaces=True):\n"
             "    if a['namespace'] == sys.argv[2]:\n"
-            "        ray.kill(ray.get_actor(a['name'], namespace=sys.argv[2]))\n"
+            "        print(a['name'])\n"
+            "        if sys.argv[3] == 'kill':\n"
+            "            ray.kill(ray.get_actor(a['name'], namespace=sys.argv[2]))\n"
         )
-        subprocess.run([sys.executable, "-c", script, self.address, namespace], capture_output=True, timeout=60)
+        command = [sys.executable, "-c", script, self.address, namespace, "kill" if kill else "list"]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        return result.stdout.split()
+
+    def kill_actors(self, namespace: str) -> None:
+        self.actors(namespace, kill=True)
 
     def stop(self) -> None:
         subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)

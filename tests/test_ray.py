@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 from collections.abc import Callable, Iterator
@@ -60,10 +61,10 @@ def test_a_session_runs_on_a_cluster_node_and_streams(ray_hubs: Callable[..., Ru
         session = ready(client, "on-ray")
         assert session["status"] == "Ready", session
         assert session["hostname"] in ("127.0.0.2", "127.0.0.3")
-        # The client reaches the node over TLS with the hub's CA (the node's certificate names its address).
+        # The client reaches the node directly over TLS with the hub's CA (the certificate names the node's address).
         out = subprocess.run(
             [RENDERHUB, "connect", "on-ray", "--frames", "10", "--width", "320", "--height", "180", "--json",
-             "--data-dir", str(hub.data_dir)],
+             "--direct", "--data-dir", str(hub.data_dir)],
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert out.returncode == 0, out.stderr
@@ -139,3 +140,20 @@ def test_a_dead_node_turns_its_sessions_to_error_within_5_seconds(
         ray_cluster.kill_node("127.0.0.4")
         failed = wait_for(lambda: (s := client.get("on-doomed-node"))["status"] == "Error" and s, timeout=5)
         assert failed["error"]["code"] == "RenderServerLost"
+
+
+def test_a_named_model_reaches_a_render_server_on_another_node(
+    ray_hubs: Callable[..., RunningHub], tmp_path: Path
+) -> None:
+    hub = ray_hubs()
+    # The hub's asset directory; the render server on the node fetches from the hub, not from this path.
+    shutil.copytree("/usr/share/assimp/models/glTF2/BoxTextured-glTF", hub.data_dir / "assets" / "box")
+    with hub.client() as client:
+        client.create("named", "Standard", 30)
+        assert ready(client, "named")["status"] == "Ready"
+    connect = [RENDERHUB, "connect", "named", "--frames", "5", "--width", "320", "--height", "180", "--json",
+               "--data-dir", str(hub.data_dir)]  # fmt: skip
+    loaded = subprocess.run([*connect, "--model", "box/BoxTextured"], capture_output=True, text=True, timeout=60)
+    assert loaded.returncode == 0, loaded.stderr
+    missing = subprocess.run([*connect, "--model", "no-such-model"], capture_output=True, text=True, timeout=60)
+    assert missing.returncode != 0 and "ModelNotFound" in missing.stderr

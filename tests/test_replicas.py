@@ -101,8 +101,9 @@ def test_one_replica_reaps_and_the_other_takes_over_when_it_dies(
 
 
 def test_a_replica_killed_while_starting_sessions_loses_none(
-    replicas: Callable[..., tuple[RunningHub, RunningHub]], postgres_url: str
+    replicas: Callable[..., tuple[RunningHub, RunningHub]], postgres_url: str, ray_cluster: RayCluster, tmp_path: Path
 ) -> None:
+    namespace = f"test-{tmp_path.name}"
     first, second = replicas("--rate-limit", "0")
     ids = [f"s{n}" for n in range(4)]
     with client_for(first, first.config) as client:
@@ -120,6 +121,8 @@ def test_a_replica_killed_while_starting_sessions_loses_none(
         assert len(set(servers)) == len(ready), "one render server per session"
         for session_id in ids:
             client.stop(session_id)
+    # Stop returns once the server is gone; Ray forgets the actor's name a moment later.
+    wait_for(lambda: ray_cluster.actors(namespace) == [], timeout=1.0)
     records = asyncio.run(_usage_sessions(postgres_url))
     assert Counter(records) == Counter(ids), "exactly one usage record per session"
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -57,6 +58,7 @@ class Hub:
     relay: httpx.AsyncClient  # to render servers, trusting the hub's CA
     ice_servers: list[dict[str, Any]]  # STUN/TURN, handed to clients as to render servers
     verified: dict[str, TokenClaims]
+    asset_roots: list[Path] = field(default_factory=list)  # named models, served to render servers elsewhere
 
 
 def hub(request: Request) -> Hub:

@@ -11,7 +11,7 @@ import httpx
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from renderhub.api import conversions, health, relay, sessions, sts, web
+from renderhub.api import assets, conversions, health, relay, sessions, sts, web
 from renderhub.api.access import Hub, RecentAccounts
 from renderhub.api.responses import ArrHeaders, on_http_error, on_renderhub_error, on_unexpected
 from renderhub.auth import TokenService, new_signing_key
@@ -51,7 +51,16 @@ def create_app(settings: Settings, *, clock: Clock | None = None, backend: Backe
             trust = ssl.create_default_context(cafile=str(ensure_ca(settings.tls_dir, clock.now())))
             relay = httpx.AsyncClient(verify=trust, timeout=RELAY_TIMEOUT)
             app.state.hub = Hub(
-                repo, manager, tokens, limiter, clock, accounts, relay, settings.ice_servers, verified={}
+                repo,
+                manager,
+                tokens,
+                limiter,
+                clock,
+                accounts,
+                relay,
+                settings.ice_servers,
+                verified={},
+                asset_roots=settings.asset_roots,
             )
             try:
                 async with relay, running_reaper(manager, settings.reaper_interval_seconds):
@@ -68,7 +77,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, backend: Backe
         redoc_url=None,
     )
     app.router.routes.extend(sessions.routes)
-    for module in (sts, conversions, relay, health, web):
+    for module in (sts, conversions, relay, assets, health, web):
         app.include_router(module.router)
     app.add_exception_handler(RenderHubError, on_renderhub_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)

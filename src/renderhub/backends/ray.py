@@ -29,6 +29,10 @@ PLACEMENT_TIMEOUT = 10.0
 Supervisor = ray.remote(RenderServerSupervisor)
 
 
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
 def actor_name(session_seq: int) -> str:
     return f"{ACTOR_PREFIX}{session_seq}"
 
@@ -57,7 +61,12 @@ class RayBackend(Backend):
             )
         except (ConnectionError, RayError, RuntimeError) as exc:
             raise ConfigurationError(f"Cannot join the Ray cluster at {settings.ray_address}: {exc}") from exc
-        self._trust = ssl.create_default_context(cafile=str(ensure_ca(settings.tls_dir, Clock().now())))
+        ca = ensure_ca(settings.tls_dir, Clock().now())
+        self._trust = ssl.create_default_context(cafile=str(ca))
+        # Nodes reach this replica for named models; with its own certificate (--tls-cert) the system's
+        # trust store must vouch for it, else the local CA does.
+        self.ca_pem = None if settings.tls_cert else ca.read_text()
+        self.assets_url = f"{settings.scheme}://{_url_host(settings.advertised_host)}:{settings.port}/render/assets/"
         self._handles: dict[str, Any] = {}
 
     # Starting
@@ -92,8 +101,10 @@ class RayBackend(Backend):
             await self._kill(name)
             raise BackendError("RenderServerLaunchFailed", f"The render server's supervisor failed: {exc}") from exc
         cert = issue_certificate(self.settings.tls_dir, public_pem, [node], Clock().now())
-        # The node writes its own TLS paths into the config; the hub's are meaningless there.
+        # The node writes its own TLS paths into the config; the hub's paths mean nothing there, so named
+        # models come from the hub over HTTPS rather than from its asset directory.
         config = dataclasses.asdict(render_config(self.settings, spec, "", ""))
+        config.update(asset_roots=[], hub_assets_url=self.assets_url, hub_ca_pem=self.ca_pem)
         try:
             pid = await actor.launch.remote(spec, config, cert)
         except RayError as exc:

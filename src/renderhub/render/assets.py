@@ -6,10 +6,11 @@ import asyncio
 import ipaddress
 import json
 import shutil
+import ssl
 import tempfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
 
@@ -44,6 +45,13 @@ def find_named(name: str, roots: list[Path]) -> Path:
     raise ModelError("ModelNotFound", f"No model named '{name[:128]}' in the asset directory.")
 
 
+def find_referenced(name: str, roots: list[Path]) -> Path | None:
+    """Any file inside the asset roots (a .gltf's buffers and images), or None."""
+    if not name or len(name) > 512:
+        return None
+    return next((found for root in roots if (found := _inside(root, name)) is not None), None)
+
+
 def _forbidden(address: str) -> bool:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
@@ -55,10 +63,18 @@ class Fetcher:
     """Downloads a model and the files it references, within a size limit and a timeout, refusing
     loopback, link-local and private addresses unless the operator allows them (no SSRF)."""
 
-    def __init__(self, *, max_bytes: int, timeout: float, allow_private: bool) -> None:
+    def __init__(
+        self,
+        *,
+        max_bytes: int,
+        timeout: float,
+        allow_private: bool,
+        verify: ssl.SSLContext | bool = True,
+    ) -> None:
         self.max_bytes = max_bytes
         self.timeout = timeout
         self.allow_private = allow_private
+        self.verify = verify
         self._fetched = 0
 
     async def _address(self, host: str, port: int) -> str:
@@ -108,18 +124,23 @@ class Fetcher:
                 await response.aclose()
         raise ModelError("ModelFetchFailed", "Too many redirects.")
 
-    async def fetch(self, url: str, workdir: Path, progress: Progress) -> Path:
+    async def fetch(self, url: str, workdir: Path, progress: Progress, headers: dict[str, str] | None = None) -> Path:
         """The model at url (and, for .gltf, the buffers and images it names) in workdir."""
         if workdir.exists():
             shutil.rmtree(workdir)
         workdir.mkdir(parents=True)
+        self._fetched = 0
         try:
             async with asyncio.timeout(self.timeout):
-                async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=False) as client:
+                async with httpx.AsyncClient(
+                    timeout=self.timeout, follow_redirects=False, verify=self.verify, headers=headers
+                ) as client:
                     progress("download", 0.0)
-                    suffix = ".gltf" if urlsplit(url).path.lower().endswith(".gltf") else ".glb"
-                    model = workdir / f"model{suffix}"
+                    model = workdir / "model.download"
                     final = await self._get(client, url, model)
+                    # The kind comes from where the model ended up: a name may redirect to NAME.gltf.
+                    suffix = ".gltf" if urlsplit(final).path.lower().endswith(".gltf") else ".glb"
+                    model = model.rename(workdir / f"model{suffix}")
                     if suffix == ".gltf":
                         await self._fetch_references(client, final, model, workdir)
                     progress("download", 1.0)
@@ -162,6 +183,15 @@ class ModelResolver:
             timeout=config.fetch_timeout_seconds,
             allow_private=config.allow_private_urls,
         )
+        self.hub_assets_url = config.hub_assets_url
+        # The hub is the operator's own server, wherever it runs: no SSRF guard, but its CA must vouch for it.
+        self.hub_fetcher = Fetcher(
+            max_bytes=config.max_model_bytes,
+            timeout=config.fetch_timeout_seconds,
+            allow_private=True,
+            verify=ssl.create_default_context(cadata=config.hub_ca_pem) if config.hub_ca_pem else True,
+        )
+        self.client_token: str | None = None  # the connected client's: it opens the hub's assets too
         self._workdir = Path(tempfile.mkdtemp(prefix="renderhub-models-"))
 
     async def resolve(self, request: LoadModelMessage, progress: Progress) -> Path:
@@ -170,14 +200,31 @@ class ModelResolver:
         name = request.name or ""
         try:
             return find_named(name, self.roots)
-        except ModelError:
-            if name != SAMPLE_NAME:
+        except ModelError as missing:
+            if name == SAMPLE_NAME:
+                pass
+            elif self.hub_assets_url and missing.code == "ModelNotFound":
+                return await self._from_hub(name, progress)
+            else:
                 raise
         # The sample ships as code, not as a file: generate it once where this server can write.
         from renderhub.render.sample import write_sample
 
         target = self._workdir / "sample.glb"
         return target if target.exists() else await asyncio.to_thread(write_sample, target)
+
+    async def _from_hub(self, name: str, progress: Progress) -> Path:
+        """A named model from the hub's asset directory (this node does not have it)."""
+        assert self.hub_assets_url is not None
+        headers = {"Authorization": f"Bearer {self.client_token}"} if self.client_token else None
+        try:
+            return await self.hub_fetcher.fetch(
+                urljoin(self.hub_assets_url, quote(name)), self._workdir / "download", progress, headers
+            )
+        except ModelError as exc:
+            if exc.code == "ModelFetchFailed" and "HTTP 404" in exc.message:
+                raise ModelError("ModelNotFound", f"No model named '{name[:128]}' in the asset directory.") from exc
+            raise
 
     def forget(self) -> None:
         """Drop downloaded models (a new client starts from a clean scene); the sample stays."""

@@ -29,6 +29,10 @@ class RenderConfig:
     # The whole of one loadModel (download, parse, upload): past it the render worker is restarted if it holds the load.
     model_load_timeout_seconds: float = 60.0
     device_index: int | None = None
+    # On a cluster node the hub's asset directory is elsewhere: named models not found in asset_roots are
+    # fetched from the hub (its /render/assets/ URL, trusted through the hub's CA, with the client's token).
+    hub_assets_url: str | None = None
+    hub_ca_pem: str | None = None
 
     @classmethod
     def load(cls, path: Path) -> RenderConfig:

@@ -105,6 +105,7 @@ class RenderServer:
                 log.error("the render worker did not start: %s", exc)
                 return Response.error(503, "RenderingUnavailable", "Rendering could not start; retry shortly.")
             answer = self.client.answer_sdp
+            self.models.client_token = request.headers["authorization"].partition(" ")[2].strip()
         self.clients_served += 1
         log.info("client connected: %dx%d at %d fps", stream["width"], stream["height"], stream["fps"])
         return Response.json(200, {"type": "answer", "sdp": answer})
@@ -113,6 +114,7 @@ class RenderServer:
         """ARR's semantics: when the client leaves, the scene is reset for the next one (its worker is gone)."""
         log.info("client left; scene reset")
         self.client = None
+        self.models.client_token = None
         self.models.forget()
 
     async def inspector(self, request: Request) -> Response:

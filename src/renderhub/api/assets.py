@@ -1,0 +1,35 @@
+"""The hub's named models, for render servers on other nodes of a cluster (outside the ARR API)."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from fastapi import APIRouter, Request
+from starlette.responses import FileResponse, RedirectResponse, Response
+
+from renderhub.api.access import authenticate, hub
+from renderhub.errors import NotFound
+from renderhub.render.assets import find_named, find_referenced
+from renderhub.render.gltf import ModelError
+
+router = APIRouter()
+
+
+@router.get("/render/assets/{name:path}")
+async def asset(request: Request, name: str) -> Response:
+    """A model by the name a client asked for (redirected to its file name, so a .gltf's buffers and
+    images resolve beside it), or a file a model references. Any account's token opens it."""
+    await authenticate(request, None)
+    roots = hub(request).asset_roots
+    try:
+        model = find_named(name, roots)
+    except ModelError:
+        referenced = find_referenced(name, roots)
+        if referenced is None:
+            raise NotFound(f"No model or model file named '{name[:128]}' in the asset directory.") from None
+        return FileResponse(referenced)
+    root = next(r for r in roots if model.is_relative_to(r.resolve()))
+    relative = model.relative_to(root.resolve()).as_posix()
+    if relative != name:
+        return RedirectResponse(f"/render/assets/{quote(relative)}", status_code=307)
+    return FileResponse(model)
