@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from renderhub.client import ArrConfig, HubClient
-from tests.hubs import RunningHub, wait_for
+from tests.hubs import RunningHub, free_port, wait_for
 
 
 @pytest.mark.postgres
@@ -30,3 +31,22 @@ def test_two_hubs_on_postgresql_share_tokens_and_sessions(
         assert a.get("shared")["maxLeaseTimeMinutes"] == 40
         b.stop("shared")
         assert a.get("shared")["status"] == "Stopped"
+
+
+@pytest.mark.postgres
+def test_a_new_replica_takes_the_databases_certificate_authority(
+    hub_factory: Callable[..., RunningHub], postgres_url: str, tmp_path: Path
+) -> None:
+    first = hub_factory("--rate-limit", "0", "--database-url", postgres_url, name="first")
+    # A replica set up on its own, with no CA copied in: it makes one, then gives way to the database's.
+    second = RunningHub(tmp_path / "fresh", free_port(), ["--rate-limit", "0", "--database-url", postgres_url])
+    second.data_dir.mkdir()
+    try:
+        second.start()
+        assert second.ca.read_bytes() == first.ca.read_bytes()
+        assert "replaced by the one the database's other hubs share" in second.log
+        with HubClient(ArrConfig(**{**first.config.__dict__, "account_domain": second.endpoint,
+                                    "rendering_domain": second.endpoint}), verify=str(first.ca)) as client:  # fmt: skip
+            assert client.list() == []  # the first replica's ca.pem opens the second replica too
+    finally:
+        second.stop()

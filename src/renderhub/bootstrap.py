@@ -11,7 +11,7 @@ from renderhub.client import ArrConfig
 from renderhub.clock import Clock
 from renderhub.config import Settings
 from renderhub.store import open_store
-from renderhub.tls import ensure_certificates
+from renderhub.tls import ensure_ca, ensure_certificates, install_ca
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,7 @@ class ServeFiles:
     key: Path | None
     arrconfig: Path | None
     created_account: str | None
+    replaced_ca: bool = False  # this data dir's CA gave way to the one the database's other hubs use
 
 
 def write_arrconfig(path: Path, config: ArrConfig) -> None:
@@ -46,9 +47,16 @@ def tls_files(settings: Settings, clock: Clock) -> tuple[Path | None, Path | Non
 async def first_start(settings: Settings, clock: Clock) -> ServeFiles:
     """Make sure the database is migrated and holds an account; write arrconfig.json for a new one."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    ca, cert, key = tls_files(settings, clock)
     created = None
+    replaced_ca = False
     async with open_store(settings.async_database_url) as repo:
+        if not settings.insecure_http:
+            # Every hub on this database issues certificates from one CA: clients trust a single ca.pem.
+            local = ensure_ca(settings.tls_dir, clock.now())
+            local_key = (settings.tls_dir / "ca-key.pem").read_text()
+            shared = await repo.certificate_authority((local.read_text(), local_key), clock.now())
+            replaced_ca = install_ca(settings.tls_dir, *shared)
+        ca, cert, key = tls_files(settings, clock)
         if await repo.count_accounts() == 0:
             account, primary, _secondary = new_account("default", clock.now())
             await repo.insert_account(account)
@@ -67,7 +75,7 @@ async def first_start(settings: Settings, clock: Clock) -> ServeFiles:
         elif settings.arrconfig_path.exists():
             _follow_endpoint(settings)
     arrconfig = settings.arrconfig_path if settings.arrconfig_path.exists() else None
-    return ServeFiles(ca, cert, key, arrconfig, created)
+    return ServeFiles(ca, cert, key, arrconfig, created, replaced_ca)
 
 
 def _follow_endpoint(settings: Settings) -> None:

@@ -150,6 +150,8 @@ def serve(
     console.print(f"RenderHub hub on [bold]{settings.endpoint}[/bold] (backend: {backend})", soft_wrap=True)
     if files.ca:
         console.print(f"  CA certificate: {escape(str(files.ca.resolve()))}  (trust this one file)", soft_wrap=True)
+    if files.replaced_ca:
+        console.print("  (this data dir's CA was replaced by the one the database's other hubs share)", soft_wrap=True)
     if files.created_account:
         console.print(f"  created account {files.created_account}", soft_wrap=True)
     if files.arrconfig:

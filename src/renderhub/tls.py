@@ -65,6 +65,19 @@ def ensure_ca(tls_dir: Path, now: datetime) -> Path:
     return ca_pem
 
 
+def install_ca(tls_dir: Path, cert_pem: str, key_pem: str) -> bool:
+    """Make this CA the local one (the one replicas share); True when it replaced another."""
+    ca_pem, ca_key_pem = tls_dir / "ca.pem", tls_dir / "ca-key.pem"
+    if ca_pem.exists() and ca_pem.read_text() == cert_pem:
+        return False
+    tls_dir.mkdir(parents=True, exist_ok=True)
+    for stale in tls_dir.glob("*.pem"):  # certificates from the replaced CA would no longer verify
+        stale.unlink()
+    _write_private(ca_key_pem, key_pem.encode())
+    ca_pem.write_text(cert_pem)
+    return True
+
+
 def ensure_certificate(tls_dir: Path, stem: str, hosts: list[str], now: datetime) -> tuple[Path, Path]:
     """A server certificate from the local CA for these hosts, made anew whenever they change.
     Returns (STEM.pem, STEM-key.pem)."""

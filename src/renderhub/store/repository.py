@@ -25,7 +25,7 @@ from renderhub.models import (
 )
 from renderhub.store import migrate
 from renderhub.store.coordination import Coordination
-from renderhub.store.tables import accounts, sessions, signing_keys, usage_records
+from renderhub.store.tables import accounts, certificate_authority, sessions, signing_keys, usage_records
 
 LIVE = [s.value for s in LIVE_STATUSES]
 # The two lookups every request makes, built once: building a statement costs more than running it.
@@ -155,6 +155,25 @@ class Repository:
         async with self._begin() as c:
             result = await c.execute(accounts.delete().where(accounts.c.id == account_id, ~live))
         return result.rowcount == 1
+
+    # The certificate authority
+
+    async def certificate_authority(self, local: tuple[str, str], now: datetime) -> tuple[str, str]:
+        """(cert PEM, key PEM) of the database's CA; the first hub stores its local one, later ones get it."""
+        query = sa.select(certificate_authority.c.cert_pem, certificate_authority.c.key_pem)
+        async with self._begin() as c:
+            row = (await c.execute(query)).first()
+        if row is None:
+            try:
+                async with self._begin() as c:
+                    values = {"id": 1, "cert_pem": local[0], "key_pem": local[1], "created_at": now}
+                    await c.execute(certificate_authority.insert().values(**values))
+            except IntegrityError:
+                pass  # another replica stored its CA first; use that one
+            async with self._begin() as c:
+                row = (await c.execute(query)).first()
+        assert row is not None
+        return str(row.cert_pem), str(row.key_pem)
 
     # The token-signing key
 

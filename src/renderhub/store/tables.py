@@ -93,3 +93,14 @@ replicas = sa.Table(
     sa.Column("started_at", UTCDateTime, nullable=False),
     sa.Column("seen_at", UTCDateTime, nullable=False),
 )
+
+# One row: the CA every replica's certificates come from, so clients trust one ca.pem whichever replica
+# (or render node) they reach.
+certificate_authority = sa.Table(
+    "certificate_authority",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("cert_pem", sa.Text, nullable=False),
+    sa.Column("key_pem", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)

@@ -1,4 +1,4 @@
-"""Hub replicas: a heartbeat table, and which replica watches a starting session."""
+"""Hub replicas: a heartbeat table, which replica watches a starting session, the shared certificate authority."""
 
 import sqlalchemy as sa
 from alembic import op
@@ -20,9 +20,17 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("sessions") as batch:
         batch.add_column(sa.Column("watcher", sa.String(36)))
+    op.create_table(
+        "certificate_authority",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("cert_pem", sa.Text, nullable=False),
+        sa.Column("key_pem", sa.Text, nullable=False),
+        sa.Column("created_at", UTCDateTime, nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("certificate_authority")
     with op.batch_alter_table("sessions") as batch:
         batch.drop_column("watcher")
     op.drop_table("replicas")
