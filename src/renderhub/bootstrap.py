@@ -38,10 +38,7 @@ def tls_files(settings: Settings, clock: Clock) -> tuple[Path | None, Path | Non
         return None, None, None
     if settings.tls_cert and settings.tls_key:
         return None, settings.tls_cert, settings.tls_key
-    hosts = ["localhost", "127.0.0.1", settings.advertised_host]
-    if settings.host not in ("0.0.0.0", "::"):
-        hosts.append(settings.host)
-    return ensure_certificates(settings.tls_dir, hosts, clock.now())
+    return ensure_certificates(settings.tls_dir, settings.certificate_hosts, clock.now())
 
 
 async def first_start(settings: Settings, clock: Clock) -> ServeFiles:

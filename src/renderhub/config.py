@@ -66,6 +66,22 @@ class Settings(BaseModel):
         return self.host
 
     @property
+    def certificate_hosts(self) -> list[str]:
+        """The names and addresses the hub's and render servers' certificates must cover: every address
+        clients may use, so on 0.0.0.0 this machine's interface addresses too (a LAN client uses those)."""
+        hosts = ["localhost", "127.0.0.1", self.advertised_host]
+        if self.host not in ("0.0.0.0", "::"):
+            return [*hosts, self.host]
+        import ifaddr  # read at call time: interfaces come and go
+
+        for adapter in ifaddr.get_adapters():
+            for ip in adapter.ips:
+                address = ip.ip if isinstance(ip.ip, str) else ip.ip[0]
+                if not address.startswith("fe80"):  # link-local: needs a scope no certificate names
+                    hosts.append(address)
+        return sorted(set(hosts))
+
+    @property
     def scheme(self) -> str:
         return "http" if self.insecure_http else "https"
 

@@ -116,3 +116,20 @@ def test_a_client_on_another_host_streams_over_the_lan(lan_hub: LanHub, network:
     delta = {key: after[key] - before[key] for key in after}
     assert delta["udp"] - delta["lo"] >= FRAMES, delta
     assert delta[network.peer_link] >= delta["udp"] - delta["lo"], delta
+
+
+def test_a_hub_on_every_interface_names_its_lan_address_in_its_certificate(
+    network: Lan, tmp_path: Path, shared_tls: Path
+) -> None:
+    """No --public-host: the certificate still covers the LAN address clients use (no verification turned off)."""
+    plain = new_hub(tmp_path / "hub", shared_tls, "--rate-limit", "0", "--host", "0.0.0.0")
+    hub = LanHub(plain.data_dir, plain.port, plain.args, address=network.host_address)
+    try:
+        hub.start()
+        config = _client_files(hub, tmp_path / "client")
+        assert _on_peer(network, config, "session", "create", "--id", "lan", "--wait")["status"] == "Ready"
+        figures = _on_peer(network, config, "connect", "lan", "--frames", "5", "--width", "320", "--height", "180")
+        assert figures["fps"] > 0, figures
+    finally:
+        hub.stop()
+        kill_render_servers(hub.data_dir)

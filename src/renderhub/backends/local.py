@@ -59,10 +59,7 @@ class LocalBackend(Backend):
         self.config_dir = settings.data_dir / "render"
         # One certificate from the hub's CA for every render server on this host: clients connect to
         # hostname:handshakePort over HTTPS and trust the same ca.pem as for the hub.
-        hosts = ["localhost", "127.0.0.1", self.hostname]
-        if self.bind_host not in ("0.0.0.0", "::"):
-            hosts.append(self.bind_host)
-        self.cert, self.key = ensure_certificate(settings.tls_dir, "render", hosts, Clock().now())
+        self.cert, self.key = ensure_certificate(settings.tls_dir, "render", settings.certificate_hosts, Clock().now())
         self._trust = ssl.create_default_context(cafile=str(settings.tls_dir / "ca.pem"))
 
     async def start(self, spec: ServerSpec) -> tuple[str, State]:
