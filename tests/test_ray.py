@@ -157,3 +157,17 @@ def test_a_named_model_reaches_a_render_server_on_another_node(
     assert loaded.returncode == 0, loaded.stderr
     missing = subprocess.run([*connect, "--model", "no-such-model"], capture_output=True, text=True, timeout=60)
     assert missing.returncode != 0 and "ModelNotFound" in missing.stderr
+
+
+def test_a_killed_actor_turns_its_session_to_error_within_5_seconds(
+    ray_hubs: Callable[..., RunningHub], ray_cluster: RayCluster, tmp_path: Path
+) -> None:
+    hub = ray_hubs()
+    with hub.client() as client:
+        client.create("orphaned", "Standard", 30)
+        session = ready(client, "orphaned")
+        pid = render_server_on(session)
+        ray_cluster.actors(f"test-{tmp_path.name}", kill=True)  # the supervisor dies; its server goes with it
+        failed = wait_for(lambda: (s := client.get("orphaned"))["status"] == "Error" and s, timeout=5)
+        assert failed["error"]["code"] == "RenderServerLost"
+        wait_for(lambda: not pid_alive(pid), timeout=5)

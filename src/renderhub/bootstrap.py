@@ -54,9 +54,8 @@ async def first_start(settings: Settings, clock: Clock) -> ServeFiles:
             shared = await repo.certificate_authority((local.read_text(), local_key), clock.now())
             replaced_ca = install_ca(settings.tls_dir, *shared)
         ca, cert, key = tls_files(settings, clock)
-        if await repo.count_accounts() == 0:
-            account, primary, _secondary = new_account("default", clock.now())
-            await repo.insert_account(account)
+        account, primary, _secondary = new_account("default", clock.now())
+        if await repo.count_accounts() == 0 and await repo.insert_first_account(account):
             write_arrconfig(
                 settings.arrconfig_path,
                 ArrConfig(

@@ -93,10 +93,11 @@ class Coordination:
                 await connection.close()
 
     async def resign(self) -> None:
-        """Give up the reaper's lock (closing the connection releases it)."""
+        """Give up the reaper's lock (ending the connection's database session releases it)."""
         leader, self._leader = self._leader, None
         if leader is not None:
             try:
-                await leader.close()
+                # Invalidate, not just close: a closed connection goes back to the pool, lock and all.
+                await leader.invalidate()
             except (DBAPIError, OSError):
                 pass

@@ -28,6 +28,7 @@ from renderhub.store.coordination import Coordination
 from renderhub.store.tables import accounts, certificate_authority, sessions, signing_keys, usage_records
 
 LIVE = [s.value for s in LIVE_STATUSES]
+FIRST_ACCOUNT_LOCK = 0x52454E41  # any constant every replica shares (see migrate.MIGRATION_LOCK)
 # The two lookups every request makes, built once: building a statement costs more than running it.
 ACCOUNT_BY_ID = accounts.select().where(accounts.c.id == sa.bindparam("account_id"))
 SESSION_BY_ID = sessions.select().where(
@@ -122,6 +123,18 @@ class Repository:
     async def insert_account(self, account: Account) -> None:
         async with self._begin() as c:
             await c.execute(accounts.insert().values(**account.__dict__))
+
+    async def insert_first_account(self, account: Account) -> bool:
+        """Insert `account` only if there is no account yet; False when another hub got there first."""
+        async with self._begin() as c:
+            if c.dialect.name == "postgresql":
+                # Replicas starting together on an empty database: one at a time past this point.
+                await c.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": FIRST_ACCOUNT_LOCK})
+            # SQLite: a second writer whose read went stale fails to write here rather than insert twice.
+            if (await c.execute(sa.select(sa.func.count()).select_from(accounts))).scalar_one():
+                return False
+            await c.execute(accounts.insert().values(**account.__dict__))
+        return True
 
     async def get_account(self, account_id: str) -> Account | None:
         row = await self._first(ACCOUNT_BY_ID, account_id=account_id)
