@@ -18,7 +18,7 @@ from PIL import Image
 
 from renderhub.connect import ConnectError, LatencyMeter, RenderClient, run_client
 from renderhub.render import protocol
-from renderhub.render.camera import orbit_pose
+from renderhub.render.camera import frame_bounds, orbit_pose
 from renderhub.render.peer import OfferError, RenderSession
 from renderhub.render.protocol import LoadModelMessage
 from renderhub.render.sample import write_sample
@@ -177,6 +177,49 @@ async def test_bad_messages_get_errors_and_frames_keep_flowing(models: dict[str,
         client.send('{"type":"ping","t":42.5}')
         assert (await client.expect("pong"))["t"] == 42.5
         assert harness.sessions[0].stats()["errorsSent"] == len(bad) + 2
+        await client.close()
+
+
+async def test_pointer_presses_are_answered_with_picks(models: dict[str, Path]) -> None:
+    async with render_server(models) as harness:
+        client = await connected(harness)
+        loaded = await client.load_model("sample")
+        low, high = np.array(loaded["bounds"]["min"]), np.array(loaded["bounds"]["max"])
+        pose = frame_bounds(np.array([low, high]))
+        shown = client.send_pose(pose.position, pose.orientation, pose.fov)
+        await frame_for(client, shown)
+        client.send(protocol.pointer(0.5, 0.5, "move"))  # only presses are picked
+        client.send(protocol.pointer(0.5, 0.5, "down", buttons=1, ref="centre"))
+        hit = await client.expect("pick")
+        assert hit["ref"] == "centre" and hit["poseId"] == shown and hit["hit"] is True
+        position = np.array(hit["position"])
+        assert (position >= low - 1e-3).all() and (position <= high + 1e-3).all()
+        forward = np.asarray(pose.forward)  # the centre's ray is the camera's forward axis
+        offset = position - np.asarray(pose.position)
+        assert np.linalg.norm(offset - (offset @ forward) * forward) < 0.02 and offset @ forward > 0
+        assert hit["distance"] == pytest.approx(float(np.linalg.norm(offset)), abs=1e-4)
+        client.send(protocol.pointer(0.0, 0.0, "down", ref="corner"))
+        assert (await client.expect("pick")) == {"type": "pick", "x": 0, "y": 0, "poseId": shown, "hit": False,
+                                                 "ref": "corner"}  # fmt: skip
+        for garbled in ('{"type":"pointer","x":1.5,"y":0.5,"kind":"down","ref":"g"}',
+                        '{"type":"pointer","x":"left","y":0.5,"kind":"down","ref":"g"}',
+                        '{"type":"pointer","x":0.5,"y":-0.1,"kind":"down","ref":"g"}',
+                        '{"type":"pointer","x":0.5,"y":NaN,"kind":"down"}'):  # fmt: skip
+            client.send(garbled)
+            error = await client.expect("error", "pick")
+            assert error["type"] == "error" and error["code"] == protocol.BAD_MESSAGE, garbled
+        # A flood of presses while the camera moves: frames keep coming, the last press is answered.
+        for step in range(1, 6):
+            moved = orbit_pose([0, 1, 0], 9.0, yaw=30 + step * 5, pitch=20)
+            shown = client.send_pose(moved.position, moved.orientation, moved.fov)
+            for i in range(40):
+                client.send(protocol.pointer(0.5, 0.5, "down", ref=f"f{step}.{i}"))
+            await frame_for(client, shown)
+        last = await client.expect("pick")
+        while last["ref"] != "f5.39":
+            last = await client.expect("pick")
+        assert last["poseId"] in (shown - 1, shown)
+        assert harness.sessions[0].stats()["picks"] < 2 + 5 * 40
         await client.close()
 
 

@@ -345,6 +345,10 @@ def test_stream_orbit_stats_and_stop(
 
     eventually(page, lambda: stat(page, "p50") is not None, 10, "a pose-to-frame latency")
     page.click("#home")  # back to the framed model, for the screenshot
+    page.wait_for_timeout(700)
+    page.mouse.click(x, y)  # a click without a drag asks the render server what lies there: the sample's middle
+    picked = eventually(page, lambda: stat_value(page, "pick"), 10, "a picked point in the stats")
+    assert picked != "none" and all(abs(float(c)) <= 3.01 for c in picked.split(",")), picked
     page.click("#spin")  # a steady stream of poses for the figures
     page.wait_for_timeout(2000)
     names = ("fps", "p50", "p95", "codec", "resolution", "bitrate", "render", "encode", "rtt")

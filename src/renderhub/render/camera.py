@@ -82,6 +82,14 @@ class Pose:
         return view_matrix(self)
 
 
+@dataclass(frozen=True)
+class Hit:
+    """Where a pick met the model: a world point (metres) and its distance from the camera's eye."""
+
+    position: tuple[float, float, float]
+    distance: float
+
+
 def quaternion_matrix(q: Sequence[float]) -> Matrix:
     """Rotation matrix of a unit quaternion [x, y, z, w]."""
     x, y, z, w = (float(c) for c in q)
@@ -157,6 +165,12 @@ def clip_planes(pose: Pose, bounds: NDArray[np.floating[Any]] | None) -> tuple[f
 def projection_matrix(pose: Pose, aspect: float, bounds: NDArray[np.floating[Any]] | None) -> Matrix:
     near, far = clip_planes(pose, bounds)
     return perspective(pose.fov, aspect, near, far)
+
+
+def unproject(clip_from_world: Matrix, ndc: Sequence[float]) -> Matrix:
+    """The world point at normalised device coordinates (x, y, depth; each -1..1) under a world-to-clip matrix."""
+    point = np.linalg.solve(np.asarray(clip_from_world, dtype=np.float64), np.array([*ndc, 1.0]))
+    return np.asarray(point[:3] / point[3], dtype=np.float64)
 
 
 def orbit_pose(target: Sequence[float], distance: float, yaw: float, pitch: float, *, fov: float = DEFAULT_FOV) -> Pose:

@@ -20,7 +20,8 @@ from renderhub.render import protocol
 from renderhub.render.bitrate import SenderFigures
 from renderhub.render.camera import Pose
 from renderhub.render.encoder import X264, use_h264_preset
-from renderhub.render.protocol import LoadModelMessage, PingMessage, PoseMessage, ProtocolError
+from renderhub.render.picking import Picker
+from renderhub.render.protocol import LoadModelMessage, PingMessage, PointerMessage, PoseMessage, ProtocolError
 from renderhub.render.rtc import (
     IceServer,
     enable_loopback_candidates,
@@ -88,6 +89,8 @@ class RenderSession:
         self.worker_restarts = 0
         self.model: dict[str, Any] | None = None
         self.errors_sent = 0
+        # Through self.worker at each pick, so picks reach the new worker after a restart.
+        self.picker = Picker(lambda x, y: self.worker.pick(x, y), self.send, self._error)
         self._loading: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -234,8 +237,11 @@ class RenderSession:
                 self._loading = asyncio.create_task(self._load(message))
         elif isinstance(message, PingMessage):
             self.send(protocol.pong(message.t))
-        elif self._on_input is not None:
-            self._on_input(message)
+        else:
+            if isinstance(message, PointerMessage) and message.kind == "down":
+                self.picker.request(message)  # answered by a "pick" message
+            if self._on_input is not None:
+                self._on_input(message)
 
     async def _load(self, message: LoadModelMessage) -> None:
         if self._resolver is None:
@@ -358,6 +364,7 @@ class RenderSession:
                 if task is not asyncio.current_task():
                     # A load cancelled mid-restart closes the worker it was starting; wait for that.
                     await asyncio.wait([task])
+        await self.picker.close()
         self.track.replaced(None)
         if self.sent is not None:
             self.sent.stop()
@@ -384,6 +391,7 @@ class RenderSession:
             "workerPid": self.worker.pid,
             "workerRestarts": self.worker_restarts,
             "errorsSent": self.errors_sent,
+            "picks": self.picker.answered,
             "seconds": round(time.monotonic() - self.started, 1),
             "recent": {**self.figures.figures(), **sent},  # bitrateKbps, targetBitrateKbps
         }

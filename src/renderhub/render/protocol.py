@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from renderhub.render.camera import Pose
+from renderhub.render.camera import Hit, Pose
 
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_POSE_ID = (1 << 24) - 1
@@ -230,6 +230,26 @@ def frame(pose_id: int, frame_number: int, render_ms: float, encode_ms: float | 
 
 def pong(t: float) -> str:
     return _dump({"type": "pong", "t": t})
+
+
+def pick(x: float, y: float, pose_id: int | None, hit: Hit | None, ref: str | None = None) -> str:
+    """The answer to a pointer "down": what the frame of `pose_id` shows at (x, y); position and distance in metres."""
+    body: dict[str, Any] = {"type": "pick", "x": x, "y": y, "poseId": pose_id, "hit": hit is not None}
+    if hit is not None:
+        # Micrometres: finer than a 24-bit depth buffer resolves, and it keeps the message short.
+        body["position"] = [round(c, 6) for c in hit.position]
+        body["distance"] = round(hit.distance, 6)
+    if ref is not None:
+        body["ref"] = ref
+    return _dump(body)
+
+
+def pointer(x: float, y: float, kind: str, *, buttons: int = 0, ref: str | None = None) -> str:
+    """Client side: a pointer event at (x, y), fractions of the frame from its top-left."""
+    body: dict[str, Any] = {"type": "pointer", "x": x, "y": y, "buttons": buttons, "kind": kind}
+    if ref is not None:
+        body["ref"] = ref
+    return _dump(body)
 
 
 def pose(

@@ -141,6 +141,7 @@ def worker_main(
     bucket = _Bucket(fps)
     frame_number, dirty = 0, False
     latest: tuple[int, Pose] | None = None
+    shown: int | None = None  # the pose id of the frame in the framebuffer, which picks answer for
     while True:
         with inbox.cond:
             while True:
@@ -171,6 +172,7 @@ def worker_main(
                 conn.send(("fatal", f"rendering failed: {type(exc).__name__}: {exc}"))
                 return
             render_ns = time.perf_counter_ns() - started
+            shown = pose_id
             header, target = views[slot]
             np.copyto(target, image)
             pose_tag.draw(target, pose_id)
@@ -178,6 +180,14 @@ def worker_main(
             header[:6] = (pose_id, frame_number, render_ns, width, height, time.monotonic_ns())
             dirty = False
             conn.send(("frame", generation, slot))
+        elif kind == "pick":
+            # Before any render that is waiting: a pick costs one pixel of depth, a frame tens of milliseconds.
+            try:
+                hit, failure = renderer.pick(command[1], command[2]), None
+            except Exception as exc:  # a driver that refuses the read-back must not end the stream
+                log.warning("a pick failed: %s: %s", type(exc).__name__, exc)
+                hit, failure = None, type(exc).__name__
+            conn.send(("picked", shown, hit, failure))
         elif kind == "load":
             _, path, max_primitives, max_bytes = command
             load_started = time.perf_counter()
@@ -208,7 +218,7 @@ def worker_main(
             shm.close()
             shm = SharedMemory(new_name)
             views = slot_views(shm.buf, width, height, SLOTS)
-            free, dirty = list(range(SLOTS)), latest is not None
+            free, dirty, shown = list(range(SLOTS)), latest is not None, None
             conn.send(("resized", generation))
         elif kind == "stop":
             del views

@@ -11,7 +11,7 @@ import moderngl
 import numpy as np
 from numpy.typing import NDArray
 
-from renderhub.render.camera import Pose, projection_matrix, view_matrix
+from renderhub.render.camera import Hit, Matrix, Pose, projection_matrix, unproject, view_matrix
 from renderhub.render.scene import Scene
 
 BACKGROUND = (0.2, 0.2, 0.2)  # neutral dark grey; 51 in each 8-bit channel
@@ -135,6 +135,7 @@ class Renderer:
         self.samples = samples
         self.width = self.height = 0
         self._fbos: list[moderngl.Framebuffer] = []
+        self._last_frame: tuple[Pose, Matrix] | None = None  # the pose and world-to-clip matrix picks unproject with
         self.resize(width, height)
         self.last_render_ms = 0.0
 
@@ -177,9 +178,15 @@ class Renderer:
                 depth_attachment=ctx.depth_renderbuffer((width, height), samples=self.samples),
             )
         ]
-        if self.samples:  # multisampled buffers cannot be read: resolve into a plain one
-            self._fbos.append(ctx.framebuffer(color_attachments=[ctx.renderbuffer((width, height), 4)]))
+        if self.samples:  # multisampled buffers cannot be read: resolve into a plain one (depth too, for picks)
+            self._fbos.append(
+                ctx.framebuffer(
+                    color_attachments=[ctx.renderbuffer((width, height), 4)],
+                    depth_attachment=ctx.depth_renderbuffer((width, height)),
+                )
+            )
         self.width, self.height = width, height
+        self._last_frame = None  # new buffers hold no frame
 
     def upload(self, scene: Scene) -> None:
         """Replace the model on the GPU with `scene`."""
@@ -235,9 +242,9 @@ class Renderer:
         fbo.use()
         fbo.depth_mask = True
         ctx.clear(*BACKGROUND, 1.0, depth=1.0)
+        bounds = self._scene.bounds if self._scene else None
+        mvp = FLIP_Y @ projection_matrix(pose, self.width / self.height, bounds) @ view_matrix(pose)
         if self._draws:
-            bounds = self._scene.bounds if self._scene else None
-            mvp = FLIP_Y @ projection_matrix(pose, self.width / self.height, bounds) @ view_matrix(pose)
             light = pose.rotation() @ HEADLIGHT
             for (textured, _colors, _mask), program in self._programs.items():
                 program["u_mvp"].write(mvp.T.astype("f4").tobytes())  # type: ignore[union-attr]
@@ -252,8 +259,28 @@ class Renderer:
         if self.samples:
             ctx.copy_framebuffer(self._fbos[1], fbo)
         self._fbos[-1].read_into(out, components=3, alignment=1)
+        self._last_frame = (pose, mvp)
         self.last_render_ms = (time.perf_counter() - started) * 1000
         return out
+
+    def pick(self, x: float, y: float) -> Hit | None:
+        """What the last frame shows at (x, y), fractions of the frame from its top-left; None for background.
+
+        Reads one depth value back from the last frame, so a pick answers for what the client was shown.
+        """
+        if self._last_frame is None:
+            return None
+        pose, mvp = self._last_frame
+        column, row = min(int(x * self.width), self.width - 1), min(int(y * self.height), self.height - 1)
+        # FLIP_Y puts the image's top row at framebuffer row 0, so rows need no flipping here.
+        raw = self._fbos[-1].read(viewport=(column, row, 1, 1), components=1, attachment=-1, dtype="f4")
+        depth = float(np.frombuffer(raw, np.float32)[0])
+        if depth >= 1.0:  # cleared to the far plane: nothing drawn there
+            return None
+        # The exact (x, y), not the pixel's centre: the point lies on the very ray a client casts through its pointer.
+        world = unproject(mvp, (2.0 * x - 1.0, 2.0 * y - 1.0, 2.0 * depth - 1.0))
+        position = (float(world[0]), float(world[1]), float(world[2]))
+        return Hit(position, float(np.linalg.norm(world - np.asarray(pose.position))))
 
     def _draw(self, draw: _Draw) -> None:
         ctx = self._ctx

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from renderhub.render.camera import Pose
+from renderhub.render.camera import Hit, Pose
 from renderhub.render.render_loop import (
     FIRST_GENERATION,
     SLOTS,
@@ -29,7 +29,7 @@ from renderhub.render.render_loop import (
 )
 from renderhub.render.scene import ModelError
 
-__all__ = ["FrameMeta", "ModelInfo", "RenderWorker", "WorkerError"]
+__all__ = ["FrameMeta", "Hit", "ModelInfo", "PickFailed", "RenderWorker", "WorkerError"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -39,6 +39,10 @@ STOP_TIMEOUT = 3.0
 
 class WorkerError(RuntimeError):
     """The render worker could not start, or died."""
+
+
+class PickFailed(RuntimeError):
+    """The worker could not read its framebuffer back for a pick; it renders on."""
 
 
 def _cleanup(process: multiprocessing.process.BaseProcess, blocks: list[SharedMemory]) -> None:
@@ -69,6 +73,7 @@ class RenderWorker:
         self._replies: dict[str, asyncio.Future[tuple[Any, ...]]] = {}
         self._on_progress: Callable[[str, float], None] | None = None
         self._load_lock = asyncio.Lock()
+        self._pick_lock = asyncio.Lock()  # replies are matched by kind: one pick at a time
         self.renderer_name = ""
         self.dropped_frames = 0
         self.error: str | None = None
@@ -142,6 +147,18 @@ class RenderWorker:
         if refused is not None:
             raise ModelError(*refused)
         return info
+
+    async def pick(self, x: float, y: float) -> tuple[int | None, Hit | None]:
+        """What the last rendered frame shows at (x, y), fractions from its top-left: (its pose id, the hit or None).
+
+        The pose id is None before the first frame (and after a resize, until the next); raises PickFailed.
+        """
+        async with self._pick_lock:
+            self._send(("pick", x, y))
+            _, pose_id, hit, failure = await self._expect("picked", None)
+        if failure is not None:
+            raise PickFailed(f"the depth read-back failed ({failure})")
+        return pose_id, hit
 
     async def clear(self) -> None:
         """Drop the model; the next frames show the empty scene."""

@@ -359,7 +359,8 @@ async function connect(mine) {
   const settings = { ...streamSettings(), iceServers: await hub.iceServers() };
   if (mine !== generation) return;
   const stream = new RenderStream(hub, current.id, $("video"), settings, () => camera.pose());
-  Object.assign(current, { stream, camera, loading: false });
+  Object.assign(current, { stream, camera, loading: false, pickRef: null });
+  setStat("stat-pick", "–");
   stream.addEventListener("state", (event) => mine === generation && onStreamState(event.detail));
   stream.addEventListener("message", (event) => mine === generation && onServerMessage(event.detail));
   stream.addEventListener("stats", (event) => mine === generation && showStats(event.detail));
@@ -564,6 +565,14 @@ function onServerMessage(message) {
     $("model-info").textContent = `${triangles} triangles · ${draws} draw calls · loaded in ${seconds.toFixed(2)} s`;
     current.camera.frame(message.bounds);
     poseChanged();
+  } else if (message.type === "pick") {
+    if (message.ref !== current.pickRef) return; // an older click's answer
+    if (!message.hit || !Array.isArray(message.position)) {
+      setStat("stat-pick", "background", "none");
+    } else {
+      const where = message.position.map((c) => Number(c).toFixed(2)).join(", ");
+      setStat("stat-pick", `${where} m`, message.position.join(","));
+    }
   } else if (message.type === "error") {
     const text = serverErrorText(message);
     const aboutModel = (message.ref && message.ref === current.loading) || (!message.ref && current.loading);
@@ -632,6 +641,9 @@ function placeTagCover() {
 // ---------------------------------------------------------------------------------------------- input
 
 const pointers = new Map(); // pointer id -> {x, y}
+const CLICK_SLOP_PX = 4; // a press that moves less than this is a click (a pick), not a drag
+let press = null; // {id, x, y} of a lone press that may still become a click
+let picks = 0;
 let dragMode = "orbit";
 let spinning = null;
 
@@ -658,6 +670,8 @@ function onPointerDown(event) {
   $("viewport").setPointerCapture(event.pointerId);
   pointers.set(event.pointerId, { x: event.clientX, y: event.clientY });
   if (pointers.size === 1) dragMode = event.button === 2 || event.button === 1 || event.shiftKey ? "pan" : "orbit";
+  const lone = pointers.size === 1 && event.button === 0;
+  press = lone ? { id: event.pointerId, x: event.clientX, y: event.clientY } : null;
   stopSpin();
   $("viewport").classList.toggle("dragging", dragMode === "orbit");
   $("viewport").classList.toggle("panning", dragMode === "pan");
@@ -666,6 +680,8 @@ function onPointerDown(event) {
 function onPointerMove(event) {
   const previous = pointers.get(event.pointerId);
   if (!previous || !streaming()) return;
+  if (press && Math.hypot(event.clientX - press.x, event.clientY - press.y) < CLICK_SLOP_PX) return;
+  press = null;
   const camera = current.camera;
   if (pointers.size === 1) {
     const dx = event.clientX - previous.x;
@@ -685,7 +701,22 @@ function onPointerMove(event) {
   poseChanged();
 }
 
+/** Ask the render server what the clicked point of the picture shows; the answer fills "picked" in the stats. */
+function pickAt(clientX, clientY) {
+  const video = $("video");
+  if (!streaming() || !video.videoWidth || !video.videoHeight) return;
+  const box = $("viewport").getBoundingClientRect();
+  const scale = Math.min(box.width / video.videoWidth, box.height / video.videoHeight);
+  const x = (clientX - box.left - (box.width - video.videoWidth * scale) / 2) / (video.videoWidth * scale);
+  const y = (clientY - box.top - (box.height - video.videoHeight * scale) / 2) / (video.videoHeight * scale);
+  if (!(x >= 0 && x <= 1 && y >= 0 && y <= 1)) return; // on the letterbox bars
+  current.pickRef = `pick-${++picks}`;
+  current.stream.send({ type: "pointer", x, y, buttons: 1, kind: "down", ref: current.pickRef });
+}
+
 function onPointerUp(event) {
+  if (press && press.id === event.pointerId && event.type === "pointerup") pickAt(press.x, press.y);
+  press = null;
   pointers.delete(event.pointerId);
   if (pointers.size === 0) $("viewport").classList.remove("dragging", "panning");
   else dragMode = "orbit"; // one finger left after a pinch orbits again
