@@ -63,7 +63,7 @@ async def until(manager: SessionManager, session_id: str, *statuses: SessionStat
         session = await manager.get(ACCOUNT, session_id)
         if session.status in statuses:
             return session
-        assert time.monotonic() < deadline, f"{session_id} stayed {session.status}"
+        assert time.monotonic() < deadline, f"{session_id} stayed {session.status}: {session.error}"
         await manager.reap()
         await asyncio.sleep(0.02)
 

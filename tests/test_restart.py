@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,10 +37,12 @@ def test_sigkilled_hub_restarts_and_readopts(hub_factory: Callable[..., RunningH
     hub.stop(signal.SIGKILL)
     assert pid_alive(kept_pid) and pid_alive(watched_pid), "render servers must outlive their hub"
     # A render server that belongs to no session, as a crashed start could leave behind.
+    orphan_config = hub.data_dir / "render" / "session-999.json"
+    shutil.copy(hub.data_dir / "render" / "session-1.json", orphan_config)
     orphan = subprocess.Popen(
         [sys.executable, "-m", "renderhub.render", "--session-id", "ghost", "--hub-dir", str(hub.data_dir.resolve()),
          "--handshake-port", str(free_port()), "--inspector-port", str(free_port()),
-         "--config", str(hub.data_dir / "render" / "session-1.json")],
+         "--config", str(orphan_config)],
         start_new_session=True,
     )  # fmt: skip
     wait_for(lambda: orphan.pid in render_server_pids(hub.data_dir), timeout=5)

@@ -64,26 +64,26 @@ class SessionManager:
     async def create(self, account_id: str, session_id: str, size: ServerSize, lease: int) -> tuple[Session, bool]:
         """A new Starting session, or the existing one for a retried create with the same settings."""
         leases.check_new_lease(lease)
-        existing = await self.repo.get_session(account_id, session_id)
-        if existing is None:
-            fresh = Session(
-                account_id=account_id,
-                id=session_id,
-                size=size,
-                max_lease_minutes=lease,
-                status=SessionStatus.STARTING,
-                created_at=self.clock.now(),
-                backend=self.backend.name,
-                watcher=self.replica.id,
-            )
-            try:
-                session = await self.repo.insert_session(fresh)
-            except DuplicateSession:
-                existing = await self.repo.get_session(account_id, session_id)
-            else:
-                self._watch(session, self._start(session), "start")
-                return session, True
-        assert existing is not None
+        # Insert first, look second: a new session (the usual case) costs one statement.
+        fresh = Session(
+            account_id=account_id,
+            id=session_id,
+            size=size,
+            max_lease_minutes=lease,
+            status=SessionStatus.STARTING,
+            created_at=self.clock.now(),
+            backend=self.backend.name,
+            watcher=self.replica.id,
+        )
+        try:
+            session = await self.repo.insert_session(fresh)
+        except DuplicateSession:
+            existing = await self.repo.get_session(account_id, session_id)
+        else:
+            self._watch(session, self._start(session), "start")
+            return session, True
+        if existing is None:  # it was there a moment ago, and purged since: as good as new
+            return await self.create(account_id, session_id, size, lease)
         if existing.size != size or existing.max_lease_minutes != lease:
             raise Conflict(
                 f"A session with the id '{session_id}' already exists with other settings "
@@ -221,14 +221,17 @@ class SessionManager:
         A session adopted from a dead replica keeps the ports it had, which its server may already use."""
         if session.handshake_port is not None and session.inspector_port is not None:
             return session.handshake_port, session.inspector_port
-        taken = await self.repo.ports_in_use()
-        chosen: list[int] = []
-        while len(chosen) < 2:
-            port = random.randint(*PORT_RANGE)
-            if port not in taken and port not in chosen and _bindable(self.settings.host, port):
-                chosen.append(port)
-        await self.repo.reserve_ports(session, chosen[0], chosen[1])
-        return chosen[0], chosen[1]
+        host = self.settings.host
+
+        def choose(taken: set[int]) -> tuple[int, int]:
+            chosen: list[int] = []
+            while len(chosen) < 2:
+                port = random.randint(*PORT_RANGE)
+                if port not in taken and port not in chosen and _bindable(host, port):
+                    chosen.append(port)
+            return chosen[0], chosen[1]
+
+        return await self.repo.reserve_ports(session, choose)
 
     # Ending sessions
 
@@ -334,15 +337,10 @@ class SessionManager:
             self._watch(adopted, self._start(adopted), "relaunch")
 
     async def _stop_orphans(self, servers: list[State], live: list[Session]) -> list[State]:
-        """Stop servers whose session is not live, or that are not the server their live session records."""
-        owners = {session.seq: session for session in live}
-        orphans = []
-        for server in servers:
-            owner = owners.get(server.get("session_seq", -1))
-            if owner is None:
-                orphans.append(server)
-            elif owner.backend_state and self.backend.identity(owner.backend_state) != self.backend.identity(server):
-                orphans.append(server)
+        """Stop servers whose session is not live. (Never by identity alone: between fork and exec, a render
+        server's child process shows the server's own command line.)"""
+        live_seqs = {session.seq for session in live}
+        orphans = [server for server in servers if server.get("session_seq") not in live_seqs]
         for state in orphans:
             log.warning("stopping render server %s: it belongs to no live session", self.backend.identity(state))
         await asyncio.gather(*(self.backend.stop(state) for state in orphans))

@@ -152,10 +152,25 @@ async def test_usage_filters_by_account_and_time(repo: Repository) -> None:
     assert [r.session_id for r in window] == ["s1"]
 
 
-async def test_ports_in_use_are_those_of_live_sessions(repo: Repository) -> None:
+async def test_ports_taken_are_those_of_live_sessions(repo: Repository) -> None:
     live = await repo.insert_session(starting("live"))
-    await repo.reserve_ports(live, 50000, 50001)
+    await repo.reserve_ports(live, lambda taken: (50000, 50001))
     ended = await repo.insert_session(starting("ended"))
-    await repo.reserve_ports(ended, 50002, 50003)
+    await repo.reserve_ports(ended, lambda taken: (50002, 50003))
     await repo.end_session(ended, SessionStatus.STOPPED, T0, metering.usage_record(ended, T0, STANDARD))
-    assert await repo.ports_in_use() == {50000, 50001}
+    seen: list[set[int]] = []
+    await repo.reserve_ports(await repo.insert_session(starting("next")), lambda taken: seen.append(taken) or (1, 2))
+    assert seen == [{50000, 50001}]
+
+
+async def test_concurrent_starts_never_share_a_port(repo: Repository) -> None:
+    """Each start picks from what the others left: the choice and the reservation are one step."""
+    fresh = [await repo.insert_session(starting(f"s{n}")) for n in range(20)]
+
+    def lowest_free(taken: set[int]) -> tuple[int, int]:
+        free = [port for port in range(50000, 50100) if port not in taken]
+        return free[0], free[1]
+
+    reserved = await asyncio.gather(*(repo.reserve_ports(session, lowest_free) for session in fresh))
+    ports = [port for pair in reserved for port in pair]
+    assert len(ports) == len(set(ports)) == 40

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
@@ -28,7 +29,8 @@ from renderhub.store.coordination import Coordination
 from renderhub.store.tables import accounts, certificate_authority, sessions, signing_keys, usage_records
 
 LIVE = [s.value for s in LIVE_STATUSES]
-FIRST_ACCOUNT_LOCK = 0x52454E41  # any constant every replica shares (see migrate.MIGRATION_LOCK)
+FIRST_ACCOUNT_LOCK = 0x52454E41  # any constants every replica shares (see migrate.MIGRATION_LOCK)
+PORTS_LOCK = 0x52454E50
 # The two lookups every request makes, built once: building a statement costs more than running it.
 ACCOUNT_BY_ID = accounts.select().where(accounts.c.id == sa.bindparam("account_id"))
 SESSION_BY_ID = sessions.select().where(
@@ -94,6 +96,7 @@ class Repository:
         self.engine = engine
         self._reader = reader
         self.coordination = Coordination(engine)
+        self._ports_lock = asyncio.Lock()  # SQLite reads before it locks: starts on this hub take turns
 
     async def _first(self, query: sa.Select[Any], **params: str) -> sa.Row[Any] | None:
         """One row by key: the hot path of every request (token check, GET session)."""
@@ -253,12 +256,6 @@ class Repository:
         async with self._begin() as c:
             return int((await c.execute(query)).scalar_one())
 
-    async def ports_in_use(self) -> set[int]:
-        query = sa.select(sessions.c.handshake_port, sessions.c.inspector_port).where(sessions.c.status.in_(LIVE))
-        async with self._begin() as c:
-            rows = (await c.execute(query)).all()
-        return {port for row in rows for port in row if port is not None}
-
     def _where_live(self, session: Session, *statuses: SessionStatus) -> Any:
         wanted = [s.value for s in statuses] or LIVE
         return sa.and_(
@@ -267,14 +264,21 @@ class Repository:
             sessions.c.status.in_(wanted),
         )
 
-    async def reserve_ports(self, session: Session, handshake_port: int, inspector_port: int) -> bool:
-        async with self._begin() as c:
-            result = await c.execute(
+    async def reserve_ports(self, session: Session, choose: Callable[[set[int]], tuple[int, int]]) -> tuple[int, int]:
+        """Give a starting session two ports no live session holds: `choose` picks them from the taken ones.
+        Reading and reserving is one critical section across replicas (PostgreSQL lock) and in this one."""
+        query = sa.select(sessions.c.handshake_port, sessions.c.inspector_port).where(sessions.c.status.in_(LIVE))
+        async with self._ports_lock, self._begin() as c:
+            if c.dialect.name == "postgresql":
+                await c.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": PORTS_LOCK})
+            taken = {port for row in (await c.execute(query)).all() for port in row if port is not None}
+            handshake_port, inspector_port = choose(taken)
+            await c.execute(
                 sessions.update()
                 .where(self._where_live(session, SessionStatus.STARTING))
                 .values(handshake_port=handshake_port, inspector_port=inspector_port)
             )
-        return result.rowcount == 1
+        return handshake_port, inspector_port
 
     async def set_backend_state(self, session: Session, state: dict[str, Any], hostname: str) -> bool:
         """Record where a starting session's server runs, so any hub can find it again."""
@@ -371,7 +375,9 @@ def _engine(url: str) -> AsyncEngine:
         engine = create_async_engine(url, connect_args={"timeout": 30})
         sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    # No pre-ping: it doubles the round trips of every transaction. A connection the server dropped fails
+    # once (StoreUnavailable, a 503 the client retries) and SQLAlchemy then renews the whole pool.
+    return create_async_engine(url, pool_size=10, max_overflow=10)
 
 
 def _sqlite_reader(url: str) -> tuple[sa.Engine, sa.Connection]:
