@@ -47,9 +47,10 @@ lint: $(VENV)/.dev-installed
 test: lint services
 	$(VENV)/bin/pytest $(ARGS)
 
-bench: $(VENV)/.dev-installed render-packages
+bench: $(VENV)/.dev-installed render-packages services
 	$(PY) bench/api.py
 	$(PY) bench/stream.py
+	$(PY) bench/scale.py
 
 clean:
 	rm -rf $(VENV) .renderhub .pytest_cache .mypy_cache .ruff_cache

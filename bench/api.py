@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from processes import free_port, wait_until
+from processes import free_port, stop_after, wait_until
 from renderhub.auth import new_account
 from renderhub.backends.local import render_server_pids
 from renderhub.bootstrap import tls_files
@@ -439,15 +439,7 @@ def main() -> None:
         serve_bare(int(port), cert, key, body)
         return
 
-    def give_up(_signum: int, _frame: object) -> None:
-        raise TimeoutError(f"the benchmark ran past {args.limit} s")
-
-    def terminated(_signum: int, _frame: object) -> None:
-        raise SystemExit("terminated")
-
-    signal.signal(signal.SIGALRM, give_up)
-    signal.signal(signal.SIGTERM, terminated)
-    signal.alarm(args.limit)
+    stop_after(args.limit)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="renderhub-bench-") as tmp:
         run(args, Path(tmp))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import time
@@ -35,3 +36,18 @@ def wait_until(
         if time.monotonic() > deadline:
             raise RuntimeError(f"{url} did not come up:\n{log.read_text()[-3000:]}")
         time.sleep(0.1)
+
+
+def stop_after(limit: float, out_of_time: type[BaseException] = TimeoutError) -> None:
+    """End the benchmark with `out_of_time` after `limit` seconds, and cleanly on SIGTERM (its finally blocks
+    stop what it started)."""
+
+    def give_up(_signum: int, _frame: object) -> None:
+        raise out_of_time(f"the benchmark ran past {limit:.0f} s")
+
+    def terminated(_signum: int, _frame: object) -> None:
+        raise SystemExit("terminated")
+
+    signal.signal(signal.SIGALRM, give_up)
+    signal.signal(signal.SIGTERM, terminated)
+    signal.alarm(int(limit))

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from processes import free_port, wait_until
+from processes import free_port, stop_after, wait_until
 from renderhub.backends.local import render_server_pids
 from renderhub.client import ArrConfig, HubClient
 from renderhub.connect import DEGREES_PER_SECOND, ConnectError, RenderClient
@@ -626,15 +626,7 @@ def main() -> None:
         parser.error(f"unknown resolution {unknown}; choose from {', '.join(RESOLUTIONS)}")
     limit = args.limit or 90 + 2 * len(args.resolutions) * (args.duration + args.warmup + 25) + 4 * args.idle
 
-    def give_up(_signum: int, _frame: object) -> None:
-        raise OutOfTime(f"the benchmark ran past {limit:.0f} s")
-
-    def terminated(_signum: int, _frame: object) -> None:
-        raise SystemExit("terminated")
-
-    signal.signal(signal.SIGALRM, give_up)
-    signal.signal(signal.SIGTERM, terminated)
-    signal.alarm(int(limit))
+    stop_after(limit, OutOfTime)
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="renderhub-stream-bench-") as tmp:
         run(args, Path(tmp))

@@ -174,3 +174,25 @@ async def test_concurrent_starts_never_share_a_port(repo: Repository) -> None:
     reserved = await asyncio.gather(*(repo.reserve_ports(session, lowest_free) for session in fresh))
     ports = [port for pair in reserved for port in pair]
     assert len(ports) == len(set(ports)) == 40
+
+
+async def test_a_reap_pass_reads_starting_expiring_and_this_turns_sessions(repo: Repository) -> None:
+    starting_one = await repo.insert_session(starting("starting"))
+    ready = []
+    for n in range(4):
+        session = await repo.insert_session(starting(f"ready-{n}"))
+        await repo.mark_ready(session, T0, 8.1)  # leases of 30 minutes from T0
+        ready.append(session)
+    slices = 1000  # no Ready session's health-check turn comes up in these reads but the one asked for
+
+    def ids(found: list[Session]) -> set[str]:
+        return {s.id for s in found}
+
+    quiet_turn = max(s.seq for s in ready) + 1
+    before_end = T0 + timedelta(minutes=29, seconds=58)
+    assert ids(await repo.sessions_to_reap(before_end, slices, quiet_turn)) == {starting_one.id}
+    at_end = T0 + timedelta(minutes=30)
+    assert ids(await repo.sessions_to_reap(at_end, slices, quiet_turn)) == {starting_one.id} | ids(ready)
+    turn = ready[2].seq % slices
+    assert ids(await repo.sessions_to_reap(before_end, slices, turn)) == {starting_one.id, ready[2].id}
+    assert await repo.live_seqs() == {starting_one.seq} | {s.seq for s in ready}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from renderhub.models import (
 )
 from renderhub.store import migrate
 from renderhub.store.coordination import Coordination
-from renderhub.store.tables import accounts, certificate_authority, sessions, signing_keys, usage_records
+from renderhub.store.tables import UTCDateTime, accounts, certificate_authority, sessions, signing_keys, usage_records
 
 LIVE = [s.value for s in LIVE_STATUSES]
 FIRST_ACCOUNT_LOCK = 0x52454E41  # any constants every replica shares (see migrate.MIGRATION_LOCK)
@@ -240,6 +240,35 @@ class Repository:
         async with self._begin() as c:
             rows = (await c.execute(sessions.select().where(sessions.c.status.in_(LIVE)))).all()
         return [_session(r) for r in rows]
+
+    async def live_seqs(self) -> set[int]:
+        async with self._begin() as c:
+            return set((await c.execute(sa.select(sessions.c.seq).where(sessions.c.status.in_(LIVE)))).scalars())
+
+    async def sessions_to_reap(self, now: datetime, slices: int, turn: int) -> list[Session]:
+        """The live sessions a reaper pass looks at: every Starting one, Ready ones whose lease may be over,
+        and the Ready ones whose turn it is for a health check (seq modulo `slices`). Reading all of them
+        each pass would cost most of the pass once a thousand are live."""
+        ready = sessions.c.status == SessionStatus.READY.value
+        due = sa.or_(
+            sessions.c.status == SessionStatus.STARTING.value,
+            sa.and_(ready, sa.or_(self._lease_end(now), sessions.c.seq % slices == turn)),
+        )
+        async with self._begin() as c:
+            rows = (await c.execute(sessions.select().where(due))).all()
+        return [_session(r) for r in rows]
+
+    def _lease_end(self, now: datetime) -> Any:
+        """SQL for 'the lease may be over by now': a superset (SQLite's datetime() drops the fraction of a
+        second, so it may name a session up to a second early); leases.is_expired has the final word."""
+        if self.engine.dialect.name == "postgresql":
+            lease = sa.func.make_interval(0, 0, 0, 0, 0, sessions.c.max_lease_minutes)
+            return sessions.c.ready_at + lease <= sa.bindparam("now", now, type_=UTCDateTime)
+        naive = now.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ")
+        ends = sa.func.datetime(
+            sessions.c.ready_at, "+" + sa.cast(sessions.c.max_lease_minutes, sa.String) + " minutes"
+        )
+        return ends <= naive
 
     async def live_sessions_before(self, size: ServerSize, seq: int, backend: str) -> int:
         """How many live sessions of a size were created before this one: the capacity check."""
