@@ -1,4 +1,4 @@
-"""The `renderhub` command: serve, session, account and usage."""
+"""The `renderhub` command: serve, session and connect (account and usage live in admin.py)."""
 
 from __future__ import annotations
 
@@ -7,61 +7,24 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Coroutine
-from datetime import UTC, datetime
-from decimal import Decimal
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 import click
 import httpx
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Column, Table
 
+from renderhub import admin
 from renderhub.client import ApiError, ArrConfig, HubClient
 from renderhub.clock import Clock
-
-if TYPE_CHECKING:
-    from renderhub.store import Repository
+from renderhub.terminal import console, data_dir_option, database_option, errors, fail
 
 # The store, auth, config and bootstrap modules (SQLAlchemy, Alembic, pydantic, cryptography) are imported
 # where used: the session commands need none of them, and start in a third of the time without them.
 
-T = TypeVar("T")
-console = Console()
-errors = Console(stderr=True)
 TERMINAL = ("Ready", "Error", "Expired", "Stopped")
-
-
-def _run(work: Callable[[Repository], Coroutine[Any, Any, T]], data_dir: Path, database_url: str | None) -> T:
-    from renderhub.config import Settings
-    from renderhub.store import open_store
-
-    async def main() -> T:
-        settings = Settings(data_dir=data_dir, database_url=database_url)
-        data_dir.mkdir(parents=True, exist_ok=True)
-        async with open_store(settings.async_database_url) as repo:
-            return await work(repo)
-
-    return asyncio.run(main())
-
-
-def _fail(message: str, code: int = 1) -> None:
-    # escape: messages carry paths and server text, not markup; soft_wrap: one line, whatever the width
-    errors.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
-    sys.exit(code)
-
-
-data_dir_option = click.option(
-    "--data-dir", type=click.Path(path_type=Path), default=Path(".renderhub"), show_default=True,
-    help="Where the hub keeps its database, certificates, logs and arrconfig.json.",
-)  # fmt: skip
-database_option = click.option(
-    "--database-url",
-    default=None,
-    help="sqlite:///PATH or postgresql://... (default: SQLite in the data dir).",
-)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -127,13 +90,13 @@ def serve(
     from renderhub.config import Settings, parse_ice_server
 
     if bool(tls_cert) != bool(tls_key):
-        _fail("--tls-cert and --tls-key go together")
+        fail("--tls-cert and --tls-key go together")
     if backend == "ray" and not ray_address:
-        _fail("--backend ray needs --ray-address HOST:PORT (the Ray head's address)")
+        fail("--backend ray needs --ray-address HOST:PORT (the Ray head's address)")
     try:
         ice = [parse_ice_server(url) for url in ice_servers]
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     settings = Settings(
         host=host, port=port, public_host=public_host, data_dir=data_dir, database_url=database_url,
         backend=backend, ray_address=ray_address, ray_namespace=ray_namespace, queue_timeout_seconds=queue_timeout,
@@ -180,13 +143,13 @@ def serve(
 def _client(config: Path | None, data_dir: Path) -> HubClient:
     path = config or data_dir / "arrconfig.json"
     if not path.exists():
-        _fail(f"no account config at {path} (run `renderhub serve` once, or pass --config)")
+        fail(f"no account config at {path} (run `renderhub serve` once, or pass --config)")
     try:
         arr = ArrConfig.load(path)
     except KeyError as exc:
-        _fail(f"{path} is not a usable arrconfig.json: it has no {exc} setting")
+        fail(f"{path} is not a usable arrconfig.json: it has no {exc} setting")
     except (OSError, ValueError, TypeError) as exc:
-        _fail(f"{path} is not a usable arrconfig.json: {exc}")
+        fail(f"{path} is not a usable arrconfig.json: {exc}")
     # The hub's CA: beside the config (in tls/ as in a data dir, or as it is), else the data dir's.
     cas = [path.parent / "tls" / "ca.pem", path.parent / "ca.pem", data_dir / "tls" / "ca.pem"]
     ca = next((c for c in cas if c.exists()), None)
@@ -225,13 +188,13 @@ def _session_command(func: Callable[..., None]) -> Callable[..., None]:
         try:
             func(**kwargs)
         except ApiError as exc:
-            _fail(f"{exc.code}: {exc.message} (HTTP {exc.status})")
+            fail(f"{exc.code}: {exc.message} (HTTP {exc.status})")
         except httpx.HTTPError as exc:  # not reachable, TLS not trusted, timeout
             hub = _origin(exc)
             hint = ""
             if "CERTIFICATE_VERIFY_FAILED" in str(exc):
                 hint = " (trust the hub's tls/ca.pem: pass its --data-dir, or set SSL_CERT_FILE to it)"
-            _fail(f"cannot reach {hub}: {exc or type(exc).__name__}{hint}")
+            fail(f"cannot reach {hub}: {exc or type(exc).__name__}{hint}")
 
     wrapper.__doc__, wrapper.__name__ = func.__doc__, func.__name__
     wrapper.__click_params__ = func.__click_params__  # type: ignore[attr-defined]
@@ -343,7 +306,7 @@ def connect(session_id: str, model: str, frames: int, out: Path | None, width: i
     with _client(config, data_dir) as client:
         session = client.get(session_id)
         if session["status"] != "Ready":
-            _fail(f"session {session_id} is {session['status']}; a client can connect only while it is Ready")
+            fail(f"session {session_id} is {session['status']}; a client can connect only while it is Ready")
         token = client.token()
         offer = (f"https://{session['hostname']}:{session['handshakePort']}/offer" if direct
                  else f"{client.base}/render/{client.config.account_id}/{session_id}/offer")  # fmt: skip
@@ -352,7 +315,7 @@ def connect(session_id: str, model: str, frames: int, out: Path | None, width: i
         figures = asyncio.run(run_client(offer, token, ssl_context=trust, model=model, frames=frames,
                                          width=width, height=height, fps=fps, out=out))  # fmt: skip
     except ConnectError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if as_json:
         click.echo(json.dumps(figures))
         return
@@ -364,133 +327,6 @@ def connect(session_id: str, model: str, frames: int, out: Path | None, width: i
         console.print(f"last frame: {out}", soft_wrap=True)
 
 
-# Accounts and usage: administration, straight on the database
-
-
-@main.group()
-def account() -> None:
-    """Manage accounts and their keys (on the hub's database)."""
-
-
-@account.command("create")
-@click.option("--name", default="account", show_default=True)
-@click.option("--endpoint", default=None, help="For --arrconfig (default: the data dir's arrconfig.json's hub).")
-@click.option("--arrconfig", type=click.Path(path_type=Path), help="Also write an arrconfig.json for it here.")
-@data_dir_option
-@database_option
-def account_create(name: str, endpoint: str, arrconfig: Path | None, data_dir: Path, database_url: str | None) -> None:
-    """Create an account; its keys are shown once."""
-    from renderhub.auth import new_account
-    from renderhub.bootstrap import write_arrconfig
-
-    acct, primary, secondary = new_account(name, Clock().now())
-
-    async def work(repo: Repository) -> None:
-        await repo.insert_account(acct)
-
-    _run(work, data_dir, database_url)
-    if arrconfig:
-        endpoint = endpoint or _hub_endpoint(data_dir)
-        write_arrconfig(arrconfig, ArrConfig(acct.id, primary, endpoint, endpoint, "standard", 30))
-    console.print(f"account  {acct.id}  ({name})\nprimary key    {primary}\nsecondary key  {secondary}")
-
-
-def _hub_endpoint(data_dir: Path) -> str:
-    """The hub this data dir serves, as `serve` wrote it into arrconfig.json; else serve's default."""
-    from renderhub.config import Settings
-
-    try:
-        return ArrConfig.load(data_dir / "arrconfig.json").account_domain
-    except (OSError, ValueError, KeyError, TypeError):
-        return Settings(data_dir=data_dir).endpoint
-
-
-@account.command("list")
-@data_dir_option
-@database_option
-def account_list(data_dir: Path, database_url: str | None) -> None:
-    """List accounts."""
-    accounts = _run(lambda repo: repo.list_accounts(), data_dir, database_url)
-    table = Table(Column("id", overflow="fold"), "name", "created")
-    for a in accounts:
-        table.add_row(a.id, a.name, a.created_at.isoformat(timespec="seconds"))
-    console.print(table)
-
-
-@account.command("rotate-key")
-@click.argument("account_id")
-@click.option("--key", "which", type=click.Choice(["primary", "secondary"]), default="primary", show_default=True)
-@data_dir_option
-@database_option
-def account_rotate_key(account_id: str, which: str, data_dir: Path, database_url: str | None) -> None:
-    """Replace one key; tokens issued from the old one stop working."""
-    from renderhub.auth import hash_key, new_account_key
-
-    key = new_account_key()
-    slot = 1 if which == "primary" else 2
-    if not _run(lambda repo: repo.replace_key(account_id, slot, hash_key(key)), data_dir, database_url):
-        _fail(f"no account {account_id}")
-    console.print(f"new {which} key  {key}")
-
-
-@account.command("delete")
-@click.argument("account_id")
-@data_dir_option
-@database_option
-def account_delete(account_id: str, data_dir: Path, database_url: str | None) -> None:
-    """Delete an account without live sessions; its tokens stop working within a second."""
-
-    async def work(repo: Repository) -> str | None:
-        if await repo.get_account(account_id) is None:
-            return f"no account {account_id}"
-        if not await repo.delete_account(account_id):
-            live = await repo.list_live_sessions(account_id, 0, 1000)
-            return f"account {account_id} has {len(live)} live session(s); stop them first: " + ", ".join(
-                s.id for s in live
-            )
-        return None
-
-    problem = _run(work, data_dir, database_url)
-    if problem:
-        _fail(problem)
-    console.print(f"deleted account {account_id}")
-
-
-def _date(text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    moment = datetime.fromisoformat(text)
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-@main.command()
-@click.option("--account", "account_id", default=None, help="Only this account.")
-@click.option("--from", "start", default=None, help="Sessions that ended at or after (ISO date or time, UTC).")
-@click.option("--to", "end", default=None, help="... and before this.")
-@click.option("--json", "as_json", is_flag=True)
-@data_dir_option
-@database_option
-def usage(account_id: str | None, start: str | None, end: str | None, as_json: bool,
-          data_dir: Path, database_url: str | None) -> None:  # fmt: skip
-    """Print usage records and totals: billable minutes (rounded up) times the size's price."""
-    try:
-        span = _date(start), _date(end)
-    except ValueError as exc:
-        _fail(f"bad date: {exc}")
-    records = _run(lambda repo: repo.usage(account_id, *span), data_dir, database_url)
-    minutes = sum(r.billable_minutes for r in records)
-    total = sum((r.cost for r in records), Decimal(0))
-    if as_json:
-        rows = [{"accountId": r.account_id, "sessionId": r.session_id, "size": r.size.value,
-                 "readyAt": r.ready_at.isoformat() if r.ready_at else None, "endedAt": r.ended_at.isoformat(),
-                 "billableMinutes": r.billable_minutes, "cost": str(r.cost)} for r in records]  # fmt: skip
-        click.echo(json.dumps({"records": rows, "billableMinutes": minutes, "cost": str(total)}, indent=2))
-        return
-    session_col, ready_col, ended_col = (Column(name, overflow="fold") for name in ("session", "ready", "ended"))
-    table = Table("account", session_col, "size", ready_col, ended_col, "minutes", "cost")
-    for r in records:
-        table.add_row(r.account_id[:8], r.session_id, r.size.value,
-                      r.ready_at.isoformat(timespec="seconds") if r.ready_at else "-",
-                      r.ended_at.isoformat(timespec="seconds"), str(r.billable_minutes), str(r.cost))  # fmt: skip
-    table.add_row("total", f"{len(records)} sessions", "", "", "", str(minutes), str(total), style="bold")
-    console.print(table)
+# Accounts and usage: administration, straight on the database (admin.py)
+main.add_command(admin.account)
+main.add_command(admin.usage)

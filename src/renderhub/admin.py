@@ -1,0 +1,148 @@
+"""`renderhub account` and `renderhub usage`: administration, straight on the hub's database."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+from rich.table import Column, Table
+
+from renderhub.client import ArrConfig
+from renderhub.clock import Clock
+from renderhub.terminal import console, data_dir_option, database_option, fail, on_store
+
+if TYPE_CHECKING:
+    from renderhub.store import Repository
+
+
+@click.group()
+def account() -> None:
+    """Manage accounts and their keys (on the hub's database)."""
+
+
+@account.command("create")
+@click.option("--name", default="account", show_default=True)
+@click.option("--endpoint", default=None, help="For --arrconfig (default: the data dir's arrconfig.json's hub).")
+@click.option("--arrconfig", type=click.Path(path_type=Path), help="Also write an arrconfig.json for it here.")
+@data_dir_option
+@database_option
+def account_create(name: str, endpoint: str, arrconfig: Path | None, data_dir: Path, database_url: str | None) -> None:
+    """Create an account; its keys are shown once."""
+    from renderhub.auth import new_account
+    from renderhub.bootstrap import write_arrconfig
+
+    acct, primary, secondary = new_account(name, Clock().now())
+
+    async def work(repo: Repository) -> None:
+        await repo.insert_account(acct)
+
+    on_store(work, data_dir, database_url)
+    if arrconfig:
+        endpoint = endpoint or _hub_endpoint(data_dir)
+        write_arrconfig(arrconfig, ArrConfig(acct.id, primary, endpoint, endpoint, "standard", 30))
+    console.print(f"account  {acct.id}  ({name})\nprimary key    {primary}\nsecondary key  {secondary}")
+
+
+def _hub_endpoint(data_dir: Path) -> str:
+    """The hub this data dir serves, as `serve` wrote it into arrconfig.json; else serve's default."""
+    from renderhub.config import Settings
+
+    try:
+        return ArrConfig.load(data_dir / "arrconfig.json").account_domain
+    except (OSError, ValueError, KeyError, TypeError):
+        return Settings(data_dir=data_dir).endpoint
+
+
+@account.command("list")
+@data_dir_option
+@database_option
+def account_list(data_dir: Path, database_url: str | None) -> None:
+    """List accounts."""
+    accounts = on_store(lambda repo: repo.list_accounts(), data_dir, database_url)
+    table = Table(Column("id", overflow="fold"), "name", "created")
+    for a in accounts:
+        table.add_row(a.id, a.name, a.created_at.isoformat(timespec="seconds"))
+    console.print(table)
+
+
+@account.command("rotate-key")
+@click.argument("account_id")
+@click.option("--key", "which", type=click.Choice(["primary", "secondary"]), default="primary", show_default=True)
+@data_dir_option
+@database_option
+def account_rotate_key(account_id: str, which: str, data_dir: Path, database_url: str | None) -> None:
+    """Replace one key; tokens issued from the old one stop working."""
+    from renderhub.auth import hash_key, new_account_key
+
+    key = new_account_key()
+    slot = 1 if which == "primary" else 2
+    if not on_store(lambda repo: repo.replace_key(account_id, slot, hash_key(key)), data_dir, database_url):
+        fail(f"no account {account_id}")
+    console.print(f"new {which} key  {key}")
+
+
+@account.command("delete")
+@click.argument("account_id")
+@data_dir_option
+@database_option
+def account_delete(account_id: str, data_dir: Path, database_url: str | None) -> None:
+    """Delete an account without live sessions; its tokens stop working within a second."""
+
+    async def work(repo: Repository) -> str | None:
+        if await repo.get_account(account_id) is None:
+            return f"no account {account_id}"
+        if not await repo.delete_account(account_id):
+            live = await repo.list_live_sessions(account_id, 0, 1000)
+            return f"account {account_id} has {len(live)} live session(s); stop them first: " + ", ".join(
+                s.id for s in live
+            )
+        return None
+
+    problem = on_store(work, data_dir, database_url)
+    if problem:
+        fail(problem)
+    console.print(f"deleted account {account_id}")
+
+
+def _date(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@click.command()
+@click.option("--account", "account_id", default=None, help="Only this account.")
+@click.option("--from", "start", default=None, help="Sessions that ended at or after (ISO date or time, UTC).")
+@click.option("--to", "end", default=None, help="... and before this.")
+@click.option("--json", "as_json", is_flag=True)
+@data_dir_option
+@database_option
+def usage(account_id: str | None, start: str | None, end: str | None, as_json: bool,
+          data_dir: Path, database_url: str | None) -> None:  # fmt: skip
+    """Print usage records and totals: billable minutes (rounded up) times the size's price."""
+    try:
+        span = _date(start), _date(end)
+    except ValueError as exc:
+        fail(f"bad date: {exc}")
+    records = on_store(lambda repo: repo.usage(account_id, *span), data_dir, database_url)
+    minutes = sum(r.billable_minutes for r in records)
+    total = sum((r.cost for r in records), Decimal(0))
+    if as_json:
+        rows = [{"accountId": r.account_id, "sessionId": r.session_id, "size": r.size.value,
+                 "readyAt": r.ready_at.isoformat() if r.ready_at else None, "endedAt": r.ended_at.isoformat(),
+                 "billableMinutes": r.billable_minutes, "cost": str(r.cost)} for r in records]  # fmt: skip
+        click.echo(json.dumps({"records": rows, "billableMinutes": minutes, "cost": str(total)}, indent=2))
+        return
+    session_col, ready_col, ended_col = (Column(name, overflow="fold") for name in ("session", "ready", "ended"))
+    table = Table("account", session_col, "size", ready_col, ended_col, "minutes", "cost")
+    for r in records:
+        table.add_row(r.account_id[:8], r.session_id, r.size.value,
+                      r.ready_at.isoformat(timespec="seconds") if r.ready_at else "-",
+                      r.ended_at.isoformat(timespec="seconds"), str(r.billable_minutes), str(r.cost))  # fmt: skip
+    table.add_row("total", f"{len(records)} sessions", "", "", "", str(minutes), str(total), style="bold")
+    console.print(table)
