@@ -33,6 +33,27 @@ FIRST_ACCOUNT_LOCK = 0x52454E41  # any constants every replica shares (see migra
 PORTS_LOCK = 0x52454E50
 # The two lookups every request makes, built once: building a statement costs more than running it.
 ACCOUNT_BY_ID = accounts.select().where(accounts.c.id == sa.bindparam("account_id"))
+SESSION_INSERT = sessions.insert()  # its values come as parameters: the statement compiles once
+
+
+def _while_starting(*columns: str) -> sa.Update:
+    """UPDATE a Starting session (parameters key_account, key_id) setting `columns` (parameters new_COLUMN):
+    the start path's statements, each built and compiled once."""
+    return (
+        sessions.update()
+        .where(
+            sessions.c.account_id == sa.bindparam("key_account"),
+            sessions.c.id == sa.bindparam("key_id"),
+            sessions.c.status == SessionStatus.STARTING.value,
+        )
+        .values({name: sa.bindparam(f"new_{name}", type_=sessions.c[name].type) for name in columns})
+    )
+
+
+RESERVE_PORTS = _while_starting("handshake_port", "inspector_port")
+SET_BACKEND_STATE = _while_starting("backend_state", "hostname")
+MARK_READY = _while_starting("status", "ready_at", "teraflops")
+LIVE_PORTS = sa.select(sessions.c.handshake_port, sessions.c.inspector_port).where(sessions.c.status.in_(LIVE))
 SESSION_BY_ID = sessions.select().where(
     sessions.c.account_id == sa.bindparam("account_id"), sessions.c.id == sa.bindparam("session_id")
 )
@@ -63,6 +84,10 @@ def _session(row: sa.Row[Any]) -> Session:
         backend_state=row.backend_state,
         watcher=row.watcher,
     )
+
+
+def _key(session: Session) -> dict[str, str]:
+    return {"key_account": session.account_id, "key_id": session.id}
 
 
 def _account(row: sa.Row[Any]) -> Account:
@@ -215,7 +240,7 @@ class Repository:
         values["status"] = session.status.value
         try:
             async with self._begin() as c:
-                result = await c.execute(sessions.insert().values(**values))
+                result = await c.execute(SESSION_INSERT, values)
                 seq = result.inserted_primary_key[0]  # type: ignore[index]
         except IntegrityError as exc:
             raise DuplicateSession(session.id) from exc
@@ -296,36 +321,26 @@ class Repository:
     async def reserve_ports(self, session: Session, choose: Callable[[set[int]], tuple[int, int]]) -> tuple[int, int]:
         """Give a starting session two ports no live session holds: `choose` picks them from the taken ones.
         Reading and reserving is one critical section across replicas (PostgreSQL lock) and in this one."""
-        query = sa.select(sessions.c.handshake_port, sessions.c.inspector_port).where(sessions.c.status.in_(LIVE))
         async with self._ports_lock, self._begin() as c:
             if c.dialect.name == "postgresql":
                 await c.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": PORTS_LOCK})
-            taken = {port for row in (await c.execute(query)).all() for port in row if port is not None}
+            taken = {port for row in (await c.execute(LIVE_PORTS)).all() for port in row if port is not None}
             handshake_port, inspector_port = choose(taken)
-            await c.execute(
-                sessions.update()
-                .where(self._where_live(session, SessionStatus.STARTING))
-                .values(handshake_port=handshake_port, inspector_port=inspector_port)
-            )
+            values = {"new_handshake_port": handshake_port, "new_inspector_port": inspector_port}
+            await c.execute(RESERVE_PORTS, {**_key(session), **values})
         return handshake_port, inspector_port
 
     async def set_backend_state(self, session: Session, state: dict[str, Any], hostname: str) -> bool:
         """Record where a starting session's server runs, so any hub can find it again."""
         async with self._begin() as c:
-            result = await c.execute(
-                sessions.update()
-                .where(self._where_live(session, SessionStatus.STARTING))
-                .values(backend_state=state, hostname=hostname)
-            )
+            values = {"new_backend_state": state, "new_hostname": hostname}
+            result = await c.execute(SET_BACKEND_STATE, {**_key(session), **values})
         return result.rowcount == 1
 
     async def mark_ready(self, session: Session, ready_at: datetime, teraflops: float) -> bool:
         async with self._begin() as c:
-            result = await c.execute(
-                sessions.update()
-                .where(self._where_live(session, SessionStatus.STARTING))
-                .values(status=SessionStatus.READY.value, ready_at=ready_at, teraflops=teraflops)
-            )
+            values = {"new_status": SessionStatus.READY.value, "new_ready_at": ready_at, "new_teraflops": teraflops}
+            result = await c.execute(MARK_READY, {**_key(session), **values})
         return result.rowcount == 1
 
     async def extend_lease(self, session: Session, minutes: int) -> bool:
