@@ -247,6 +247,19 @@ def test_other_config(cli: Cli, hub: RunningHub, tmp_path: Path) -> None:
     failed(untrusted, "CERTIFICATE_VERIFY_FAILED", "ca.pem")
 
 
+def test_an_address_the_certificate_does_not_name_gets_a_hint(
+    cli: Cli, hub_factory: Callable[..., RunningHub], tmp_path: Path
+) -> None:
+    """A hub on every interface, reached at an address it does not know is its own (127.0.0.2 is not an
+    interface address: 127.0.0.1/8 on lo answers it, the certificate does not name it)."""
+    hub = hub_factory("--rate-limit", "0", "--host", "0.0.0.0")
+    other = f"https://127.0.0.2:{hub.port}"
+    config = copy_config(hub.data_dir / "arrconfig.json", tmp_path / "lan" / "arrconfig.json",
+                         arrAccountDomain=other, remoteRenderingDomain=other)  # fmt: skip
+    (config.parent / "ca.pem").write_bytes(hub.ca.read_bytes())
+    failed(cli("session", "list", "--config", config), "does not name this address", "--public-host")
+
+
 # Accounts, straight on the database while the hub runs
 
 

@@ -192,7 +192,10 @@ def _session_command(func: Callable[..., None]) -> Callable[..., None]:
         except httpx.HTTPError as exc:  # not reachable, TLS not trusted, timeout
             hub = _origin(exc)
             hint = ""
-            if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+            if "mismatch, certificate is not valid for" in str(exc):
+                # Trusted, but issued for other names: the hub does not know this is one of its addresses.
+                hint = " (the hub's certificate does not name this address: start the hub with --public-host ADDRESS)"
+            elif "CERTIFICATE_VERIFY_FAILED" in str(exc):
                 hint = " (trust the hub's tls/ca.pem: pass its --data-dir, or set SSL_CERT_FILE to it)"
             fail(f"cannot reach {hub}: {exc or type(exc).__name__}{hint}")
 
