@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
+import gc
 import logging
 import os
 import signal
@@ -79,8 +80,11 @@ def main() -> None:
     files = asyncio.run(first_start(settings, Clock()))
     print(f"hub replica on {settings.endpoint}, account created: {files.created_account}", flush=True)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+    app = create_app(settings, backend=InstantBackend())
+    gc.collect()  # as `renderhub serve` does: the long-lived heap out of the collector's passes
+    gc.freeze()
     uvicorn.run(
-        create_app(settings, backend=InstantBackend()),
+        app,
         host=settings.host,
         port=settings.port,
         ssl_certfile=str(files.cert) if files.cert else None,
