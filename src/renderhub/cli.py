@@ -125,7 +125,8 @@ def serve(
                       soft_wrap=True)  # fmt: skip
     # The hub's own log lines (sessions failing, replicas taking over the reaper) beside uvicorn's.
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per relayed request otherwise
+    for chatty in ("httpx", "alembic"):  # a line per relayed request; a line per migration check
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     app = create_app(settings)
     # What was imported and built lives as long as the hub: keep it out of the garbage collector's passes,
     # whose full sweeps otherwise stall requests (bench/scale.py: p99 create latency 130-200 -> 75-105 ms).
