@@ -9,6 +9,7 @@ import re
 import ssl
 import stat
 import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -474,3 +475,13 @@ def test_serve_insecure_http_warns(tmp_path: Path) -> None:
         assert "CA certificate" not in stdout()
         assert ArrConfig.load(data / "arrconfig.json").account_domain == f"http://127.0.0.1:{port}"
         assert not (data / "tls" / "hub.pem").exists()  # the CA still signs the render servers' certificates
+
+
+def test_serve_with_an_unreachable_ray_cluster_fails_at_once(cli: Cli, tmp_path: Path) -> None:
+    """Not after ray.init's minutes of retries: nothing listens on 127.0.0.9:9."""
+    started = time.monotonic()
+    data = tmp_path / "data"
+    failed(cli("serve", "--data-dir", data, "--backend", "ray", "--ray-address", "127.0.0.9:9"),
+           "Cannot reach the Ray head at 127.0.0.9:9")  # fmt: skip
+    failed(cli("serve", "--data-dir", data, "--backend", "ray"), "needs --ray-address")
+    assert time.monotonic() - started < 30

@@ -92,8 +92,16 @@ def serve(
 
     if bool(tls_cert) != bool(tls_key):
         fail("--tls-cert and --tls-key go together")
-    if backend == "ray" and not ray_address:
-        fail("--backend ray needs --ray-address HOST:PORT (the Ray head's address)")
+    if backend == "ray":
+        if not ray_address:
+            fail("--backend ray needs --ray-address HOST:PORT (the Ray head's address)")
+        from renderhub.backends.ray import check_reachable
+        from renderhub.errors import ConfigurationError
+
+        try:
+            check_reachable(ray_address)
+        except ConfigurationError as exc:
+            fail(str(exc))
     try:
         ice = [parse_ice_server(url) for url in ice_servers]
     except ValueError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import socket
 import ssl
 from typing import Any
 
@@ -29,6 +30,18 @@ PLACEMENT_TIMEOUT = 10.0
 Supervisor = ray.remote(RenderServerSupervisor)
 
 
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on a Ray head nobody answers at: ray.init would retry for minutes."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except ValueError:
+        raise ConfigurationError(f"--ray-address must be HOST:PORT, not {address!r}") from None
+    except OSError as exc:
+        raise ConfigurationError(f"Cannot reach the Ray head at {address}: {exc.strerror or exc}") from None
+
+
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
@@ -51,6 +64,7 @@ class RayBackend(Backend):
         self.namespace = settings.ray_namespace
         self.queue_timeout = settings.queue_timeout_seconds
         self.stop_grace = settings.stop_grace_seconds
+        check_reachable(settings.ray_address)
         try:
             ray.init(
                 address=settings.ray_address,
