@@ -7,7 +7,6 @@ import asyncio
 import math
 import os
 import random
-import signal
 import ssl
 import statistics
 import subprocess
@@ -23,9 +22,8 @@ from typing import Any, TypeVar
 
 import httpx
 
-from processes import free_port, stop_after, wait_until
+from processes import free_port, kill_render_servers, stop_after, stop_process, wait_until
 from renderhub.auth import new_account
-from renderhub.backends.local import render_server_pids
 from renderhub.bootstrap import tls_files
 from renderhub.clock import Clock
 from renderhub.config import Settings
@@ -58,14 +56,6 @@ def machine_busy_seconds() -> float:
     return (sum(fields[:8]) - fields[3] - fields[4]) / CLOCK_TICKS
 
 
-def kill_render_servers(hub_dir: Path) -> None:
-    for pid in render_server_pids(str(hub_dir.resolve())):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
 @dataclass
 class Server:
     """A server subprocess, its URL and its log."""
@@ -79,13 +69,7 @@ class Server:
         wait_until(self.process, self.base + path, self.log, lambda: verify, timeout)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 @contextmanager
@@ -192,15 +176,26 @@ class RawConnection:
 
     async def get(self, path: str) -> bool:
         """GET path; whether the answer was a 200 with a JSON object."""
-        request = f"GET {path} HTTP/1.1\r\n{self.header_lines}\r\n".encode()
+        status, body = await self.send(f"GET {path} HTTP/1.1\r\n{self.header_lines}\r\n".encode())
+        return status == 200 and body[:1] == b"{"
+
+    async def put(self, path: str, body: bytes) -> tuple[int, bytes]:
+        """PUT a JSON body; the answer's status and body."""
+        head = (f"PUT {path} HTTP/1.1\r\n{self.header_lines}Content-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n")  # fmt: skip
+        return await self.send(head.encode() + body)
+
+    async def send(self, request: bytes) -> tuple[int, bytes]:
+        """One request and its answer (status, body), once more on a fresh connection if this one closed:
+        uvicorn closes one idle for 5 s (while another server was measured, for instance). Both requests
+        sent here are safe to repeat: a GET, and a create, which answers the same session again."""
         try:
             return await self._exchange(request)
         except (asyncio.IncompleteReadError, ConnectionError):
-            # uvicorn closes a connection idle for 5 s: while another server was measured, for instance.
             await self.connect()
             return await self._exchange(request)
 
-    async def _exchange(self, request: bytes) -> bool:
+    async def _exchange(self, request: bytes) -> tuple[int, bytes]:
         assert self.reader and self.writer
         self.writer.write(request)
         head = await self.reader.readuntil(b"\r\n\r\n")
@@ -209,8 +204,7 @@ class RawConnection:
             name, _, value = line.partition(b":")
             if name.lower() == b"content-length":
                 length = int(value)
-        body = await self.reader.readexactly(length)
-        return head[9:12] == b"200" and body[:1] == b"{"
+        return int(head[9:12]), await self.reader.readexactly(length)
 
     async def close(self) -> None:
         if self.writer:

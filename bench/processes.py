@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from renderhub.backends.local import render_servers
 
 
 def free_port() -> int:
@@ -36,6 +39,27 @@ def wait_until(
         if time.monotonic() > deadline:
             raise RuntimeError(f"{url} did not come up:\n{log.read_text()[-3000:]}")
         time.sleep(0.1)
+
+
+def kill_render_servers(hub_dir: Path) -> None:
+    """The local backend starts render servers in sessions of their own: they outlive the hub unless killed.
+    Their render workers die with them (PR_SET_PDEATHSIG)."""
+    for pid in render_servers(str(hub_dir.resolve())):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def stop_process(process: subprocess.Popen[Any], grace: float = 10.0) -> None:
+    """SIGTERM a process (unless it ended), wait `grace` seconds for it, then kill it."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def stop_after(limit: float, out_of_time: type[BaseException] = TimeoutError) -> None:

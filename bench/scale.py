@@ -113,33 +113,6 @@ def sizes_file(tmp: Path, capacity: int) -> Path:
 # 1. The create burst: hub replicas as processes, one load generator
 
 
-class PutConnection(RawConnection):
-    """bench/api.py's keep-alive TLS connection, sending creates: light on the load generator's CPU."""
-
-    async def put(self, path: str, body: bytes) -> tuple[int, bytes]:
-        request = (
-            f"PUT {path} HTTP/1.1\r\n{self.header_lines}Content-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        ).encode() + body
-        try:
-            return await self._send(request)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            # A closed keep-alive connection: a retried create is safe (it answers 200 with the same session).
-            await self.connect()
-            return await self._send(request)
-
-    async def _send(self, request: bytes) -> tuple[int, bytes]:
-        assert self.reader and self.writer
-        self.writer.write(request)
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.lower() == b"content-length":
-                length = int(value)
-        return int(head[9:12]), await self.reader.readexactly(length)
-
-
 @dataclass
 class Replica:
     """A running hub replica and what the burst measured of it."""
@@ -177,12 +150,12 @@ class Burst:
 
 
 async def _send_creates(
-    replicas: list[Replica], connections: list[list[PutConnection]], account_id: str, ids: list[str], burst: Burst
+    replicas: list[Replica], connections: list[list[RawConnection]], account_id: str, ids: list[str], burst: Burst
 ) -> None:
     """Keep every worker's one request in flight; request n goes to replica n mod R (a round-robin balancer)."""
     counter = itertools.count()
 
-    async def worker(own: list[PutConnection]) -> None:
+    async def worker(own: list[RawConnection]) -> None:
         while (n := next(counter)) < len(ids):
             at = n % len(replicas)
             sent = time.perf_counter()
@@ -239,10 +212,10 @@ async def drive_burst(
     headers = {"Authorization": f"Bearer {token}"}
     account_id = ArrConfig.load(replicas[0].data_dir / "arrconfig.json").account_id
     engine = create_async_engine(Settings(database_url=database_url).async_database_url)
-    connections: list[list[PutConnection]] = []
+    connections: list[list[RawConnection]] = []
     try:
         for _ in range(args.concurrency):
-            own = [PutConnection(r.server.base, headers, verify) for r in replicas]
+            own = [RawConnection(r.server.base, headers, verify) for r in replicas]
             for connection in own:
                 await connection.connect()
             connections.append(own)

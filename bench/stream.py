@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from processes import free_port, stop_after, wait_until
-from renderhub.backends.local import render_server_pids
+from processes import free_port, kill_render_servers, stop_after, stop_process, wait_until
+from renderhub.backends.local import render_servers
 from renderhub.client import ArrConfig, HubClient
 from renderhub.connect import DEGREES_PER_SECOND, ConnectError, RenderClient
 from renderhub.render.camera import orbit_pose
@@ -413,21 +413,7 @@ def started(command: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     try:
         yield process
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def kill_render_servers(hub_dir: Path) -> None:
-    """The local backend starts render servers in sessions of their own: they outlive the hub unless killed.
-    Their render workers die with them (PR_SET_PDEATHSIG)."""
-    for pid in render_server_pids(str(hub_dir.resolve())):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+        stop_process(process)
 
 
 @dataclass
@@ -463,7 +449,7 @@ def renderhub(tmp: Path) -> Iterator[Hub]:
                     if status != "Starting" or time.monotonic() > deadline:
                         raise RuntimeError(f"the session is {status}:\n{(tmp / 'hub.log').read_text()[-3000:]}")
                     time.sleep(0.2)
-                pids = render_server_pids(str(data_dir.resolve()))
+                pids = list(render_servers(str(data_dir.resolve())))
                 if len(pids) != 1:
                     raise RuntimeError(f"expected one render server, found {pids}")
                 # Through the hub's relay, as `renderhub connect` does by default.
@@ -473,7 +459,7 @@ def renderhub(tmp: Path) -> Iterator[Hub]:
                 with contextlib.suppress(Exception):
                     client.stop(SESSION_ID)  # politely first: the server frees its worker and shared memory
                     deadline = time.monotonic() + 10
-                    while render_server_pids(str(data_dir.resolve())) and time.monotonic() < deadline:
+                    while render_servers(str(data_dir.resolve())) and time.monotonic() < deadline:
                         time.sleep(0.1)
                 client.close()
     finally:

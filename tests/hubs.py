@@ -12,6 +12,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -29,7 +30,7 @@ def free_port() -> int:
 
 def render_server_pids(data_dir: Path) -> list[int]:
     """Live render-server processes started for the hub with this data dir."""
-    return [pid for pid in local.render_server_pids(str(data_dir.resolve())) if pid_alive(pid)]
+    return [pid for pid in local.render_servers(str(data_dir.resolve())) if pid_alive(pid)]
 
 
 def kill_render_servers(data_dir: Path) -> None:
@@ -46,6 +47,17 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def stop_process(process: subprocess.Popen[Any], sig: int = signal.SIGTERM, grace: float = 15.0) -> None:
+    """Signal a process (unless it ended), wait `grace` seconds for it, then kill it."""
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.05):  # type: ignore[no-untyped-def]
@@ -122,13 +134,8 @@ class RunningHub:
         )
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process:
+            stop_process(self.process, sig)
 
 
 def new_hub(data_dir: Path, shared_tls: Path, *args: str) -> RunningHub:

@@ -23,7 +23,7 @@ import pytest
 from cryptography import x509
 
 from renderhub.client import ApiError, ArrConfig, HubClient
-from tests.hubs import RENDERHUB, RunningHub, free_port, kill_render_servers, wait_for
+from tests.hubs import RENDERHUB, RunningHub, free_port, kill_render_servers, stop_process, wait_for
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -401,12 +401,7 @@ def serving(
         wait_for(up, timeout=30, interval=0.1)
         yield port, out.read_text, err.read_text
     finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
         kill_render_servers(data_dir)
 
 

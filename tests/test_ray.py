@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from renderhub.backends.local import command_lines
 from renderhub.client import HubClient
 from tests.hubs import RENDERHUB, RunningHub, pid_alive, wait_for
 from tests.ray_cluster import RayCluster
@@ -42,15 +43,10 @@ def ready(client: HubClient, session_id: str, timeout: float = 20) -> dict[str, 
 
 def render_server_on(session: dict[str, Any]) -> int:
     """The pid of the render server listening on a session's node and handshake port."""
-    wanted = [f"{session['hostname']}", str(session["handshakePort"])]
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                args = (entry / "cmdline").read_bytes().decode().split("\0")
-            except OSError:
-                continue
-            if "renderhub.render" in args and all(w in args for w in wanted):
-                return int(entry.name)
+    wanted = [session["hostname"], str(session["handshakePort"])]
+    for pid, args in command_lines():
+        if "renderhub.render" in args and all(w in args for w in wanted):
+            return pid
     raise AssertionError(f"no render server for {session['id']}")
 
 

@@ -55,7 +55,7 @@ async def first_start(settings: Settings, clock: Clock) -> ServeFiles:
             replaced_ca = install_ca(settings.tls_dir, *shared)
         ca, cert, key = tls_files(settings, clock)
         account, primary, _secondary = new_account("default", clock.now())
-        if await repo.count_accounts() == 0 and await repo.insert_first_account(account):
+        if await repo.insert_first_account(account):
             write_arrconfig(
                 settings.arrconfig_path,
                 ArrConfig(

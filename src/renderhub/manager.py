@@ -315,12 +315,8 @@ class SessionManager:
         now = self.clock.now()
         self._turn += 1
         slices = max(1, round(HEALTH_CHECK_EVERY / self.settings.reaper_interval_seconds))
-        # Servers first, sessions second: a server listed here was launched for a session already stored.
-        servers = await self.backend.servers()
-        live = await self.repo.live_seqs()
         due = await self.repo.sessions_to_reap(now, slices, self._turn % slices)
-        orphans = [server for server in servers if server.get("session_seq") not in live]
-        await asyncio.gather(*(self._check(session, now) for session in due), self._stop_orphans(orphans))
+        await asyncio.gather(*(self._check(session, now) for session in due), self.reconcile())
         if now - self._last_purge >= PURGE_EVERY:
             self._last_purge = now
             await self.repo.purge_ended(now - timedelta(days=self.settings.retention_days))
@@ -354,19 +350,17 @@ class SessionManager:
         else:
             self._watch(adopted, self._start(adopted), "relaunch")
 
-    async def _stop_orphans(self, orphans: list[State]) -> None:
-        """Stop servers whose session is not live. (Never by identity alone: between fork and exec, a render
-        server's child process shows the server's own command line.)"""
-        for state in orphans:
-            log.warning("stopping render server %s: it belongs to no live session", self.backend.identity(state))
-        await asyncio.gather(*(self.backend.stop(state) for state in orphans))
-
     async def reconcile(self) -> list[State]:
-        """At start: stop render servers that belong to no live session. Returns the ones stopped."""
+        """Stop render servers whose session is not live (at start, and in every reap pass); returns them.
+        Never by identity alone: between fork and exec, a render server's child shows the server's own
+        command line."""
+        # Servers first, sessions second: a server listed here was launched for a session already stored.
         servers = await self.backend.servers()
         live = await self.repo.live_seqs()
         orphans = [server for server in servers if server.get("session_seq") not in live]
-        await self._stop_orphans(orphans)
+        for state in orphans:
+            log.warning("stopping render server %s: it belongs to no live session", self.backend.identity(state))
+        await asyncio.gather(*(self.backend.stop(state) for state in orphans))
         return orphans
 
     async def close(self) -> None:

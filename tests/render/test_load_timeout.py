@@ -23,7 +23,7 @@ from renderhub.render import protocol
 from renderhub.render.camera import orbit_pose
 from renderhub.render.config import RenderConfig
 from renderhub.tls import ensure_certificates
-from tests.hubs import free_port, wait_for
+from tests.hubs import free_port, stop_process, wait_for
 
 LOAD_TIMEOUT = 3.0
 
@@ -66,12 +66,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
         wait_for(healthy, timeout=60, interval=0.2)
         yield Server(base.format(handshake) + "/offer", base.format(inspector), tokens.issue(account, 1, now), trust)
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, grace=10)
 
 
 @dataclass

@@ -141,11 +141,6 @@ class LocalBackend(Backend):
         return f"{state['pid']}@{state['started']}"
 
 
-def render_server_pids(hub_dir: str) -> list[int]:
-    """Render servers started for the hub with this (resolved) data dir, found by their command lines."""
-    return list(render_servers(hub_dir))
-
-
 def render_servers(hub_dir: str) -> dict[int, int | None]:
     """pid -> session seq of the render servers started for the hub with this (resolved) data dir."""
     return {

@@ -199,7 +199,7 @@ class RayBackend(Backend):
         return self._handles[name]
 
     async def _kill(self, name: str) -> None:
-        actor = self._handles.pop(name, None) or await self._handle(name)
+        actor = await self._handle(name)
         self._handles.pop(name, None)
         if actor is not None:
             try:

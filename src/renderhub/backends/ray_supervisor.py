@@ -77,10 +77,6 @@ class RenderServerSupervisor:
     def alive(self) -> bool:
         return self.process is None or self.process.poll() is None
 
-    def log_tail(self, lines: int = 40) -> str:
-        path = self.dir / "render.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
-
     def shutdown(self, grace: float) -> None:
         """Stop the server (SIGTERM, then SIGKILL after `grace` seconds) and remove its files."""
         if self.process is not None and self.process.poll() is None:

@@ -259,11 +259,6 @@ class Repository:
         async with self._begin() as c:
             return [_session(r) for r in (await c.execute(query)).all()]
 
-    async def all_live_sessions(self) -> list[Session]:
-        async with self._begin() as c:
-            rows = (await c.execute(sessions.select().where(sessions.c.status.in_(LIVE)))).all()
-        return [_session(r) for r in rows]
-
     async def live_seqs(self) -> set[int]:
         async with self._begin() as c:
             return set((await c.execute(sa.select(sessions.c.seq).where(sessions.c.status.in_(LIVE)))).scalars())
