@@ -23,7 +23,7 @@ from playwright.sync_api import BrowserContext, Page, expect, sync_playwright
 
 from renderhub.render import pose_tag
 from renderhub.render.camera import frame_bounds, orbit_pose
-from tests.hubs import RunningHub
+from tests.hubs import RunningHub, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 WEB_DIR = Path(__file__).resolve().parents[2] / "src" / "renderhub" / "web"
@@ -376,3 +376,98 @@ def test_stream_orbit_stats_and_stop(
     with hub.client() as client:
         assert client.get("viewer-e2e")["status"] == "Stopped"
     assert time.monotonic() - started < 60
+
+
+def pose_on_cover(page: Page) -> int | None:
+    """The pose id the tag cover shows: the id read from the frame on screen."""
+    match = re.fullmatch(r"pose (\d+)", page.text_content("#tag-cover") or "")
+    return int(match.group(1)) if match else None
+
+
+@pytest.mark.slow
+def test_session_bar_keys_and_stats_overlay(hub: RunningHub, browser: Browser) -> None:
+    """The list marks the session on the stage; keys move the camera; the overlay's switches; extend; stop."""
+    with hub.client() as client:
+        for name in ("shown", "other"):
+            client.create(name, "Standard", 10)
+        wait_for(lambda: all(client.get(name)["status"] == "Ready" for name in ("shown", "other")), 30)
+    page = browser.page()
+    page.goto(f"{hub.endpoint}/viewer")
+    sign_in(page, hub)
+    page.select_option("#stream-size", "640x360")
+    shown = page.locator("#session-list li[data-session-id='shown']")
+    other = page.locator("#session-list li[data-session-id='other']")
+    expect(shown.locator(".badge")).to_have_text("Ready")
+    expect(shown.locator(".meta")).to_have_text(re.compile(r"^Standard · \d+ of 10 min used$"))
+    expect(shown.locator("button.primary")).to_have_text("Connect")
+    shown.locator("button.primary").click()
+
+    expect(page.locator("#stage-message")).to_be_hidden(timeout=30_000)  # streaming
+    expect(page.locator("#current-id")).to_have_text("shown")
+    expect(page.locator("#current-status")).to_have_text("Ready")
+    expect(page.locator("#current-detail")).to_have_text(re.compile(r"^Standard · \d+ of 10 min used$"))
+    expect(shown).to_have_class(re.compile(r"\bcurrent\b"))
+    expect(shown.locator("button.primary")).to_have_count(0)  # it is on the stage already
+    expect(other).not_to_have_class(re.compile(r"\bcurrent\b"))
+    expect(other.locator("button.primary")).to_have_text("Connect")
+
+    # The overlay, in words a person reads.
+    stats = page.locator("#stats")
+    expect(stats).to_be_visible()
+    expect(page.locator("#stat-resolution")).to_have_text("640 \u00d7 360", timeout=10_000)  # a times sign
+    expect(page.locator("#stat-fps")).to_have_text(re.compile(r"^\d+( · idle)?$"))
+    expect(page.locator("#stat-codec")).to_have_text(re.compile(r"^(H264|VP8|VP9|AV1)$"))
+    expect(page.locator("#stat-bitrate")).to_have_text(re.compile(r"^(\d+ kbit/s|\d+\.\d Mbit/s)$"), timeout=10_000)
+    expect(page.locator("#stat-p50")).to_have_text(re.compile(r"^\d+ ms$"), timeout=10_000)
+    expect(page.locator("#stat-render")).to_have_text(re.compile(r"^\d+\.\d ms$"))
+
+    # Keys on the view: an arrow turns the camera (a new pose reaches the screen); S and the Stats button switch
+    # the overlay; Space starts and stops the turntable.
+    viewport = page.locator("#viewport")
+    first = eventually(page, lambda: pose_on_cover(page), 10, "a pose id on the tag cover")
+    viewport.press("ArrowLeft")
+    eventually(page, lambda: (pose_on_cover(page) or 0) > first, 10, "the arrow key's pose on screen")
+    viewport.press("s")
+    expect(stats).to_be_hidden()
+    expect(page.locator("#toggle-stats")).to_have_attribute("aria-pressed", "false")
+    page.click("#toggle-stats")
+    expect(stats).to_be_visible()
+    expect(page.locator("#toggle-stats")).to_have_attribute("aria-pressed", "true")
+    viewport.press("Space")
+    expect(page.locator("#spin")).to_have_attribute("aria-pressed", "true")
+    viewport.press("Space")
+    expect(page.locator("#spin")).to_have_attribute("aria-pressed", "false")
+
+    page.click("#extend")
+    expect(page.locator("#toast-text")).to_have_text("The lease is now 40 minutes.", timeout=15_000)
+    expect(page.locator("#current-detail")).to_have_text(re.compile(r" of 40 min used$"))
+    with hub.client() as client:
+        assert client.get("shown")["maxLeaseTimeMinutes"] == 40
+
+    page.click("#disconnect")
+    expect(page.locator("#stage-title")).to_have_text("Disconnected")
+    expect(page.locator("#stage-text")).to_contain_text("The session keeps running")
+    for hidden in ("#stats", "#model-bar", "#view-tools", "#disconnect"):
+        expect(page.locator(hidden)).to_be_hidden()
+    page.click("#stage-action")  # Reconnect
+
+    def streaming_again() -> bool:
+        # The render server may not have seen the last client leave yet: it refuses, and the user tries again.
+        if page.locator("#stage-action").is_visible():
+            page.click("#stage-action")
+        return page.locator("#stage-message").is_hidden() and page.locator("#stats").is_visible()
+
+    eventually(page, streaming_again, 30, "the stream back after Reconnect")
+
+    # Stop from the list: another session just goes; the one on the stage is stopped by the stage. (A stop
+    # returns once the render server has exited, which takes a while on a busy machine.)
+    other.locator("button.danger").click()
+    expect(page.locator("#toast-text")).to_have_text("Session other stopped.", timeout=20_000)
+    expect(other).to_have_count(0)
+    expect(page.locator("#stage-message")).to_be_hidden()
+    shown.locator("button.danger").click()
+    expect(page.locator("#stage-title")).to_have_text("Session stopped", timeout=20_000)
+    expect(page.locator("#current-status")).to_have_text("Stopped")
+    expect(page.locator("#sessions-empty")).to_be_visible()
+    with hub.client() as client:
+        assert [client.get(name)["status"] for name in ("shown", "other")] == ["Stopped", "Stopped"]

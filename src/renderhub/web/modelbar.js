@@ -1,0 +1,127 @@
+// The model bar: load the sample or a glTF URL into the session, and show how the load goes.
+
+const $ = (id) => document.getElementById(id);
+const STAGE_NAMES = { download: "Downloading", parse: "Reading the model", upload: "Preparing to render" };
+
+/** A render server's error message as a sentence for people. */
+function serverErrorText({ code = "", message = "" }) {
+  const sentence = (text) => {
+    const trimmed = String(text).trim();
+    if (!trimmed) return "";
+    const capital = trimmed[0].toUpperCase() + trimmed.slice(1);
+    return /[.!?]$/.test(capital) ? capital : `${capital}.`;
+  };
+  switch (code) {
+    case "Busy":
+      return "A model is still loading; wait until it has finished.";
+    case "InvalidPose":
+      return `The render server refused a camera position: ${sentence(message)}`;
+    case "BadMessage":
+    case "UnknownType":
+    case "MessageTooLarge":
+      return `The render server did not understand the viewer: ${sentence(message)}`;
+    case "InternalError":
+      return `The render server had a problem: ${sentence(message) || "no details."}`;
+    default:
+      return sentence(message) || `The render server reported an error (${code || "no code"}).`;
+  }
+}
+
+export class ModelBar {
+  /**
+   * @param state    the ViewerState: loads go to its current stream; current.loading is set here only
+   * @param messages the Messages, for errors that are not about a load
+   */
+  constructor(state, messages) {
+    this.state = state;
+    this.messages = messages;
+    this.loads = 0; // numbers the loads, so the server's answers name the load they are about
+  }
+
+  /** A new connection: nothing loaded yet, and the buttons free. */
+  reset() {
+    $("load-sample").disabled = $("load-url").disabled = false;
+    $("model-info").textContent = "No model loaded yet.";
+    $("model-info").classList.remove("error-text");
+    $("model-progress").hidden = true;
+  }
+
+  load(source, label) {
+    const { current } = this.state;
+    if (!current || !current.stream) return;
+    const ref = `load-${++this.loads}`;
+    if (!current.stream.loadModel({ ...source, ref })) {
+      this.messages.toast("The connection is not open; reconnect and try again.");
+      return;
+    }
+    current.loading = ref;
+    $("load-sample").disabled = $("load-url").disabled = true;
+    $("model-progress").hidden = false;
+    $("model-progress").value = 0;
+    $("model-info").classList.remove("error-text");
+    $("model-info").textContent = `Loading ${label}…`;
+  }
+
+  loadSample() {
+    this.load({ name: "sample" }, "the sample model");
+  }
+
+  /** The URL form: only http(s) links, named in the bar by their file name. */
+  loadUrl(event) {
+    event.preventDefault();
+    const text = $("model-url").value.trim();
+    let url;
+    try {
+      url = new URL(text);
+    } catch {
+      url = null;
+    }
+    if (!url || !["http:", "https:"].includes(url.protocol)) {
+      this.messages.toast("Paste a link to a .glb or .gltf file that starts with https:// (or http://).");
+      return;
+    }
+    let name = url.pathname.split("/").pop() || url.host;
+    try {
+      name = decodeURIComponent(name);
+    } catch {
+      // keep it as written
+    }
+    this.load({ url: url.href }, name);
+  }
+
+  done() {
+    this.state.current.loading = false;
+    $("load-sample").disabled = $("load-url").disabled = false;
+    $("model-progress").hidden = true;
+  }
+
+  /** The render server's messages about loads (progress, modelLoaded) and its errors. */
+  onMessage(message) {
+    const { current } = this.state;
+    if (message.type === "progress") {
+      const fraction = Number(message.fraction) || 0;
+      $("model-progress").hidden = false;
+      $("model-progress").value = fraction;
+      const what = STAGE_NAMES[message.stage] || String(message.stage || "Loading");
+      $("model-info").textContent = `${what}… ${Math.round(fraction * 100)}%`;
+    } else if (message.type === "modelLoaded") {
+      this.done();
+      const seconds = (Number(message.loadMs) || 0) / 1000;
+      const triangles = Number(message.triangles || 0).toLocaleString("en-US");
+      const draws = Number(message.drawCalls || 0).toLocaleString("en-US");
+      $("model-info").textContent = `${triangles} triangles · ${draws} draw calls · loaded in ${seconds.toFixed(2)} s`;
+      current.camera.frame(message.bounds);
+      this.state.poseChanged();
+    } else if (message.type === "error") {
+      const text = serverErrorText(message);
+      const aboutModel = (message.ref && message.ref === current.loading) || (!message.ref && current.loading);
+      if (aboutModel) {
+        this.done();
+        $("model-info").textContent = `Could not load the model: ${text}`;
+        $("model-info").classList.add("error-text");
+      } else {
+        this.messages.toast(text);
+      }
+    }
+  }
+}

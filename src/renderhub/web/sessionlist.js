@@ -1,0 +1,148 @@
+// The session list and the new-session form: the account's live sessions, creating one, stopping one.
+
+import { HubError } from "./hubapi.js";
+
+const $ = (id) => document.getElementById(id);
+const LIST_REFRESH_MS = 10000;
+const SESSION_ID = /^[A-Za-z0-9_-]{1,256}$/;
+export const MAX_LEASE_MINUTES = 1440;
+
+/** The size and lease of a session, as one line under its name. */
+export function leaseText(session) {
+  if (session.status === "Starting") return `${session.size} · starting · lease ${session.maxLeaseTimeMinutes} min`;
+  return `${session.size} · ${session.elapsedTimeMinutes} of ${session.maxLeaseTimeMinutes} min used`;
+}
+
+function newSessionId() {
+  const bytes = crypto.getRandomValues(new Uint8Array(3));
+  return "viewer-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+export class SessionList {
+  /**
+   * @param state    the ViewerState, only read: the hub, and which session is on the stage
+   * @param messages the Messages, for toasts and failures
+   * @param view     {open(id), stopCurrent()}: what the list asks of the session view
+   */
+  constructor(state, messages, view) {
+    this.state = state;
+    this.messages = messages;
+    this.view = view;
+    this.timer = null;
+  }
+
+  /** Signed in: a fresh id to create with, the list now, and again every little while the tab is seen. */
+  start() {
+    $("new-id").value = newSessionId();
+    this.refresh();
+    clearInterval(this.timer);
+    this.timer = setInterval(() => document.visibilityState === "visible" && this.refresh(true), LIST_REFRESH_MS);
+  }
+
+  stop() {
+    clearInterval(this.timer);
+  }
+
+  /** Fetch and show the list; `quiet` (background refreshes) reports only an expired sign-in. */
+  async refresh(quiet = false) {
+    if (!this.state.hub) return;
+    try {
+      this.render(await this.state.hub.listSessions());
+    } catch (exc) {
+      if (!quiet || (exc instanceof HubError && exc.unauthorized)) this.messages.fail(exc);
+    }
+  }
+
+  render(sessions) {
+    const { current } = this.state;
+    sessions.sort((a, b) => String(b.creationTime).localeCompare(String(a.creationTime)));
+    const items = sessions.map((session) => {
+      const li = document.createElement("li");
+      li.dataset.sessionId = session.id;
+      li.classList.toggle("current", !!current && current.id === session.id);
+      const name = document.createElement("span");
+      name.className = "sid";
+      const code = document.createElement("code");
+      code.textContent = session.id;
+      const badge = document.createElement("span");
+      badge.className = `badge ${session.status}`;
+      badge.textContent = session.status;
+      name.append(code, badge);
+      const meta = document.createElement("span");
+      meta.className = "meta";
+      meta.textContent = leaseText(session);
+      const actions = document.createElement("span");
+      actions.className = "actions";
+      if (!current || current.id !== session.id) {
+        const open = document.createElement("button");
+        open.type = "button";
+        open.className = "primary";
+        open.textContent = session.status === "Ready" ? "Connect" : "Watch";
+        open.addEventListener("click", () => this.view.open(session.id));
+        actions.append(open);
+      }
+      const stop = document.createElement("button");
+      stop.type = "button";
+      stop.className = "danger";
+      stop.textContent = "Stop";
+      stop.title = `Stop session ${session.id}`;
+      stop.addEventListener("click", () => this.stopSession(session.id, stop));
+      actions.append(stop);
+      li.append(name, actions, meta);
+      return li;
+    });
+    $("session-list").replaceChildren(...items);
+    $("sessions-empty").hidden = sessions.length > 0;
+  }
+
+  /** Highlight the session on the stage without waiting for the next listing. */
+  markCurrent() {
+    const { current } = this.state;
+    for (const li of $("session-list").children) {
+      li.classList.toggle("current", !!current && li.dataset.sessionId === current.id);
+    }
+  }
+
+  async create(event) {
+    event.preventDefault();
+    const id = $("new-id").value.trim();
+    const size = $("new-size").value;
+    const lease = Number($("new-lease").value);
+    if (!SESSION_ID.test(id)) {
+      this.messages.toast("A session id is 1 to 256 letters, digits, '-' or '_'.");
+      return;
+    }
+    if (!Number.isInteger(lease) || lease < 1 || lease > MAX_LEASE_MINUTES) {
+      this.messages.toast(`The lease is a whole number of minutes, from 1 to ${MAX_LEASE_MINUTES}.`);
+      return;
+    }
+    const button = $("create-button");
+    button.disabled = true;
+    button.textContent = "Creating…";
+    try {
+      await this.state.hub.createSession(id, size, lease);
+      $("new-id").value = newSessionId();
+      this.view.open(id);
+      this.refresh(true);
+    } catch (exc) {
+      this.messages.fail(exc);
+    } finally {
+      button.disabled = false;
+      button.textContent = "Create and connect";
+    }
+  }
+
+  /** The list's Stop button; the session on the stage is stopped by the view, which also updates the stage. */
+  async stopSession(id, button) {
+    const { current } = this.state;
+    if (current && current.id === id) return this.view.stopCurrent();
+    button.disabled = true;
+    try {
+      await this.state.hub.stopSession(id);
+      this.messages.toast(`Session ${id} stopped.`, "notice");
+    } catch (exc) {
+      this.messages.fail(exc);
+    }
+    this.refresh(true);
+  }
+}

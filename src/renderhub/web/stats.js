@@ -1,0 +1,97 @@
+// The stats overlay: the stream's figures, the picked point, and the cover laid over the pose tag.
+
+import { tagRect } from "./posetag.js";
+
+const $ = (id) => document.getElementById(id);
+
+const ms = (value, digits = 0) => (value === null || value === undefined ? "–" : `${value.toFixed(digits)} ms`);
+
+/** Its only state is in the page: the Stats button's aria-pressed says whether the user wants it. */
+export class StatsOverlay {
+  /** @param state the ViewerState, only read: whether a stream is open */
+  constructor(state) {
+    this.state = state;
+  }
+
+  get wanted() {
+    return $("toggle-stats").getAttribute("aria-pressed") === "true";
+  }
+
+  toggle() {
+    const show = !this.wanted;
+    $("toggle-stats").setAttribute("aria-pressed", String(show));
+    $("stats").hidden = !show;
+  }
+
+  /** The overlay shows only with a stream, and then only if wanted; the tag cover goes with the stream. */
+  setStreaming(show) {
+    $("stats").hidden = !show || !this.wanted;
+    if (!show) $("tag-cover").hidden = true;
+  }
+
+  /** A figure's text, and in data-value what it stands for ("" for nothing), which tests and tools read. */
+  set(id, text, value = null) {
+    const element = $(id);
+    element.textContent = text;
+    element.dataset.value = value === null ? "" : String(value);
+  }
+
+  /** The figures a RenderStream reports (stream.js, figures()). */
+  show(f) {
+    this.set("stat-fps", f.fps === 0 && f.idle ? "0 · idle" : f.fps.toFixed(0), f.fps);
+    this.set("stat-p50", ms(f.latencyP50), f.latencyP50);
+    this.set("stat-p95", ms(f.latencyP95), f.latencyP95);
+    this.set("stat-codec", f.codec || "–", f.codec);
+    const size = f.width && f.height;
+    this.set("stat-resolution", size ? `${f.width} × ${f.height}` : "–", size ? `${f.width}x${f.height}` : null);
+    const kbps = f.bitrateKbps;
+    const rate =
+      kbps === null ? "–" : kbps >= 1000 ? `${(kbps / 1000).toFixed(1)} Mbit/s` : `${kbps.toFixed(0)} kbit/s`;
+    this.set("stat-bitrate", rate, kbps);
+    this.set("stat-render", ms(f.renderMs, 1), f.renderMs);
+    this.set("stat-encode", ms(f.encodeMs, 1), f.encodeMs);
+    this.set("stat-rtt", ms(f.rttMs, 1), f.rttMs);
+    const dropped = f.framesDropped ? ` (${f.framesDropped} dropped)` : "";
+    this.set("stat-decoded", `${f.framesDecoded}${dropped}`, f.framesDecoded);
+    this.set("stat-renderer", f.renderer || "–", f.renderer);
+    $("tag-cover").textContent = f.lastPoseId === null ? "" : `pose ${f.lastPoseId}`;
+    if (f.tagBackground) $("tag-cover").style.backgroundColor = `rgb(${f.tagBackground.join(",")})`;
+    this.placeTagCover();
+  }
+
+  /** No click answered yet on this connection. */
+  clearPick() {
+    this.set("stat-pick", "–");
+  }
+
+  /** The world point a click hit, or null when it hit the background. */
+  showPick(position) {
+    if (position === null) {
+      this.set("stat-pick", "background", "none");
+    } else {
+      const where = position.map((c) => Number(c).toFixed(2)).join(", ");
+      this.set("stat-pick", `${where} m`, position.join(","));
+    }
+  }
+
+  /** Put the tag cover over the pose tag as the letterboxed video shows it. */
+  placeTagCover() {
+    const video = $("video");
+    const cover = $("tag-cover");
+    const rect = video.videoWidth && video.videoHeight ? tagRect(video.videoWidth, video.videoHeight) : null;
+    if (!rect || !this.state.streaming()) {
+      cover.hidden = true;
+      return;
+    }
+    const box = $("viewport").getBoundingClientRect();
+    const scale = Math.min(box.width / video.videoWidth, box.height / video.videoHeight);
+    const left = (box.width - video.videoWidth * scale) / 2;
+    const top = (box.height - video.videoHeight * scale) / 2;
+    // A pixel of margin all round: scaling blurs the tag's edges into its neighbours.
+    cover.style.left = `${Math.floor(left + rect.x * scale) - 1}px`;
+    cover.style.top = `${Math.floor(top + rect.y * scale) - 1}px`;
+    cover.style.width = `${Math.ceil(rect.width * scale) + 2}px`;
+    cover.style.height = `${Math.ceil(rect.height * scale) + 2}px`;
+    cover.hidden = false;
+  }
+}
