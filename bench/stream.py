@@ -252,10 +252,11 @@ def serve_baseline(port: int, width: int, height: int, fps: int, model: str, pre
     from aiortc.mediastreams import MediaStreamError
 
     from renderhub.render import pose_tag, protocol
+    from renderhub.render.compat import enable_loopback_candidates
     from renderhub.render.encoder import use_h264_preset
     from renderhub.render.http import Request, Response, serve
-    from renderhub.render.peer import enable_loopback_candidates, negotiated_codec
     from renderhub.render.renderer import Renderer
+    from renderhub.render.rtc import negotiated_codec
     from renderhub.render.scene import load_scene
 
     if preset != "aiortc":

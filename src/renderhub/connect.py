@@ -18,13 +18,12 @@ from typing import Any
 import av
 import numpy as np
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
-from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from aiortc.rtp import RtpPacket
 
 from renderhub.render import pose_tag, protocol
 from renderhub.render.camera import orbit_pose
-from renderhub.render.peer import IceServer, enable_loopback_candidates, ice_configuration, negotiated_codec
+from renderhub.render.compat import enable_loopback_candidates, use_marker_jitter_buffer
+from renderhub.render.rtc import IceServer, ice_configuration, negotiated_codec
 
 DEGREES_PER_SECOND = 40.0  # orbit speed: every frame differs, slowly enough to look at
 HTTP_TIMEOUT = 60.0
@@ -101,29 +100,6 @@ def _post_json(url: str, token: str, body: dict[str, Any], ssl_context: ssl.SSLC
     return answer
 
 
-class MarkerJitterBuffer(JitterBuffer):
-    """aiortc's video jitter buffer, but a frame is complete at its RTP marker bit, as in browsers.
-
-    aiortc only releases a frame once the first packet of the next one arrives, which adds a whole frame
-    interval to every latency this client measures; a browser decodes at the marker.
-    """
-
-    def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
-        frame = super()._remove_frame(sequence_number)
-        if frame is not None or self._origin is None:
-            return frame
-        packets: list[RtpPacket] = []
-        for count in range(self.capacity):
-            packet = self._packets[(self._origin + count) % self.capacity]
-            if packet is None or (packets and packet.timestamp != packets[0].timestamp):
-                return None
-            packets.append(packet)
-            if packet.marker:
-                self.remove(count + 1)
-                return JitterFrame(data=b"".join(p._data for p in packets), timestamp=packet.timestamp)  # type: ignore[attr-defined]
-        return None
-
-
 class RenderClient:
     """One stream from a render server: frames with their pose ids, and the server's data-channel messages."""
 
@@ -145,10 +121,9 @@ class RenderClient:
             available = RTCRtpSender.getCapabilities("video").codecs
             wanted = [c for mime in video_codecs for c in available if c.mimeType.lower() == mime.lower()]
             transceiver.setCodecPreferences(wanted + [c for c in available if c.mimeType == "video/rtx"])
-        receiver = transceiver.receiver
-        if marker_frames and hasattr(receiver, "_RTCRtpReceiver__jitter_buffer"):
-            # Private in aiortc; without it the figures are one frame interval worse than a browser's.
-            receiver._RTCRtpReceiver__jitter_buffer = MarkerJitterBuffer(capacity=512, is_video=True)
+        if marker_frames:
+            # Decode at each frame's marker bit, as browsers do: else the figures are one frame interval worse.
+            use_marker_jitter_buffer(transceiver.receiver)
         self.messages: list[dict[str, Any]] = []
         self.frame_reports: list[dict[str, Any]] = []
         self.codec = ""

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from renderhub.render.assets import Fetcher, find_named
+from renderhub.render.asset_lookup import find_named
+from renderhub.render.assets import Fetcher
 from renderhub.render.scene import ModelError
 
 GLB = b"glTF" + b"\x02\x00\x00\x00" + b"\x00" * 64

@@ -70,7 +70,10 @@ def run_child(entry: dict[str, str]) -> dict[str, Any]:
     return result
 
 
-pytestmark = pytest.mark.skipif(not ROOT.is_dir(), reason=f"{ROOT} missing: install Debian's assimp-testmodels")
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not ROOT.is_dir(), reason=f"{ROOT} missing: install Debian's assimp-testmodels"),
+]
 
 
 @pytest.fixture(scope="module")

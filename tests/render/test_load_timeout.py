@@ -25,6 +25,9 @@ from renderhub.render.config import RenderConfig
 from renderhub.tls import ensure_certificates
 from tests.hubs import free_port, stop_process, wait_for
 
+# Render workers or servers run as real processes here.
+pytestmark = pytest.mark.integration
+
 LOAD_TIMEOUT = 3.0
 
 

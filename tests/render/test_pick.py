@@ -19,6 +19,9 @@ from renderhub.render.sample import write_sample
 from renderhub.render.scene import Batch, Material, Scene, load_scene
 from renderhub.render.worker import RenderWorker, WorkerError
 
+# Render workers or servers run as real processes here.
+pytestmark = pytest.mark.integration
+
 FRONT = Pose((0.0, 0.0, 3.0), (0.0, 0.0, 0.0, 1.0))  # on +Z, looking down -Z at the origin
 
 
@@ -135,6 +138,11 @@ async def test_the_worker_picks_from_the_last_rendered_frame(sample: tuple[Path,
             assert pose_id == 5 and (hit is None) == (exact is None), (column, row)
             assert hit is None or hit.distance == pytest.approx(exact, abs=0.01), (column, row)
         assert await worker.pick(0.0, 0.0) == (5, None), "the model does not reach the corner"
+        # Picks in flight together each get the answer to their own point, never another's.
+        points = [pixel_centre(c, r, width, height) for c in (40, 130, 200, 290) for r in (30, 100, 160)]
+        together = await asyncio.gather(*(worker.pick(x, y) for x, y in points))
+        assert together == [await worker.pick(x, y) for x, y in points]
+        assert len({repr(hit) for _, hit in together}) > 1, "the points must not all show the same thing"
     finally:
         await worker.close()
 

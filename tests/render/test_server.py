@@ -109,7 +109,7 @@ async def test_one_client_at_a_time_and_a_reset_scene_for_the_next(hub: RunningH
             assert time.monotonic() < deadline
             await third.close()
             third = RenderClient()
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.1)
     try:
         empty = await frame_after_pose(third, 30.0)
         scene = slice(0, 300)  # above the pose tag

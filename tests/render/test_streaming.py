@@ -1,4 +1,4 @@
-"""End to end on loopback: the connect client <-> RenderSession with the real worker, renderer and sample model."""
+"""End to end on loopback: the connect client <-> ClientStream with the real worker, renderer and sample model."""
 
 from __future__ import annotations
 
@@ -19,12 +19,17 @@ from PIL import Image
 from renderhub.connect import ConnectError, LatencyMeter, RenderClient, run_client
 from renderhub.render import protocol
 from renderhub.render.camera import frame_bounds, orbit_pose
-from renderhub.render.peer import OfferError, RenderSession
+from renderhub.render.peer import ClientStream, OfferError
 from renderhub.render.protocol import LoadModelMessage
 from renderhub.render.sample import write_sample
 from renderhub.render.scene import ModelError
+from renderhub.render.stream_options import StreamOptions
+
+# Render workers or servers run as real processes here.
+pytestmark = pytest.mark.integration
 
 TOKEN = "test-token"
+
 SIZE = (640, 360)  # small frames keep the suite quick on two cores; the pipeline is the same
 
 
@@ -41,7 +46,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @dataclass
 class Harness:
     url: str
-    sessions: list[RenderSession] = field(default_factory=list)
+    streams: list[ClientStream] = field(default_factory=list)
     closed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -73,27 +78,24 @@ async def render_server(models: dict[str, Path], **options: Any) -> AsyncIterato
     async def accept(authorization: str, body: dict[str, object]) -> tuple[int, object]:
         if authorization != f"Bearer {TOKEN}":
             return 401, {"error": {"code": "Unauthorized", "message": "bad token"}}
-        session = await RenderSession.accept(
+        stream = await ClientStream.accept(
             str(body["sdp"]),
             str(body["type"]),
+            StreamOptions(model_resolver=resolve, session_id="s-test", on_closed=harness.closed.set, **options),
             width=int(body["width"]),  # type: ignore[call-overload]
             height=int(body["height"]),  # type: ignore[call-overload]
             fps=int(body["fps"]),  # type: ignore[call-overload]
-            model_resolver=resolve,
-            session_id="s-test",
-            on_closed=harness.closed.set,
-            **options,
         )
-        harness.sessions.append(session)
-        return 200, {"sdp": session.answer_sdp, "type": session.answer_type}
+        harness.streams.append(stream)
+        return 200, {"sdp": stream.answer_sdp, "type": stream.answer_type}
 
     server = await asyncio.start_server(lambda r, w: _handle(r, w, accept), "127.0.0.1", 0)
     harness.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/offer"
     try:
         yield harness
     finally:
-        for session in harness.sessions:
-            await session.close()
+        for stream in harness.streams:
+            await stream.close()
         server.close()
         await server.wait_closed()
 
@@ -116,11 +118,11 @@ async def frame_for(client: RenderClient, pose_id: int, timeout: float = 20.0) -
                 return frame.to_ndarray(format="rgb24")
 
 
-async def sent_bitrate(session: RenderSession, encoder: str) -> None:
-    """The session's figures name the encoder aiortc runs and what it sent over the last seconds."""
-    assert session.sent is not None
-    await session.sent.sample()
-    stats = session.stats()
+async def sent_bitrate(stream: ClientStream, encoder: str) -> None:
+    """The stream's figures name the encoder aiortc runs and what it sent over the last seconds."""
+    assert stream.sent is not None
+    await stream.sent.sample()
+    stats = stream.stats()
     assert stats["encoder"] == encoder
     assert stats["recent"]["bitrateKbps"] > 0 and stats["recent"]["targetBitrateKbps"] > 0
 
@@ -130,7 +132,7 @@ async def test_stream_shows_each_pose_with_its_tag(models: dict[str, Path]) -> N
         client = await connected(harness)
         loaded = await client.load_model("sample")
         assert loaded["triangles"] > 90_000 and loaded["drawCalls"] >= 1
-        assert client.codec == "H264" and harness.sessions[0].codec == "H264"
+        assert client.codec == "H264" and harness.streams[0].codec == "H264"
         sent, seen, pictures = [], [], {}
         for step in range(24):
             pose = orbit_pose([0, 1, 0], 9.0, yaw=step * 15.0, pitch=20.0)
@@ -147,7 +149,7 @@ async def test_stream_shows_each_pose_with_its_tag(models: dict[str, Path]) -> N
         reports = [r["poseId"] for r in client.frame_reports]
         assert reports and reports == sorted(reports) and set(reports) <= set(sent)
         assert all(r["renderMs"] > 0 and "encodeMs" in r for r in client.frame_reports)
-        await sent_bitrate(harness.sessions[0], "libx264")
+        await sent_bitrate(harness.streams[0], "libx264")
         await client.close()
 
 
@@ -176,7 +178,7 @@ async def test_bad_messages_get_errors_and_frames_keep_flowing(models: dict[str,
         await client.expect("modelLoaded")
         client.send('{"type":"ping","t":42.5}')
         assert (await client.expect("pong"))["t"] == 42.5
-        assert harness.sessions[0].stats()["errorsSent"] == len(bad) + 2
+        assert harness.streams[0].stats()["errorsSent"] == len(bad) + 2
         await client.close()
 
 
@@ -219,11 +221,11 @@ async def test_pointer_presses_are_answered_with_picks(models: dict[str, Path]) 
         while last["ref"] != "f5.39":
             last = await client.expect("pick")
         assert last["poseId"] in (shown - 1, shown)
-        assert harness.sessions[0].stats()["picks"] < 2 + 5 * 40
+        assert harness.streams[0].stats()["picks"] < 2 + 5 * 40
         await client.close()
 
 
-async def test_failed_model_load_leaves_the_session_usable(models: dict[str, Path]) -> None:
+async def test_failed_model_load_leaves_the_stream_usable(models: dict[str, Path]) -> None:
     async with render_server(models) as harness:
         client = await connected(harness)
         with pytest.raises(ConnectError, match="InvalidModel"):
@@ -247,8 +249,8 @@ async def test_a_load_stuck_in_the_worker_times_out_and_a_new_worker_takes_over(
         client = await connected(harness)
         pose = orbit_pose([0, 1, 0], 9.0, yaw=30, pitch=20)
         await frame_for(client, client.send_pose(pose.position, pose.orientation, pose.fov))
-        session = harness.sessions[0]
-        stuck_pid = session.worker.pid
+        stream = harness.streams[0]
+        stuck_pid = stream.worker.pid
         assert stuck_pid is not None
         client.send(protocol.load_model(name="stuck", ref="m1"))
 
@@ -265,7 +267,7 @@ async def test_a_load_stuck_in_the_worker_times_out_and_a_new_worker_takes_over(
             mover.cancel()
         assert error["type"] == "error" and error["code"] == protocol.LOAD_TIMEOUT and error["ref"] == "m1"
         assert "restarted" in error["message"]
-        assert session.worker.pid != stuck_pid and session.stats()["workerRestarts"] == 1
+        assert stream.worker.pid != stuck_pid and stream.stats()["workerRestarts"] == 1
         assert stuck_pid not in [p.pid for p in multiprocessing.active_children()]
         # The same stream goes on with the new worker: the next pose renders, the next load works.
         empty = await frame_for(client, client.send_pose(pose.position, pose.orientation, pose.fov))
@@ -273,24 +275,24 @@ async def test_a_load_stuck_in_the_worker_times_out_and_a_new_worker_takes_over(
         assert (await client.load_model("sample"))["triangles"] > 90_000
         shown = await frame_for(client, client.send_pose(pose.position, pose.orientation, pose.fov))
         assert shown[:300].std() > 20
-        assert session.stats()["framesSent"] > 2 and session.codec == "H264"
+        assert stream.stats()["framesSent"] > 2 and stream.codec == "H264"
         await client.close()
 
 
-async def test_client_leaving_closes_the_session_and_its_worker(models: dict[str, Path]) -> None:
+async def test_client_leaving_closes_the_stream_and_its_worker(models: dict[str, Path]) -> None:
     async with render_server(models) as harness:
         client = await connected(harness)
         pose = orbit_pose([0, 0, 0], 5.0, yaw=0, pitch=0)
         await frame_for(client, client.send_pose(pose.position, pose.orientation, pose.fov))
-        session = harness.sessions[0]
-        worker_pid = session.worker.pid
+        stream = harness.streams[0]
+        worker_pid = stream.worker.pid
         assert worker_pid in [p.pid for p in multiprocessing.active_children()]
         await client.close()
         await asyncio.wait_for(harness.closed.wait(), 15)
-        assert session.closed.is_set() and not session.worker.alive
+        assert stream.closed.is_set() and not stream.worker.alive
         assert worker_pid not in [p.pid for p in multiprocessing.active_children()]
         assert not Path(f"/proc/{worker_pid}").exists() or "Z" in Path(f"/proc/{worker_pid}/stat").read_text()
-        assert not list(Path("/dev/shm").glob(session.worker._shm.name.lstrip("/")))
+        assert not list(Path("/dev/shm").glob(stream.worker._shm.name.lstrip("/")))
 
 
 async def test_run_client_reports_figures_and_saves_the_last_frame(models: dict[str, Path], tmp_path: Path) -> None:
@@ -317,19 +319,19 @@ async def test_vp8_when_the_client_has_no_h264(models: dict[str, Path]) -> None:
         for step in range(3):
             pose = orbit_pose([0, 0, 0], 5.0, yaw=step * 20.0, pitch=0)
             await frame_for(client, client.send_pose(pose.position, pose.orientation, pose.fov))
-        await sent_bitrate(harness.sessions[0], "libvpx")
+        await sent_bitrate(harness.streams[0], "libvpx")
         await client.close()
 
 
 async def test_offers_that_cannot_be_answered() -> None:
     with pytest.raises(OfferError):
-        await RenderSession.accept("v=0", "answer", width=640, height=360, fps=30)
+        await ClientStream.accept("v=0", "answer", StreamOptions(), width=640, height=360, fps=30)
     audio_only = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\n"
     with pytest.raises(OfferError, match="no video"):
-        await RenderSession.accept(audio_only, "offer", width=640, height=360, fps=30)
+        await ClientStream.accept(audio_only, "offer", StreamOptions(), width=640, height=360, fps=30)
     video_only = audio_only.replace("m=audio 9 UDP/TLS/RTP/SAVPF 0", "m=video 9 UDP/TLS/RTP/SAVPF 96")
     with pytest.raises(OfferError, match="no data channel"):
-        await RenderSession.accept(video_only, "offer", width=640, height=360, fps=30)
+        await ClientStream.accept(video_only, "offer", StreamOptions(), width=640, height=360, fps=30)
     assert not multiprocessing.active_children()
 
 

@@ -20,6 +20,9 @@ from renderhub.render.sample import write_sample
 from renderhub.render.scene import ModelError
 from renderhub.render.worker import RenderWorker, WorkerError
 
+# Render workers or servers run as real processes here.
+pytestmark = pytest.mark.integration
+
 POSE = orbit_pose([0, 1, 0], 9.0, yaw=30.0, pitch=20.0)
 
 

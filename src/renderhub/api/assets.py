@@ -9,7 +9,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 
 from renderhub.api.access import authenticate, hub
 from renderhub.errors import NotFound
-from renderhub.render.assets import find_named, find_referenced
+from renderhub.render.asset_lookup import find_named, find_referenced
 from renderhub.render.gltf import ModelError
 
 router = APIRouter()

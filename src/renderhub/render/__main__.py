@@ -1,4 +1,4 @@
-"""Entry point: `python -m renderhub.render --handshake-port N --inspector-port M ...`."""
+"""Entry point: `python -m renderhub.render --config FILE [--ports-file FILE] ...` (see server.main)."""
 
 from renderhub.render.server import main
 

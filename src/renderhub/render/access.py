@@ -7,6 +7,7 @@ import time
 import jwt
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+# The hub's tokens as render servers check them; the hub's STS (renderhub.auth) issues them with these.
 ALGORITHM = "EdDSA"
 ISSUER = "renderhub-sts"
 AUDIENCE = "renderhub-arr"

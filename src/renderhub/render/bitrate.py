@@ -11,6 +11,8 @@ from typing import Any
 
 from aiortc import RTCRtpSender
 
+from renderhub.render import compat
+
 SAMPLE_INTERVAL = 0.5
 
 
@@ -40,9 +42,9 @@ class BitrateMeter:
 def encoder_of(sender: RTCRtpSender) -> tuple[str | None, int | None]:
     """The codec name (libx264, h264_nvenc, libvpx) and target bitrate (bit/s) of the sender's current encoder.
 
-    aiortc keeps its encoder private and the target follows the client's REMB feedback; None before the first frame.
+    The target follows the client's REMB feedback; None before the first frame.
     """
-    encoder = getattr(sender, "_RTCRtpSender__encoder", None)
+    encoder = compat.sender_encoder(sender)
     target = getattr(encoder, "target_bitrate", None)
     name = getattr(getattr(encoder, "codec", None), "name", None)
     return (str(name) if name else None), (int(target) if isinstance(target, int) else None)

@@ -13,9 +13,9 @@ from typing import Any
 
 import av
 import numpy as np
-from aiortc import rtcrtpsender
-from aiortc.codecs import get_encoder
 from aiortc.codecs.h264 import DEFAULT_BITRATE, MAX_FRAME_RATE, H264Encoder
+
+from renderhub.render import compat
 
 log = logging.getLogger(__name__)
 DEFAULT_PRESET = "ultrafast"
@@ -73,15 +73,9 @@ class PresetH264Encoder(H264Encoder):
     encoder = X264
 
     def _encode_frame(self, frame: av.VideoFrame, force_keyframe: bool) -> Iterator[bytes]:
-        codec = self.codec
-        rate = codec.bit_rate if codec is not None else None
-        if (
-            codec is None or not rate or frame.width != codec.width or frame.height != codec.height
-            or abs(self.target_bitrate - rate) / rate > 0.1
-        ):  # fmt: skip
-            # aiortc would open a new codec here; open it ourselves, and the parent finds it current.
-            self.buffer_data, self.buffer_pts = b"", None
-            self.codec = self._open(frame.width, frame.height)
+        # aiortc's encode calls this private method, where it would open libx264 with its own settings: open ours
+        # first (compat.install_h264_codec holds the details), and the parent finds it current.
+        compat.install_h264_codec(self, frame, self._open)
         return super()._encode_frame(frame, force_keyframe)
 
     def _open(self, width: int, height: int) -> Any:
@@ -101,9 +95,4 @@ def use_h264_preset(preset: str = DEFAULT_PRESET, encoder: str = X264) -> None:
     """Make this process's aiortc senders encode H.264 with `encoder` (and x264's `preset`); VP8 stays aiortc's."""
     PresetH264Encoder.preset = preset
     PresetH264Encoder.encoder = encoder
-
-    def encoder_for(codec: Any) -> Any:
-        return PresetH264Encoder() if codec.mimeType.lower() == "video/h264" else get_encoder(codec)
-
-    # aiortc picks encoders through this module-level name and offers no other hook.
-    rtcrtpsender.get_encoder = encoder_for
+    compat.use_h264_encoder(PresetH264Encoder)

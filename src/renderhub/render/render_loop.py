@@ -2,25 +2,48 @@
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import logging
 import os
 import signal
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from renderhub.render import pose_tag
 from renderhub.render.camera import Pose
-from renderhub.render.scene import ModelError
+from renderhub.render.gltf import ModelError
+from renderhub.render.lifetime import die_with_parent
+from renderhub.render.worker_messages import (
+    Clear,
+    Cleared,
+    Fatal,
+    Frame,
+    Load,
+    Loaded,
+    ModelInfo,
+    Pick,
+    Picked,
+    Progress,
+    Ready,
+    Release,
+    Request,
+    Resize,
+    Resized,
+    SetPose,
+    Stop,
+    Stopped,
+    ToWorker,
+)
+
+if TYPE_CHECKING:
+    from renderhub.render.renderer import Renderer
 
 log = logging.getLogger(__name__)
 
@@ -31,25 +54,6 @@ MAX_UNCLAIMED = 1
 HEADER_FIELDS = 8  # int64s per slot: pose id, frame number, render ns, width, height, ready-at ns, spare, spare
 HEADER_BYTES = HEADER_FIELDS * 8
 FIRST_GENERATION = 1  # bumped by each resize; frames and releases of another generation are ignored
-PR_SET_PDEATHSIG = 1
-
-
-@dataclass(frozen=True)
-class FrameMeta:
-    pose_id: int
-    frame_number: int
-    render_ms: float
-    width: int
-    height: int
-    ready_at: float  # time.monotonic() when the frame was complete; CLOCK_MONOTONIC is shared by processes
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    triangles: int
-    draw_calls: int
-    load_ms: float
-    bounds: tuple[list[float], list[float]] | None
 
 
 def slot_bytes(width: int, height: int) -> int:
@@ -72,7 +76,7 @@ class _Inbox:
 
     def __init__(self, conn: Connection) -> None:
         self.cond = threading.Condition()
-        self.commands: deque[tuple[Any, ...]] = deque()
+        self.requests: deque[Request] = deque()
         self.pose: tuple[int, Pose] | None = None
         self.pose_changed = False
         self.released: list[tuple[int, int]] = []
@@ -82,18 +86,18 @@ class _Inbox:
     def _run(self) -> None:
         while True:
             try:
-                message = self._conn.recv()
+                message: ToWorker = self._conn.recv()
             except (EOFError, OSError):
                 # The parent is gone without saying stop: leave at once, whatever the render thread is doing.
                 os._exit(0)
             with self.cond:
-                if message[0] == "pose":
-                    self.pose = (message[1], message[2])  # only the latest pose matters: stale ones are dropped here
+                if isinstance(message, SetPose):
+                    self.pose = (message.pose_id, message.pose)  # only the latest pose matters: stale ones drop here
                     self.pose_changed = True
-                elif message[0] == "release":
-                    self.released.append((message[1], message[2]))
+                elif isinstance(message, Release):
+                    self.released.append((message.generation, message.slot))
                 else:
-                    self.commands.append(message)
+                    self.requests.append(message)
                 self.cond.notify()
 
 
@@ -113,116 +117,147 @@ class _Bucket:
         self.tokens -= 1.0
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    with contextlib.suppress(Exception):  # Linux only; elsewhere the pipe's EOF alone ends us
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent_pid:
-        os._exit(0)
-
-
 def worker_main(
     conn: Connection, parent_pid: int, shm_name: str, width: int, height: int, fps: float, device_index: int | None
 ) -> None:
-    _die_with_parent(parent_pid)
+    """The worker process's entry point: start the renderer, say Ready, then serve the server's messages."""
+    if not die_with_parent(signal.SIGKILL, parent_pid):  # elsewhere than Linux, the pipe's EOF alone ends us
+        os._exit(0)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C reaches the whole group; the parent stops us itself
     from renderhub.render.renderer import Renderer
-    from renderhub.render.scene import load_scene
 
     try:
         renderer = Renderer(width, height, device_index=device_index)
     except Exception as exc:
-        conn.send(("fatal", f"the renderer could not start: {type(exc).__name__}: {exc}"))
+        conn.send(Fatal(f"the renderer could not start: {type(exc).__name__}: {exc}"))
         return
-    shm = SharedMemory(shm_name)
-    views = slot_views(shm.buf, width, height, SLOTS)
-    generation, free = FIRST_GENERATION, list(range(SLOTS))
-    conn.send(("ready", str(getattr(renderer, "gl_renderer", "unknown"))))
-    inbox = _Inbox(conn)
-    bucket = _Bucket(fps)
-    frame_number, dirty = 0, False
-    latest: tuple[int, Pose] | None = None
-    shown: int | None = None  # the pose id of the frame in the framebuffer, which picks answer for
-    while True:
+    loop = RenderLoop(conn, renderer, SharedMemory(shm_name), width, height, fps)
+    conn.send(Ready(str(getattr(renderer, "gl_renderer", "unknown"))))
+    loop.run()
+
+
+class RenderLoop:
+    """Renders the latest pose when a slot is free, and answers each request in its handler, one at a time."""
+
+    def __init__(
+        self, conn: Connection, renderer: Renderer, shm: SharedMemory, width: int, height: int, fps: float
+    ) -> None:
+        self.conn, self.renderer, self.shm = conn, renderer, shm
+        self.width, self.height = width, height
+        self.views = slot_views(shm.buf, width, height, SLOTS)
+        self.generation, self.free = FIRST_GENERATION, list(range(SLOTS))
+        self.bucket = _Bucket(fps)
+        self.frame_number, self.dirty = 0, False
+        self.latest: tuple[int, Pose] | None = None
+        self.shown: int | None = None  # the pose id of the frame in the framebuffer, which picks answer for
+        self.running = True
+        self.handlers: dict[type[Any], Callable[[Any], None]] = {
+            Load: self.load,
+            Pick: self.pick,
+            Clear: self.clear,
+            Resize: self.resize,
+            Stop: self.stop,
+        }
+
+    def run(self) -> None:
+        inbox = _Inbox(self.conn)
+        while self.running:
+            request = self.next_request(inbox)
+            if request is None:
+                self.render()
+            else:
+                self.handlers[type(request)](request)
+
+    def next_request(self, inbox: _Inbox) -> Request | None:
+        """Waits for a request (returned first), or for a frame to be due (None)."""
         with inbox.cond:
             while True:
                 for gen, slot in inbox.released:
-                    if gen == generation and slot not in free:
-                        free.append(slot)
+                    if gen == self.generation and slot not in self.free:
+                        self.free.append(slot)
                 inbox.released.clear()
-                if inbox.commands:
-                    command = inbox.commands.popleft()
-                    break
+                if inbox.requests:
+                    return inbox.requests.popleft()
                 if inbox.pose_changed:
-                    latest, dirty, inbox.pose_changed = inbox.pose, True, False
-                delay = bucket.wait_time() if dirty and latest and SLOTS - len(free) < MAX_UNCLAIMED else None
+                    self.latest, self.dirty, inbox.pose_changed = inbox.pose, True, False
+                unclaimed = SLOTS - len(self.free)
+                delay = self.bucket.wait_time() if self.dirty and self.latest and unclaimed < MAX_UNCLAIMED else None
                 if delay == 0.0:
-                    command = ("render",)
-                    break
+                    return None
                 # Idle (no new pose, or the last frame not taken) waits without a timeout: no CPU while nothing changes.
                 inbox.cond.wait(delay)
-        kind = command[0]
-        if kind == "render" and latest is not None:
-            bucket.take()
-            slot = free.pop(0)
-            pose_id, pose = latest
-            started = time.perf_counter_ns()
-            try:
-                image = renderer.render(pose)
-            except Exception as exc:
-                conn.send(("fatal", f"rendering failed: {type(exc).__name__}: {exc}"))
-                return
-            render_ns = time.perf_counter_ns() - started
-            shown = pose_id
-            header, target = views[slot]
-            np.copyto(target, image)
-            pose_tag.draw(target, pose_id)
-            frame_number += 1
-            header[:6] = (pose_id, frame_number, render_ns, width, height, time.monotonic_ns())
-            dirty = False
-            conn.send(("frame", generation, slot))
-        elif kind == "pick":
-            # Before any render that is waiting: a pick costs one pixel of depth, a frame tens of milliseconds.
-            try:
-                hit, failure = renderer.pick(command[1], command[2]), None
-            except Exception as exc:  # a driver that refuses the read-back must not end the stream
-                log.warning("a pick failed: %s: %s", type(exc).__name__, exc)
-                hit, failure = None, type(exc).__name__
-            conn.send(("picked", shown, hit, failure))
-        elif kind == "load":
-            _, path, max_primitives, max_bytes = command
-            load_started = time.perf_counter()
-            try:
-                conn.send(("progress", "parse", 0.0))
-                scene = load_scene(Path(path), max_primitives=max_primitives, max_bytes=max_bytes)
-                conn.send(("progress", "upload", 0.7))
-                renderer.upload(scene)
-            except ModelError as exc:
-                conn.send(("loaded", (exc.code, exc.message), None))
-                continue
-            except Exception as exc:  # a loader or GL failure on one model must not end the session
-                log.exception("loading %s failed", path)
-                conn.send(("loaded", ("LoadFailed", f"the model could not be loaded ({type(exc).__name__})"), None))
-                continue
-            bounds = (scene.bounds[0].tolist(), scene.bounds[1].tolist())
-            load_ms = (time.perf_counter() - load_started) * 1000
-            conn.send(("loaded", None, ModelInfo(scene.triangles, scene.draw_calls, load_ms, bounds)))
-            dirty = latest is not None  # the client sees the new model without having to move
-        elif kind == "clear":
-            renderer.clear()
-            dirty = latest is not None
-            conn.send(("cleared",))
-        elif kind == "resize":
-            _, width, height, new_name, generation = command
-            renderer.resize(width, height)
-            del views
-            shm.close()
-            shm = SharedMemory(new_name)
-            views = slot_views(shm.buf, width, height, SLOTS)
-            free, dirty, shown = list(range(SLOTS)), latest is not None, None
-            conn.send(("resized", generation))
-        elif kind == "stop":
-            del views
-            shm.close()
-            renderer.release()
-            conn.send(("stopped",))
+
+    def render(self) -> None:
+        assert self.latest is not None
+        self.bucket.take()
+        slot = self.free.pop(0)
+        pose_id, pose = self.latest
+        started = time.perf_counter_ns()
+        try:
+            image = self.renderer.render(pose)
+        except Exception as exc:
+            self.conn.send(Fatal(f"rendering failed: {type(exc).__name__}: {exc}"))
+            self.running = False
             return
+        render_ns = time.perf_counter_ns() - started
+        self.shown = pose_id
+        header, target = self.views[slot]
+        np.copyto(target, image)
+        pose_tag.draw(target, pose_id)
+        self.frame_number += 1
+        header[:6] = (pose_id, self.frame_number, render_ns, self.width, self.height, time.monotonic_ns())
+        self.dirty = False
+        self.conn.send(Frame(self.generation, slot))
+
+    def pick(self, request: Pick) -> None:
+        # Before any render that is waiting: a pick costs one pixel of depth, a frame tens of milliseconds.
+        try:
+            hit, failure = self.renderer.pick(request.x, request.y), None
+        except Exception as exc:  # a driver that refuses the read-back must not end the stream
+            log.warning("a pick failed: %s: %s", type(exc).__name__, exc)
+            hit, failure = None, type(exc).__name__
+        self.conn.send(Picked(request.id, self.shown, hit, failure))
+
+    def load(self, request: Load) -> None:
+        from renderhub.render.scene import load_scene
+
+        load_started = time.perf_counter()
+        try:
+            self.conn.send(Progress(request.id, "parse", 0.0))
+            scene = load_scene(Path(request.path), max_primitives=request.max_primitives, max_bytes=request.max_bytes)
+            self.conn.send(Progress(request.id, "upload", 0.7))
+            self.renderer.upload(scene)
+        except ModelError as exc:
+            self.conn.send(Loaded(request.id, (exc.code, exc.message), None))
+            return
+        except Exception as exc:  # a loader or GL failure on one model must not end the session
+            log.exception("loading %s failed", request.path)
+            refused = ("LoadFailed", f"the model could not be loaded ({type(exc).__name__})")
+            self.conn.send(Loaded(request.id, refused, None))
+            return
+        bounds = (scene.bounds[0].tolist(), scene.bounds[1].tolist())
+        load_ms = (time.perf_counter() - load_started) * 1000
+        self.conn.send(Loaded(request.id, None, ModelInfo(scene.triangles, scene.draw_calls, load_ms, bounds)))
+        self.dirty = self.latest is not None  # the client sees the new model without having to move
+
+    def clear(self, request: Clear) -> None:
+        self.renderer.clear()
+        self.dirty = self.latest is not None
+        self.conn.send(Cleared(request.id))
+
+    def resize(self, request: Resize) -> None:
+        self.width, self.height, self.generation = request.width, request.height, request.generation
+        self.renderer.resize(self.width, self.height)
+        self.views = []
+        self.shm.close()
+        self.shm = SharedMemory(request.shm_name)
+        self.views = slot_views(self.shm.buf, self.width, self.height, SLOTS)
+        self.free, self.dirty, self.shown = list(range(SLOTS)), self.latest is not None, None
+        self.conn.send(Resized(request.id))
+
+    def stop(self, request: Stop) -> None:
+        self.views = []
+        self.shm.close()
+        self.renderer.release()
+        self.conn.send(Stopped(request.id))
+        self.running = False

@@ -1,36 +1,15 @@
-"""WebRTC helpers shared by the render server and the connect client: ICE servers, loopback, codecs."""
+"""WebRTC helpers shared by the render server and the connect client: ICE servers and codecs."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import aioice.ice
 from aiortc import RTCConfiguration, RTCIceServer, RTCRtpSender
 from aiortc import sdp as aiortc_sdp
 
 CODEC_ORDER = ("video/H264", "video/VP8")  # browsers decode H.264 in hardware; VP8 when a client lacks it
 IceServer = RTCIceServer | Mapping[str, Any]
-
-
-def enable_loopback_candidates() -> None:
-    """Make aioice offer 127.0.0.1 as a host candidate too, so peers on this machine connect without a network.
-
-    aioice leaves loopback out; a process-wide wrapper is the only hook it has. Harmless for remote peers:
-    their checks against 127.0.0.1 hit themselves, fail ICE authentication and are dropped.
-    """
-    current = aioice.ice.get_host_addresses
-    if getattr(current, "renderhub_loopback", False):
-        return
-
-    def get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-        addresses = current(use_ipv4=use_ipv4, use_ipv6=use_ipv6)
-        if use_ipv4 and "127.0.0.1" not in addresses:
-            addresses.append("127.0.0.1")
-        return addresses
-
-    get_host_addresses.renderhub_loopback = True  # type: ignore[attr-defined]
-    aioice.ice.get_host_addresses = get_host_addresses
 
 
 def ice_configuration(ice_servers: Sequence[IceServer]) -> RTCConfiguration:

@@ -13,6 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
+from renderhub.render import compat
 from renderhub.render.gltf import ModelError, check_header, encode, invalid, read_header, without_specular_glossiness
 
 STANDARD_MAX_PRIMITIVES = 20_000_000  # ARR's limit for Standard sessions
@@ -126,7 +127,8 @@ def _unit(
         length = np.linalg.norm(vectors, axis=1, keepdims=True)
         bad = ~np.isfinite(length) | (length < 1e-12)
         vectors, length = np.where(bad, [0.0, 1.0, 0.0], vectors), np.where(bad, 1.0, length)
-    return vectors / length
+    unit: NDArray[np.float64] = vectors / length  # numpy types the quotient as Any
+    return unit
 
 
 def _parts(scene: Any, max_bytes: int) -> Iterator[tuple[Material | None, dict[str, np.ndarray]]]:
@@ -151,8 +153,8 @@ def _parts(scene: Any, max_bytes: int) -> Iterator[tuple[Material | None, dict[s
         def computed(vertices: NDArray[np.float64] = vertices, faces: NDArray[np.int64] = faces) -> NDArray[np.float64]:
             return _computed_normals(vertices, faces)
 
-        # Only normals the file gave sit in trimesh's cache; asking trimesh for normals would compute them itself.
-        given = mesh._cache.cache.get("vertex_normals")
+        # Only the normals the file gave: asking trimesh for normals would compute them itself.
+        given = compat.loaded_vertex_normals(mesh)
         usable = given is not None and len(given) == len(vertices)
         normals = _unit(np.asarray(given, np.float64), computed) if usable else _unit(computed(), computed)
         normals = _unit(normals @ np.linalg.inv(linear))  # the inverse transpose, applied to rows

@@ -12,13 +12,18 @@ import ssl
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from renderhub.render.access import AccessDenied, TokenCheck
 from renderhub.render.assets import ModelResolver
 from renderhub.render.config import RenderConfig
 from renderhub.render.http import Request, Response, serve
 from renderhub.render.inspector import INSPECTOR_PAGE
+from renderhub.render.ports import NoFreePort, bind_ports, write_ports
+from renderhub.render.stream_options import X264, StreamOptions
+
+if TYPE_CHECKING:  # aiortc loads once a client comes
+    from renderhub.render.peer import ClientStream
 
 log = logging.getLogger("renderhub.render")
 DEFAULT_STREAM = {"width": 1280, "height": 720, "fps": 30}
@@ -38,17 +43,22 @@ class RecentLog(logging.Handler):
 class RenderServer:
     """One session's server: accepts one client at a time and resets when that client leaves."""
 
-    def __init__(self, session_id: str, config: RenderConfig, recent: RecentLog) -> None:
+    def __init__(
+        self, session_id: str, config: RenderConfig, recent: RecentLog, *, renderer: str = "", encoder: str = X264
+    ) -> None:
         self.session_id = session_id
         self.config = config
         self.recent = recent
         self.tokens = TokenCheck(config.token_public_key, config.account_id)
         self.started = time.time()
-        self.client: Any = None  # the connected RenderSession, if any
+        self.client: ClientStream | None = None  # the one connected client's stream
         self.clients_served = 0
         self.models = ModelResolver(config)
-        self.renderer = ""  # the GL renderer the self-check found (llvmpipe, or the GPU's name)
-        self.encoder = "libx264"  # the H.264 encoder it chose: h264_nvenc where the GPU has one
+        self.renderer = renderer  # the GL renderer the self-check found (llvmpipe, or the GPU's name)
+        self.encoder = encoder  # the H.264 encoder it chose: h264_nvenc where the GPU has one
+        self.stream_options = StreamOptions.from_config(
+            config, session_id, h264_encoder=encoder, model_resolver=self.models.resolve, on_closed=self._client_left
+        )
         self._connecting = asyncio.Lock()
 
     def stream_settings(self, body: dict[str, Any]) -> dict[str, int]:
@@ -87,24 +97,21 @@ class RenderServer:
                 return Response.error(
                     409, "ClientAlreadyConnected", "Another client is connected to this session; one at a time."
                 )
-            from renderhub.render.peer import OfferError, RenderSession  # aiortc loads once a client comes
+            from renderhub.render.peer import ClientStream, OfferError  # aiortc loads once a client comes
             from renderhub.render.worker import WorkerError
 
             try:
-                self.client = await RenderSession.accept(
-                    body["sdp"], "offer", width=stream["width"], height=stream["height"], fps=stream["fps"],
-                    ice_servers=self.config.ice_servers,
-                    model_resolver=self.models.resolve, session_id=self.session_id,
-                    max_primitives=self.config.max_primitives, max_bytes=self.config.max_model_bytes,
-                    load_timeout=self.config.model_load_timeout_seconds, h264_encoder=self.encoder,
-                    on_closed=self._client_left, device_index=self.config.device_index,
+                client = await ClientStream.accept(
+                    body["sdp"], "offer", self.stream_options, width=stream["width"], height=stream["height"],
+                    fps=stream["fps"],
                 )  # fmt: skip
             except OfferError as exc:
                 return Response.error(400, "BadRequest", f"The offer was refused: {exc}")
             except WorkerError as exc:
                 log.error("the render worker did not start: %s", exc)
                 return Response.error(503, "RenderingUnavailable", "Rendering could not start; retry shortly.")
-            answer = self.client.answer_sdp
+            self.client = client
+            answer = client.answer_sdp
             self.models.client_token = request.headers["authorization"].partition(" ")[2].strip()
         self.clients_served += 1
         log.info("client connected: %dx%d at %d fps", stream["width"], stream["height"], stream["fps"])
@@ -185,17 +192,23 @@ async def run(args: argparse.Namespace) -> None:
     logging.getLogger().addHandler(recent)
     for chatty in ("aioice", "aiortc"):  # every ICE check at INFO would drown the inspector's log
         logging.getLogger(chatty).setLevel(logging.WARNING)
-    server = RenderServer(args.session_id, RenderConfig.load(Path(args.config)), recent)
-    server.renderer, server.encoder = await self_check(server.config)
+    # The ports first: the backend waits for them (the self-check below takes a while).
+    handshake_socket, inspector_socket = bind_ports(args.host, [args.handshake_port, args.inspector_port])
+    handshake_port, inspector_port = handshake_socket.getsockname()[1], inspector_socket.getsockname()[1]
+    if args.ports_file:
+        write_ports(Path(args.ports_file), handshake_port, inspector_port)
+    config = RenderConfig.load(Path(args.config))
+    renderer, encoder = await self_check(config)
+    server = RenderServer(args.session_id, config, recent, renderer=renderer, encoder=encoder)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     tls = _tls(server.config)
-    inspector = await asyncio.start_server(serve(server.inspector), args.host, args.inspector_port, ssl=tls)
+    inspector = await asyncio.start_server(serve(server.inspector), sock=inspector_socket, ssl=tls)
     # The handshake port opens last: the hub takes an answer there to mean the server is ready.
-    handshake = await asyncio.start_server(serve(server.handshake), args.host, args.handshake_port, ssl=tls)
-    log.info("render server for session %s on %s:%d", args.session_id, args.host, args.handshake_port)
+    handshake = await asyncio.start_server(serve(server.handshake), sock=handshake_socket, ssl=tls)
+    log.info("render server for session %s on %s:%d", args.session_id, args.host, handshake_port)
     async with handshake, inspector:
         await stopping.wait()
         await server.close()
@@ -205,9 +218,13 @@ async def run(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m renderhub.render", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--handshake-port", type=int, required=True)
-    parser.add_argument("--inspector-port", type=int, required=True)
+    parser.add_argument("--handshake-port", type=int, default=0, help="0: a free port in ARR's range")
+    parser.add_argument("--inspector-port", type=int, default=0, help="0: a free port in ARR's range")
+    parser.add_argument("--ports-file", help="where to write the two ports, once bound, for the backend")
     parser.add_argument("--session-id", required=True)
     parser.add_argument("--hub-dir", default="", help="the data dir of the hub that owns this server")
     parser.add_argument("--config", required=True, help="the JSON configuration the hub wrote")
-    asyncio.run(run(parser.parse_args()))
+    try:
+        asyncio.run(run(parser.parse_args()))
+    except NoFreePort as exc:
+        raise SystemExit(f"render server: {exc}") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import multiprocessing
 import os
@@ -13,26 +14,44 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
 from renderhub.render.camera import Hit, Pose
-from renderhub.render.render_loop import (
-    FIRST_GENERATION,
-    SLOTS,
+from renderhub.render.gltf import ModelError
+from renderhub.render.render_loop import FIRST_GENERATION, SLOTS, slot_bytes, slot_views, worker_main
+from renderhub.render.worker_messages import (
+    READY_ID,
+    Clear,
+    Cleared,
+    Fatal,
+    Frame,
     FrameMeta,
+    FromWorker,
+    Load,
+    Loaded,
     ModelInfo,
-    slot_bytes,
-    slot_views,
-    worker_main,
+    Pick,
+    Picked,
+    Progress,
+    Ready,
+    Release,
+    Reply,
+    Request,
+    Resize,
+    Resized,
+    SetPose,
+    Stop,
+    Stopped,
+    ToWorker,
 )
-from renderhub.render.scene import ModelError
 
 __all__ = ["FrameMeta", "Hit", "ModelInfo", "PickFailed", "RenderWorker", "WorkerError"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+R = TypeVar("R", bound=Reply)
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 3.0
 
@@ -70,10 +89,10 @@ class RenderWorker:
         self._views: list[tuple[np.ndarray, np.ndarray]] = []
         self._ready_slot: int | None = None
         self._frame_ready = asyncio.Event()
-        self._replies: dict[str, asyncio.Future[tuple[Any, ...]]] = {}
-        self._on_progress: Callable[[str, float], None] | None = None
-        self._load_lock = asyncio.Lock()
-        self._pick_lock = asyncio.Lock()  # replies are matched by kind: one pick at a time
+        # Each request's id finds its reply: concurrent requests of one kind never get each other's answers.
+        self._ids = itertools.count(READY_ID + 1)
+        self._replies: dict[int, asyncio.Future[Reply]] = {}
+        self._on_progress: dict[int, Callable[[str, float], None]] = {}
         self.renderer_name = ""
         self.dropped_frames = 0
         self.error: str | None = None
@@ -109,11 +128,11 @@ class RenderWorker:
         worker = cls(process, parent_conn, shm)
         worker._set_size(width, height, shm)
         try:
-            reply = await worker._expect("ready", timeout)
+            ready = await worker._reply(READY_ID, Ready, timeout)
         except BaseException:
             await worker.close()
             raise
-        worker.renderer_name = reply[1]
+        worker.renderer_name = ready.renderer
         return worker
 
     @property
@@ -126,7 +145,7 @@ class RenderWorker:
 
     def send_pose(self, pose_id: int, pose: Pose) -> None:
         """Ask for a frame of `pose`; poses the worker has not started on yet are replaced, never queued."""
-        self._send(("pose", pose_id, pose))
+        self._send(SetPose(pose_id, pose))
 
     async def load_model(
         self,
@@ -137,33 +156,31 @@ class RenderWorker:
         on_progress: Callable[[str, float], None] | None = None,
     ) -> ModelInfo:
         """Load and upload a model in the worker; raises ModelError when the model is refused."""
-        async with self._load_lock:
-            self._on_progress = on_progress
-            try:
-                self._send(("load", str(path), max_primitives, max_bytes))
-                _, refused, info = await self._expect("loaded", None)
-            finally:
-                self._on_progress = None
-        if refused is not None:
-            raise ModelError(*refused)
-        return info
+        request = Load(next(self._ids), str(path), max_primitives, max_bytes)
+        if on_progress is not None:
+            self._on_progress[request.id] = on_progress
+        try:
+            loaded = await self._call(request, Loaded, None)
+        finally:
+            self._on_progress.pop(request.id, None)
+        if loaded.refused is not None:
+            raise ModelError(*loaded.refused)
+        assert loaded.info is not None
+        return loaded.info
 
     async def pick(self, x: float, y: float) -> tuple[int | None, Hit | None]:
         """What the last rendered frame shows at (x, y), fractions from its top-left: (its pose id, the hit or None).
 
         The pose id is None before the first frame (and after a resize, until the next); raises PickFailed.
         """
-        async with self._pick_lock:
-            self._send(("pick", x, y))
-            _, pose_id, hit, failure = await self._expect("picked", None)
-        if failure is not None:
-            raise PickFailed(f"the depth read-back failed ({failure})")
-        return pose_id, hit
+        picked = await self._call(Pick(next(self._ids), x, y), Picked, None)
+        if picked.failure is not None:
+            raise PickFailed(f"the depth read-back failed ({picked.failure})")
+        return picked.pose_id, picked.hit
 
     async def clear(self) -> None:
         """Drop the model; the next frames show the empty scene."""
-        self._send(("clear",))
-        await self._expect("cleared", STOP_TIMEOUT * 10)
+        await self._call(Clear(next(self._ids)), Cleared, STOP_TIMEOUT * 10)
 
     async def resize(self, width: int, height: int) -> None:
         """Render at a new size from the next frame on; frames of the old size still queued are dropped."""
@@ -171,8 +188,7 @@ class RenderWorker:
         self._blocks.append(shm)
         old = self._shm
         self._set_size(width, height, shm)
-        self._send(("resize", width, height, shm.name, self._generation))
-        await self._expect("resized", STOP_TIMEOUT * 10)
+        await self._call(Resize(next(self._ids), width, height, shm.name, self._generation), Resized, STOP_TIMEOUT * 10)
         old.close()
         old.unlink()
         self._blocks.remove(old)
@@ -195,7 +211,7 @@ class RenderWorker:
         try:
             converted = convert(image)
         finally:
-            self._send(("release", self._generation, slot))
+            self._send(Release(self._generation, slot))
         return converted, meta
 
     async def close(self) -> None:
@@ -217,8 +233,7 @@ class RenderWorker:
                 self._process.kill()
         with contextlib.suppress(WorkerError, TimeoutError):
             if not self._forced and self.error is None and self._process.is_alive():
-                self._send(("stop",))
-                await self._expect("stopped", STOP_TIMEOUT)
+                await self._call(Stop(next(self._ids)), Stopped, STOP_TIMEOUT)
         with contextlib.suppress(Exception):
             self._loop.remove_reader(self._conn.fileno())
         deadline = time.monotonic() + STOP_TIMEOUT
@@ -240,7 +255,7 @@ class RenderWorker:
         self._ready_slot = None
         self._views = slot_views(shm.buf, width, height, SLOTS)
 
-    def _send(self, message: tuple[Any, ...]) -> None:
+    def _send(self, message: ToWorker) -> None:
         if self.error is not None:
             raise WorkerError(self.error)
         try:
@@ -249,16 +264,25 @@ class RenderWorker:
             self._fail(f"the render worker is gone ({type(exc).__name__})")
             raise WorkerError(self.error or "the render worker is gone") from None
 
-    async def _expect(self, kind: str, timeout: float | None) -> tuple[Any, ...]:
+    async def _call(self, request: Request, reply_type: type[R], timeout: float | None) -> R:
+        """Send a request and wait for the reply that carries its id back."""
+        self._send(request)  # its reply is read on this loop: _reply registers for it before anything can read it
+        return await self._reply(request.id, reply_type, timeout)
+
+    async def _reply(self, request_id: int, reply_type: type[R], timeout: float | None) -> R:
         if self.error is not None:
             raise WorkerError(self.error)
-        future = self._replies[kind] = self._loop.create_future()
+        future = self._replies[request_id] = self._loop.create_future()
+        name = reply_type.__name__
         try:
-            return await asyncio.wait_for(future, timeout)
+            reply = await asyncio.wait_for(future, timeout)
         except TimeoutError:
-            raise TimeoutError(f"the render worker did not answer {kind!r} within {timeout} s") from None
+            raise TimeoutError(f"the render worker did not send {name} #{request_id} within {timeout} s") from None
         finally:
-            self._replies.pop(kind, None)
+            self._replies.pop(request_id, None)
+        if not isinstance(reply, reply_type):
+            raise WorkerError(f"the render worker answered #{request_id} with {type(reply).__name__}, not {name}")
+        return reply
 
     def _on_readable(self) -> None:
         try:
@@ -268,25 +292,25 @@ class RenderWorker:
             code = self._process.exitcode
             self._fail("the render worker exited" + ("" if code is None else f" with code {code}"))
 
-    def _handle(self, message: tuple[Any, ...]) -> None:
-        kind = message[0]
-        if kind == "frame":
-            if message[1] != self._generation:
+    def _handle(self, message: FromWorker) -> None:
+        if isinstance(message, Frame):
+            if message.generation != self._generation:
                 return  # a frame of the size before a resize: its memory is gone
             if self._ready_slot is not None:
                 # The consumer has not taken the previous frame: it is stale now, give it back unseen.
                 self.dropped_frames += 1
                 with contextlib.suppress(WorkerError):
-                    self._send(("release", self._generation, self._ready_slot))
-            self._ready_slot = message[2]
+                    self._send(Release(self._generation, self._ready_slot))
+            self._ready_slot = message.slot
             self._frame_ready.set()
-        elif kind == "progress":
-            if self._on_progress is not None:
-                self._on_progress(message[1], message[2])
-        elif kind == "fatal":
-            self._fail(message[1])
+        elif isinstance(message, Progress):
+            on_progress = self._on_progress.get(message.id)
+            if on_progress is not None:
+                on_progress(message.stage, message.fraction)
+        elif isinstance(message, Fatal):
+            self._fail(message.reason)
         else:
-            future = self._replies.get(kind)
+            future = self._replies.get(message.id)  # none when its caller gave up (a timeout, a cancellation)
             if future is not None and not future.done():
                 future.set_result(message)
 

@@ -1,0 +1,37 @@
+"""Finding a model, or a file it references, by name inside the asset roots (stdlib only: the hub serves them too)."""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+
+from renderhub.render.gltf import ModelError
+
+MODEL_SUFFIXES = (".glb", ".gltf")
+
+
+def _inside(root: Path, name: str) -> Path | None:
+    """root/name if it stays inside root once symlinks and '..' are resolved."""
+    relative = PurePosixPath(name)
+    if relative.is_absolute() or ".." in relative.parts or "\\" in name or "\0" in name:
+        return None
+    candidate = (root / relative).resolve()
+    return candidate if candidate.is_relative_to(root.resolve()) and candidate.is_file() else None
+
+
+def find_named(name: str, roots: list[Path]) -> Path:
+    """A model by name in the asset roots; names that try to leave the roots are refused."""
+    if not name or len(name) > 512:
+        raise ModelError("InvalidModelName", "A model name must be 1 to 512 characters.")
+    for root in roots:
+        for candidate in (name, *(name + suffix for suffix in MODEL_SUFFIXES)):
+            found = _inside(root, candidate)
+            if found is not None and found.suffix.lower() in MODEL_SUFFIXES:
+                return found
+    raise ModelError("ModelNotFound", f"No model named '{name[:128]}' in the asset directory.")
+
+
+def find_referenced(name: str, roots: list[Path]) -> Path | None:
+    """Any file inside the asset roots (a .gltf's buffers and images), or None."""
+    if not name or len(name) > 512:
+        return None
+    return next((found for root in roots if (found := _inside(root, name)) is not None), None)
