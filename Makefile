@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip -q --disable-pip-version-check
 ARGS   ?=
 
-.PHONY: serve test lint bench services render-packages system-packages clean
+.PHONY: serve test test-fast coverage lint bench services render-packages system-packages clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -44,8 +44,21 @@ lint: $(VENV)/.dev-installed
 	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/mypy
 
+# Two workers: most integration tests wait on processes, so they overlap well on two cores. One worker runs
+# every test of the one Ray cluster and of the network namespaces (xdist groups, tests/conftest.py).
 test: lint services
-	$(VENV)/bin/pytest $(ARGS)
+	$(VENV)/bin/pytest -n 2 --dist loadgroup $(ARGS)
+
+# The logic tests alone (no hub or render-server processes, browser, PostgreSQL, Ray or fuzzing): under a minute.
+test-fast: $(VENV)/.dev-installed render-packages
+	$(VENV)/bin/pytest -m "not integration and not slow" $(ARGS)
+
+# Branch coverage of src/ over the whole suite, hubs and render servers (subprocesses) included.
+coverage: $(VENV)/.dev-installed system-packages services
+	rm -f .coverage .coverage.*
+	$(VENV)/bin/coverage run -m pytest $(ARGS)
+	$(VENV)/bin/coverage combine -q
+	$(VENV)/bin/coverage report
 
 bench: $(VENV)/.dev-installed render-packages services
 	$(PY) bench/api.py
@@ -53,4 +66,4 @@ bench: $(VENV)/.dev-installed render-packages services
 	$(PY) bench/scale.py
 
 clean:
-	rm -rf $(VENV) .renderhub .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .renderhub .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.*

@@ -38,8 +38,9 @@ from renderhub.backends.base import ServerSpec
 from renderhub.client import ArrConfig, HubClient
 from renderhub.clock import Clock
 from renderhub.config import Settings
-from renderhub.manager import HEALTH_CHECK_EVERY, SessionManager
-from renderhub.models import LIVE_STATUSES, SessionStatus
+from renderhub.manager import SessionManager
+from renderhub.models import SessionStatus
+from renderhub.reaper import HEALTH_CHECK_EVERY, Reaper
 from renderhub.store import Repository, open_store
 from renderhub.store.tables import sessions
 from scale_hub import InstantBackend
@@ -52,7 +53,6 @@ TEMP_PREFIX = "renderhub-scale-"
 API = "api-version=2021-01-01"
 CREATE_BODY = json.dumps({"size": "Standard", "maxLeaseTimeMinutes": 30}).encode()
 ACCOUNT = "5ca1ab1e-0000-4000-8000-000000000001"  # the reaper benchmark's sessions belong to it
-LIVE = [s.value for s in LIVE_STATUSES]
 # The issue's targets.
 TARGET_RATIO = 1.0  # two replicas' creates/s over one replica's, on this 2-core machine
 TARGET_P99_MS = 100.0
@@ -142,7 +142,6 @@ class Burst:
     ready: int = 0
     all_ready_after: float | None = None  # seconds after the last answer
     statuses: Counter[str] = field(default_factory=Counter)
-    shared_ports: int = 0  # ports held by more than one live session
 
     @property
     def rate(self) -> float:
@@ -198,10 +197,6 @@ async def _settle(engine: AsyncEngine, burst: Burst, expected: int, window: floa
         if time.perf_counter() - started > window:
             break
         await asyncio.sleep(0.02)
-    ports = sa.select(sessions.c.handshake_port, sessions.c.inspector_port).where(sessions.c.status.in_(LIVE))
-    async with engine.connect() as c:
-        held = Counter(port for row in (await c.execute(ports)).all() for port in row if port is not None)
-    burst.shared_ports = sum(1 for n in held.values() if n > 1)
 
 
 async def drive_burst(
@@ -318,8 +313,10 @@ async def store_sessions(repo: Repository, backend: InstantBackend, stored: int,
             "backend": backend.name, "backend_state": {"session_seq": seq, "id": f"{ACCOUNT}/tick-{seq:05d}"},
         }  # fmt: skip
         if seq > stored - live:
-            spec = ServerSpec(ACCOUNT, row["id"], seq, "Standard", row["handshake_port"], row["inspector_port"], "")
-            _, row["backend_state"] = await backend.start(spec)
+            _, state = await backend.start(ServerSpec(ACCOUNT, row["id"], seq, "Standard", ""))
+            row.update(
+                backend_state=state, handshake_port=state["handshake_port"], inspector_port=state["inspector_port"]
+            )
             row.update(status=SessionStatus.READY.value, ended_at=None)
         else:
             ended = SessionStatus.STOPPED if seq % 2 else SessionStatus.EXPIRED
@@ -350,26 +347,26 @@ class Ticks:
 async def time_ticks(database: str, settings: Settings, args: argparse.Namespace) -> Ticks:
     """Time the leader's tick (heartbeat now and then, reap, a purge a minute) at the reaper's own cadence."""
     async with open_store(settings.async_database_url) as repo:
-        backend = InstantBackend()
+        backend = InstantBackend(settings)
         started = time.perf_counter()
         await store_sessions(repo, backend, args.stored, args.live)
         store_seconds = time.perf_counter() - started
         public_key = TokenService(new_signing_key(), timedelta(hours=1)).public_pem
         manager = SessionManager(settings, repo, backend, settings.load_sizes(), Clock(), public_key)
+        reaper = Reaper(manager, settings, manager.clock)
         times = []
         try:
-            await manager.join()  # as the app's lifespan does before its reaper starts
-            await manager.reconcile()
+            await reaper.join()  # as the app's lifespan does before its reaper starts
             before = time.perf_counter(), time.process_time(), machine_busy_seconds()
             for _ in range(args.ticks):
                 started = time.perf_counter()
-                await manager.tick()
+                await reaper.tick()
                 times.append(time.perf_counter() - started)
                 await asyncio.sleep(settings.reaper_interval_seconds)
             wall, own, busy = (b - a for a, b in zip(before, (time.perf_counter(), time.process_time(),
                                                                 machine_busy_seconds()), strict=True))  # fmt: skip
             other = max(0.0, busy - own) / wall
-            if not manager.leading:
+            if not reaper.leading:
                 raise RuntimeError(f"the manager never led the reaper on {database}: nothing was reaped")
             reads = []
             slices = round(HEALTH_CHECK_EVERY / settings.reaper_interval_seconds)
@@ -381,6 +378,7 @@ async def time_ticks(database: str, settings: Settings, args: argparse.Namespace
                 await asyncio.sleep(settings.reaper_interval_seconds)
         finally:
             await manager.close()
+            await reaper.replicas.leave()
         async with repo.engine.connect() as c:
             counts = (await c.execute(sa.select(sessions.c.status, sa.func.count()).group_by("status"))).all()
     return Ticks(database, times, Counter({status: n for status, n in counts}), store_seconds, reads, other)
@@ -432,8 +430,6 @@ def report(bursts: dict[int, list[Burst]], ticks: list[Ticks], args: argparse.Na
                     print(f"{'':14}errors {dict(b.errors)}: {b.error_sample}")
                 if set(b.statuses) - {SessionStatus.READY.value}:
                     print(f"{'':14}statuses at the end: {dict(b.statuses)}")
-                if b.shared_ports:
-                    print(f"{'':14}WARNING: {b.shared_ports} port(s) held by more than one live session")
         print("CPU: share of one core over the burst. hubs: the replicas; pg: the PostgreSQL processes serving the "
               "database; client: this load generator; other: every other process on this machine")  # fmt: skip
         for count, runs in sorted(bursts.items()):

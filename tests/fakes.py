@@ -1,34 +1,42 @@
-"""Backends that fail in one named way; the real local backend does the rest of the work."""
+"""Backends that fail in one named way; the in-memory backend does the rest of the work."""
 
 from __future__ import annotations
 
 import asyncio
 
 from renderhub.backends.base import ServerSpec, ServerState, State
-from renderhub.backends.local import LocalBackend
+from renderhub.backends.memory import MemoryBackend
+from renderhub.config import Settings
 from renderhub.errors import BackendError
 
 
-class FailingBackend(LocalBackend):
+class FailingBackend(MemoryBackend):
     """Cannot launch anything."""
 
     async def start(self, spec: ServerSpec) -> tuple[str, State]:
         raise BackendError("RenderServerLaunchFailed", "no render server could be launched (test)")
 
 
-class SilentBackend(LocalBackend):
-    """Launches real servers that never seem to answer on their handshake port."""
+class SilentBackend(MemoryBackend):
+    """Launches servers that never seem to answer on their handshake port."""
 
     async def poll(self, state: State) -> ServerState:
         server = await super().poll(state)
         return ServerState.STARTING if server is ServerState.RUNNING else server
 
 
-class SlowBackend(LocalBackend):
-    """Takes a while to launch each server (a busy cluster)."""
+class SlowBackend(MemoryBackend):
+    """Takes a while to launch each server (a busy cluster); `launched` is set once a launch has returned."""
 
-    delay = 1.0
+    delay = 0.5
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.launched = asyncio.Event()
 
     async def start(self, spec: ServerSpec) -> tuple[str, State]:
         await asyncio.sleep(self.delay)
-        return await super().start(spec)
+        try:
+            return await super().start(spec)
+        finally:
+            self.launched.set()

@@ -1,7 +1,8 @@
-"""Test helpers: real hub processes over TLS, and render-server cleanup."""
+"""Test helpers: hubs over TLS (real processes, or the app served in a thread), and render-server cleanup."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -9,15 +10,22 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import uvicorn
 
+from renderhub.api import create_app
 from renderhub.backends import local
+from renderhub.backends.memory import MemoryBackend
+from renderhub.bootstrap import first_start
 from renderhub.client import ArrConfig, HubClient
+from renderhub.clock import Clock
+from renderhub.config import Settings
 
 RENDERHUB = str(Path(sys.executable).parent / "renderhub")
 
@@ -73,13 +81,11 @@ def wait_for(predicate, timeout: float, interval: float = 0.05):  # type: ignore
 
 
 @dataclass
-class RunningHub:
-    """A `renderhub serve` process and what a client needs to reach it."""
+class HubEndpoint:
+    """What a client needs to reach a hub over TLS: its address, its CA, its first account."""
 
     data_dir: Path
     port: int
-    args: list[str]
-    process: subprocess.Popen[bytes] | None = None
     config: ArrConfig = field(init=False)
 
     @property
@@ -89,6 +95,31 @@ class RunningHub:
     @property
     def ca(self) -> Path:
         return self.data_dir / "tls" / "ca.pem"
+
+    def client(self) -> HubClient:
+        return HubClient(self.config, verify=str(self.ca))
+
+    def sdk(self, polling_interval: float = 0.2):  # type: ignore[no-untyped-def]
+        """The official Azure SDK client for this hub's account (REQUESTS_CA_BUNDLE is set by conftest)."""
+        from azure.core.credentials import AzureKeyCredential
+        from azure.mixedreality.remoterendering import RemoteRenderingClient
+
+        return RemoteRenderingClient(
+            endpoint=self.endpoint,
+            account_id=self.config.account_id,
+            account_domain="127.0.0.1",
+            credential=AzureKeyCredential(self.config.account_key),
+            authentication_endpoint_url=self.endpoint,
+            polling_interval=polling_interval,
+        )
+
+
+@dataclass
+class RunningHub(HubEndpoint):
+    """A `renderhub serve` process: render servers are real processes (or Ray actors)."""
+
+    args: list[str] = field(default_factory=list)
+    process: subprocess.Popen[bytes] | None = None
 
     @property
     def log(self) -> str:
@@ -116,31 +147,55 @@ class RunningHub:
             self.config = ArrConfig.load(arrconfig)
         return self
 
-    def client(self) -> HubClient:
-        return HubClient(self.config, verify=str(self.ca))
-
-    def sdk(self, polling_interval: float = 0.2):  # type: ignore[no-untyped-def]
-        """The official Azure SDK client for this hub's account (REQUESTS_CA_BUNDLE is set by conftest)."""
-        from azure.core.credentials import AzureKeyCredential
-        from azure.mixedreality.remoterendering import RemoteRenderingClient
-
-        return RemoteRenderingClient(
-            endpoint=self.endpoint,
-            account_id=self.config.account_id,
-            account_domain="127.0.0.1",
-            credential=AzureKeyCredential(self.config.account_key),
-            authentication_endpoint_url=self.endpoint,
-            polling_interval=polling_interval,
-        )
-
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process:
             stop_process(self.process, sig)
 
 
-def new_hub(data_dir: Path, shared_tls: Path, *args: str) -> RunningHub:
-    """A hub whose TLS files come from the test session's one CA (so one REQUESTS_CA_BUNDLE serves all)."""
+@dataclass
+class ServedHub(HubEndpoint):
+    """The hub app on uvicorn over TLS in a thread of the test process, its render servers in memory: the API as
+    every client sees it, without a hub process or render-server processes to start (logic, wire, fuzzing)."""
+
+    server: uvicorn.Server | None = None
+    thread: threading.Thread | None = None
+
+    def start(self, **settings: Any) -> ServedHub:
+        hub_settings = Settings(data_dir=self.data_dir, port=self.port, rate_limit_per_second=0, **settings)
+        files = asyncio.run(first_start(hub_settings, Clock()))
+        app = create_app(hub_settings, backend=MemoryBackend(hub_settings))
+        config = uvicorn.Config(
+            app,
+            host=hub_settings.host,
+            port=self.port,
+            ssl_certfile=str(files.cert),
+            ssl_keyfile=str(files.key),
+            log_level="warning",
+            timeout_graceful_shutdown=int(hub_settings.shutdown_grace_seconds),
+        )
+        self.server = server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=server.run, name=f"hub on port {self.port}", daemon=True)
+        self.thread.start()
+        wait_for(lambda: server.started or not self.thread or not self.thread.is_alive(), timeout=30)
+        if not server.started:
+            raise RuntimeError("the hub did not start (see the log above)")
+        self.config = ArrConfig.load(hub_settings.arrconfig_path)
+        return self
+
+    def stop(self) -> None:
+        if self.server and self.thread:
+            self.server.should_exit = True
+            self.thread.join(30)
+
+
+def hub_dir(data_dir: Path, shared_tls: Path) -> Path:
+    """A hub data dir whose TLS files come from the test session's one CA (so one REQUESTS_CA_BUNDLE serves all)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     if not (data_dir / "tls").exists():
         shutil.copytree(shared_tls, data_dir / "tls")
-    return RunningHub(data_dir, free_port(), list(args))
+    return data_dir
+
+
+def new_hub(data_dir: Path, shared_tls: Path, *args: str) -> RunningHub:
+    """A `renderhub serve` process to start, on the test session's CA."""
+    return RunningHub(hub_dir(data_dir, shared_tls), free_port(), list(args))

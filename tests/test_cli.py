@@ -1,4 +1,5 @@
-"""The `renderhub` command as a user runs it in a terminal: real subprocesses against real hubs over TLS."""
+"""The `renderhub` command as a user runs it in a terminal: real subprocesses against hubs over TLS (`serve` and
+`create --wait` on real hub processes; the other session commands against the app served in a thread)."""
 
 from __future__ import annotations
 
@@ -15,15 +16,25 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 from cryptography import x509
 
 from renderhub.client import ApiError, ArrConfig, HubClient
-from tests.hubs import RENDERHUB, RunningHub, free_port, kill_render_servers, stop_process, wait_for
+from tests.hubs import (
+    RENDERHUB,
+    RunningHub,
+    ServedHub,
+    free_port,
+    kill_render_servers,
+    stop_process,
+    wait_for,
+)
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -147,8 +158,8 @@ def test_create_wait_until_ready(cli: Cli, hub: RunningHub) -> None:
     assert (session["status"], session["size"], session["maxLeaseTimeMinutes"]) == ("Ready", "Standard", 30)
 
 
-def test_get_list_extend_stop(cli: Cli, hub: RunningHub) -> None:
-    data = hub.data_dir
+def test_get_list_extend_stop(cli: Cli, served_hub: ServedHub) -> None:
+    data = served_hub.data_dir
     default_id, named = cli.all(
         ["session", "create", "--json", "--data-dir", data],
         ["session", "create", "--json", "--data-dir", data, "--id", "cli-b", "--lease-minutes", "20"],
@@ -193,8 +204,8 @@ def test_get_list_extend_stop(cli: Cli, hub: RunningHub) -> None:
     assert re.search(r"status\s+Stopped", ok(stopped_again))
 
 
-def test_failures_are_messages_not_tracebacks(cli: Cli, hub: RunningHub, tmp_path: Path) -> None:
-    data = hub.data_dir
+def test_failures_are_messages_not_tracebacks(cli: Cli, served_hub: ServedHub, tmp_path: Path) -> None:
+    data = served_hub.data_dir
     ok(cli("session", "create", "--id", "f1", "--lease-minutes", "30", "--data-dir", data))
     unreachable = copy_config(data / "arrconfig.json", tmp_path / "down" / "arrconfig.json",
                               arrAccountDomain=f"https://127.0.0.1:{free_port()}",
@@ -223,17 +234,17 @@ def test_failures_are_messages_not_tracebacks(cli: Cli, hub: RunningHub, tmp_pat
     # A message is one line, however long, so that it can be grepped from a log.
     assert shorter.stderr.count("\n") == 1, shorter.stderr
     # The failed extend changed nothing.
-    with hub.client() as client:
+    with served_hub.client() as client:
         assert client.get("f1")["maxLeaseTimeMinutes"] == 30
 
 
-def test_other_config(cli: Cli, hub: RunningHub, tmp_path: Path) -> None:
+def test_other_config(cli: Cli, served_hub: ServedHub, tmp_path: Path) -> None:
     """--config reads another arrconfig.json: its account, its default size and lease."""
-    data = hub.data_dir
+    data = served_hub.data_dir
     elsewhere = copy_config(data / "arrconfig.json", tmp_path / "elsewhere" / "arrconfig.json",
                             vmSize="premium", maxLeaseTime="1:05:00")  # fmt: skip
     with_ca = copy_config(elsewhere, tmp_path / "with-ca" / "team-a.json")
-    (with_ca.parent / "ca.pem").write_bytes(hub.ca.read_bytes())
+    (with_ca.parent / "ca.pem").write_bytes(served_hub.ca.read_bytes())
     created, beside, untrusted = cli.all(
         # the CA is found in --data-dir ...
         ["session", "create", "--json", "--id", "other", "--config", elsewhere, "--data-dir", data],
@@ -264,8 +275,8 @@ def test_an_address_the_certificate_does_not_name_gets_a_hint(
 # Accounts, straight on the database while the hub runs
 
 
-def test_accounts(cli: Cli, hub: RunningHub, tmp_path: Path) -> None:
-    data = hub.data_dir
+def test_accounts(cli: Cli, served_hub: ServedHub, tmp_path: Path) -> None:
+    data = served_hub.data_dir
     second_config = tmp_path / "second" / "arrconfig.json"
     first_session, created = cli.all(
         ["session", "create", "--id", "first-only", "--data-dir", data],
@@ -278,7 +289,7 @@ def test_accounts(cli: Cli, hub: RunningHub, tmp_path: Path) -> None:
     second, primary, secondary = match.groups()
     config = ArrConfig.load(second_config)
     assert (config.account_id, config.account_key) == (second, primary)
-    assert config.account_domain == config.rendering_domain == hub.endpoint  # the running hub's, from DATA
+    assert config.account_domain == config.rendering_domain == served_hub.endpoint  # the running hub's, from DATA
     assert stat.S_IMODE(second_config.stat().st_mode) == 0o600
 
     listed, foreign, accounts = cli.all(
@@ -289,7 +300,7 @@ def test_accounts(cli: Cli, hub: RunningHub, tmp_path: Path) -> None:
     assert ok_json(listed) == {"sessions": []}
     failed(foreign, "HTTP 404")
     out = ok(accounts)
-    assert hub.config.account_id in out and "default" in out, out
+    assert served_hub.config.account_id in out and "default" in out, out
     assert second in out and "second" in out, out
     own, first = cli.all(
         ["session", "create", "--json", "--id", "second-only", "--config", second_config, "--data-dir", data],
@@ -299,7 +310,7 @@ def test_accounts(cli: Cli, hub: RunningHub, tmp_path: Path) -> None:
     assert [s["id"] for s in ok_json(first)["sessions"]] == ["first-only"]
 
     # rotate-key: the old key's config fails at the STS, tokens from it too; the new key works
-    old_client = HubClient(config, verify=str(hub.ca))
+    old_client = HubClient(config, verify=str(served_hub.ca))
     old_client.list()  # holds a token from the old key
     out = ok(cli("account", "rotate-key", second, "--data-dir", data))
     match = re.fullmatch(r"new primary key\s+(\S+)\n", out)
@@ -329,15 +340,15 @@ def test_accounts(cli: Cli, hub: RunningHub, tmp_path: Path) -> None:
         ["account", "rotate-key", second, "--data-dir", data],
     )
     failed(gone, "HTTP 401")
-    assert second not in ok(accounts) and hub.config.account_id in accounts.stdout
+    assert second not in ok(accounts) and served_hub.config.account_id in accounts.stdout
     failed(again, f"no account {second}")
 
 
 # Usage
 
 
-def test_usage(cli: Cli, hub: RunningHub) -> None:
-    data, account = hub.data_dir, hub.config.account_id
+def test_usage(cli: Cli, served_hub: ServedHub) -> None:
+    data, account = served_hub.data_dir, served_hub.config.account_id
     assert ok_json(cli("session", "create", "--wait", "--json", "--id", "u1", "--data-dir", data))["status"] == "Ready"
     assert ok_json(cli("session", "stop", "u1", "--json", "--data-dir", data))["status"] == "Stopped"
 
@@ -480,3 +491,13 @@ def test_serve_with_an_unreachable_ray_cluster_fails_at_once(cli: Cli, tmp_path:
            "Cannot reach the Ray head at 127.0.0.9:9")  # fmt: skip
     failed(cli("serve", "--data-dir", data, "--backend", "ray"), "needs --ray-address")
     assert time.monotonic() - started < 30
+
+
+def test_serve_with_a_misspelt_sizes_key_fails_naming_it(cli: Cli, tmp_path: Path) -> None:
+    """A misspelt limit in a sizes file would otherwise be no limit at all."""
+    sizes = yaml.safe_load(resources.files("renderhub").joinpath("sizes.yaml").read_text())
+    sizes["Standard"]["profile"]["max_primitves"] = sizes["Standard"]["profile"].pop("max_primitives")
+    path = tmp_path / "sizes.yaml"
+    path.write_text(yaml.safe_dump(sizes))
+    failed(cli("serve", "--data-dir", tmp_path / "data", "--sizes", path), "unknown key Standard.profile.max_primitves")
+    assert not (tmp_path / "data" / "hub.db").exists()  # it failed before touching anything

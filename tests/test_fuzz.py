@@ -1,4 +1,5 @@
-"""Schemathesis fuzzing of the five ARR session operations, stateless and stateful, against a real hub over TLS."""
+"""Schemathesis fuzzing of the five ARR session operations, stateless and stateful, against the hub app served
+over TLS (render servers in memory: the fuzzing is of the API, and real servers would only slow it)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import collections
 import itertools
 import re
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
 )
 
-from tests.hubs import RunningHub
+from tests.hubs import HubEndpoint, ServedHub
 
 SPEC = Path("/work/shared/spec/arr-2021-01-01/mr-arr.json")
 API_VERSION = "2021-01-01"
@@ -59,7 +60,7 @@ def content_type_of_bodies(ctx: Any, response: schemathesis.Response, case: sche
 CHECKS = [not_a_server_error, response_schema_conformance, content_type_of_bodies, response_headers_conformance]
 
 
-def sts_token(hub: RunningHub) -> str:
+def sts_token(hub: HubEndpoint) -> str:
     response = httpx.get(
         f"{hub.endpoint}/Accounts/{hub.config.account_id}/token",
         headers={"Authorization": f"Bearer {hub.config.account_id}:{hub.config.account_key}"},
@@ -81,7 +82,7 @@ class Fuzzer:
     """The session operations of the swagger, aimed at one hub: every call authenticated, for the hub's account
     and api-version 2021-01-01, so that generated calls reach the session logic rather than the front door."""
 
-    def __init__(self, hub: RunningHub) -> None:
+    def __init__(self, hub: HubEndpoint) -> None:
         self.hub = hub
         self.account_id = hub.config.account_id
         self.http = requests.Session()
@@ -263,8 +264,8 @@ def session_machine(fuzzer: Fuzzer) -> type[RuleBasedStateMachine]:
 
 
 @pytest.fixture
-def fuzzer(hub_factory: Callable[..., RunningHub]) -> Iterator[Fuzzer]:
-    fuzzer = Fuzzer(hub_factory("--rate-limit", "0"))
+def fuzzer(served_hub: ServedHub) -> Iterator[Fuzzer]:
+    fuzzer = Fuzzer(served_hub)
     yield fuzzer
     # Before the hub stops: it would wait out its 5 s shutdown grace on a TLS connection still open.
     fuzzer.http.close()

@@ -42,8 +42,8 @@ def ready(client: HubClient, session_id: str, timeout: float = 20) -> dict[str, 
 
 
 def render_server_on(session: dict[str, Any]) -> int:
-    """The pid of the render server listening on a session's node and handshake port."""
-    wanted = [session["hostname"], str(session["handshakePort"])]
+    """The pid of the render server of a session, on the session's node (its command line names both)."""
+    wanted = ["--host", session["hostname"], "--session-id", session["id"]]
     for pid, args in command_lines():
         if "renderhub.render" in args and all(w in args for w in wanted):
             return pid

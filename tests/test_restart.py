@@ -20,13 +20,14 @@ def ready_session(hub: RunningHub, session_id: str) -> dict[str, object]:
 
 
 def server_pid(hub: RunningHub, session: dict[str, object]) -> int:
-    """The render server listening on the session's handshake port, found through /proc like an operator would."""
-    [pid] = [p for p in render_server_pids(hub.data_dir) if str(session["handshakePort"]) in _args(p)]
+    """The render server of a session, found through /proc like an operator would (its command line names it)."""
+    [pid] = [p for p in render_server_pids(hub.data_dir) if _flag(p, "--session-id") == session["id"]]
     return pid
 
 
-def _args(pid: int) -> list[str]:
-    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+def _flag(pid: int, name: str) -> str:
+    args = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    return args[args.index(name) + 1]
 
 
 def test_sigkilled_hub_restarts_and_readopts(hub_factory: Callable[..., RunningHub]) -> None:

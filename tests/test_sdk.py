@@ -1,4 +1,5 @@
-"""The official Azure Remote Rendering SDK (1.0.0b3), unmodified, against a real hub process over TLS."""
+"""The official Azure Remote Rendering SDK (1.0.0b3), unmodified, against a hub over TLS: a real hub process
+with real render servers for the whole happy path, the app served in a thread (servers in memory) for the rest."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from azure.mixedreality.remoterendering import (
     RenderingSessionStatus,
 )
 
-from tests.hubs import RunningHub
+from tests.hubs import HubEndpoint, RunningHub, ServedHub
 
 POLL = 0.1  # seconds between the SDK's polls (5 s by default; the hub readies a session in a fraction of a second)
 ARR_PORTS = range(49152, 65535)
@@ -46,14 +47,17 @@ def sizes_file(directory: Path, standard_capacity: int) -> Path:
 
 
 @pytest.fixture
-def open_sdk(hub_factory: Callable[..., RunningHub]) -> Iterator[Callable[..., RemoteRenderingClient]]:
+def open_sdk(
+    hub_factory: Callable[..., RunningHub], served_hub_factory: Callable[..., ServedHub]
+) -> Iterator[Callable[..., RemoteRenderingClient]]:
     """SDK clients for a hub, with the hub's account key or another; all closed before the hubs stop.
 
     A hub shutting down waits out its 5 s grace on TLS connections a client still holds open, and
-    RemoteRenderingClient.close() leaves its token client's connection open, so that one is closed too."""
+    RemoteRenderingClient.close() leaves its token client's connection open, so that one is closed too. (It asks
+    for the hub factories so that it is torn down before them.)"""
     clients: list[RemoteRenderingClient] = []
 
-    def open_client(hub: RunningHub, key: str | None = None) -> RemoteRenderingClient:
+    def open_client(hub: HubEndpoint, key: str | None = None) -> RemoteRenderingClient:
         if key is None:
             client = hub.sdk(polling_interval=POLL)
         else:
@@ -76,8 +80,8 @@ def open_sdk(hub_factory: Callable[..., RunningHub]) -> Iterator[Callable[..., R
 
 
 @pytest.fixture
-def client(hub: RunningHub, open_sdk: Callable[..., RemoteRenderingClient]) -> RemoteRenderingClient:
-    return open_sdk(hub)
+def client(served_hub: ServedHub, open_sdk: Callable[..., RemoteRenderingClient]) -> RemoteRenderingClient:
+    return open_sdk(served_hub)
 
 
 def assert_ready(session: RenderingSession) -> None:
@@ -89,8 +93,9 @@ def assert_ready(session: RenderingSession) -> None:
     assert session.teraflops == pytest.approx(8.1)  # Standard, as ARR reported it
 
 
-def test_session_lifecycle(client: RemoteRenderingClient) -> None:
-    """Create and wait for Ready, read, extend, stop: the SDK's whole happy path."""
+def test_session_lifecycle(hub: RunningHub, open_sdk: Callable[..., RemoteRenderingClient]) -> None:
+    """Create and wait for Ready, read, extend, stop: the SDK's whole happy path, on a real render server."""
+    client = open_sdk(hub)
     poller = client.begin_rendering_session("life-1", RenderingSessionSize.STANDARD, 10)
     ready = poller.result(timeout=30)
     assert poller.done()
@@ -216,10 +221,10 @@ def test_update_to_a_lease_not_larger_than_the_current_is_422(client: RemoteRend
 
 
 def test_a_session_that_fails_while_polled_raises(
-    hub_factory: Callable[..., RunningHub], open_sdk: Callable[..., RemoteRenderingClient], tmp_path: Path
+    served_hub_factory: Callable[..., ServedHub], open_sdk: Callable[..., RemoteRenderingClient], tmp_path: Path
 ) -> None:
     """No Standard server may run: the session ends in Error, and the SDK's poller must raise, not hang."""
-    hub = hub_factory("--rate-limit", "0", "--sizes", str(sizes_file(tmp_path, 0)))
+    hub = served_hub_factory(sizes_file=sizes_file(tmp_path, 0))
     client = open_sdk(hub)
     poller = client.begin_rendering_session("no-room", RenderingSessionSize.STANDARD, 10)
     with pytest.raises(HttpResponseError) as raised:
@@ -231,16 +236,17 @@ def test_a_session_that_fails_while_polled_raises(
     assert "no-room" not in {s.id for s in client.list_rendering_sessions()}
 
 
-def test_a_wrong_account_key_is_401(hub: RunningHub, open_sdk: Callable[..., RemoteRenderingClient]) -> None:
-    client = open_sdk(hub, key=base64.b64encode(b"not the account key, 32 bytes!!").decode())
+def test_a_wrong_account_key_is_401(served_hub: ServedHub, open_sdk: Callable[..., RemoteRenderingClient]) -> None:
+    client = open_sdk(served_hub, key=base64.b64encode(b"not the account key, 32 bytes!!").decode())
     with pytest.raises(ClientAuthenticationError) as raised:
         client.get_rendering_session("anything")
     assert raised.value.status_code == 401
 
 
-def test_every_token_decodes_with_the_sdks_standard_base64(hub: RunningHub) -> None:
+def test_every_token_decodes_with_the_sdks_standard_base64(served_hub: ServedHub) -> None:
     """The SDK reads `exp` with base64.b64decode (standard alphabet), which garbles a base64url payload holding
     '-' or '_'. Many tokens, each with a fresh jti and iat, must all read right that way."""
+    hub = served_hub
     url = f"{hub.endpoint}/Accounts/{hub.config.account_id}/token"
     auth = {"Authorization": f"Bearer {hub.config.account_id}:{hub.config.account_key}"}
     with httpx.Client(verify=ssl.create_default_context(cafile=str(hub.ca))) as http:

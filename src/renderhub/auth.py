@@ -23,9 +23,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from renderhub.errors import Unauthorized
 from renderhub.models import Account
 
-ALGORITHM = "EdDSA"
-ISSUER = "renderhub-sts"
-AUDIENCE = "renderhub-arr"
+# The token format is the render servers': they check the hub's tokens themselves.
+from renderhub.render.access import ALGORITHM, AUDIENCE, ISSUER
+
 # The Azure SDK decodes the payload with the standard base64 alphabet, which silently drops "-" and "_".
 # In ASCII JSON only these three characters can produce them, so no claim may contain them.
 UNSAFE_PAYLOAD_CHARS = frozenset(">?~")

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
-import logging
 import sys
 import time
 from collections.abc import Callable
@@ -14,6 +12,7 @@ from typing import Any
 
 import click
 import httpx
+import yaml
 from rich.markup import escape
 from rich.table import Column, Table
 
@@ -84,22 +83,17 @@ def serve(
     allow_private_model_urls: bool, access_log: bool,
 ) -> None:  # fmt: skip
     """Run the hub: the ARR session API and token service over HTTPS."""
-    import uvicorn
-
-    from renderhub.api import create_app
-    from renderhub.bootstrap import first_start
+    from renderhub.bootstrap import first_start, run_hub
     from renderhub.config import Settings, parse_ice_server
 
     if bool(tls_cert) != bool(tls_key):
         fail("--tls-cert and --tls-key go together")
     if backend == "ray":
-        if not ray_address:
-            fail("--backend ray needs --ray-address HOST:PORT (the Ray head's address)")
-        from renderhub.backends.ray import check_reachable
+        from renderhub.backends import check_ray_address
         from renderhub.errors import ConfigurationError
 
         try:
-            check_reachable(ray_address)
+            check_ray_address(ray_address)
         except ConfigurationError as exc:
             fail(str(exc))
     try:
@@ -113,7 +107,10 @@ def serve(
         insecure_http=insecure_http, rate_limit_per_second=rate_limit, page_size=page_size,
         assets_dir=assets_dir, ice_servers=ice, allow_private_model_urls=allow_private_model_urls,
     )  # fmt: skip
-    settings.load_sizes()  # a broken sizes file should fail here, not at the first session
+    try:
+        settings.load_sizes()  # a broken sizes file should fail here, not at the first session
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        fail(f"--sizes {sizes_file}: {exc}" if sizes_file else str(exc))
     files = asyncio.run(first_start(settings, Clock()))
     # soft_wrap: whole lines, never broken at 80 columns (this usually goes to a log); paths escaped from markup
     if insecure_http:
@@ -131,25 +128,7 @@ def serve(
     else:
         console.print("  account config: none here (accounts exist already: `renderhub account create`)",
                       soft_wrap=True)  # fmt: skip
-    # The hub's own log lines (sessions failing, replicas taking over the reaper) beside uvicorn's.
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
-    for chatty in ("httpx", "alembic"):  # a line per relayed request; a line per migration check
-        logging.getLogger(chatty).setLevel(logging.WARNING)
-    app = create_app(settings)
-    # What was imported and built lives as long as the hub: keep it out of the garbage collector's passes,
-    # whose full sweeps otherwise stall requests (bench/scale.py: p99 create latency 130-200 -> 75-105 ms).
-    gc.collect()
-    gc.freeze()
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        ssl_certfile=str(files.cert) if files.cert else None,
-        ssl_keyfile=str(files.key) if files.key else None,
-        log_level="info",
-        access_log=access_log,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
-    )
+    run_hub(settings, files, access_log=access_log)
 
 
 # Sessions: clients of the API, like RenderingSession.ps1

@@ -128,13 +128,16 @@ class HubClient:
 
     def create(self, session_id: str, size: str, lease_minutes: int) -> dict[str, Any]:
         body = {"size": size, "maxLeaseTimeMinutes": lease_minutes}
-        return self._call("PUT", f"/sessions/{session_id}", body)
+        session: dict[str, Any] = self._call("PUT", f"/sessions/{session_id}", body)
+        return session
 
     def get(self, session_id: str) -> dict[str, Any]:
-        return self._call("GET", f"/sessions/{session_id}")
+        session: dict[str, Any] = self._call("GET", f"/sessions/{session_id}")
+        return session
 
     def update(self, session_id: str, lease_minutes: int) -> dict[str, Any]:
-        return self._call("PATCH", f"/sessions/{session_id}", {"maxLeaseTimeMinutes": lease_minutes})
+        session: dict[str, Any] = self._call("PATCH", f"/sessions/{session_id}", {"maxLeaseTimeMinutes": lease_minutes})
+        return session
 
     def stop(self, session_id: str) -> None:
         self._call("POST", f"/sessions/{session_id}/:stop")

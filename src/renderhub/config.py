@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
@@ -124,21 +125,59 @@ class Settings(BaseModel):
         return parse_sizes(yaml.safe_load(text))
 
 
-def parse_sizes(raw: dict[str, Any]) -> dict[ServerSize, SizeProfile]:
-    """Validate the sizes file: both sizes, each with its four settings."""
+SIZE_KEYS = {"teraflops", "price_per_minute", "capacity", "profile"}
+# The profile's keys and the check each value must pass (see sizes.yaml for what each means).
+PROFILE_KEYS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "max_primitives": ("a whole number or null", lambda v: v is None or (type(v) is int and v > 0)),
+    "max_width": ("a whole number of pixels", lambda v: type(v) is int and v > 0),
+    "max_height": ("a whole number of pixels", lambda v: type(v) is int and v > 0),
+    "max_fps": ("a whole number", lambda v: type(v) is int and v > 0),
+    "max_model_mb": ("a number or null", lambda v: v is None or (type(v) in (int, float) and v > 0)),
+    "resources": (
+        "a mapping of Ray resource names to amounts",
+        lambda v: isinstance(v, dict) and all(isinstance(k, str) and type(n) in (int, float) for k, n in v.items()),
+    ),
+}
+
+
+def parse_sizes(raw: Any) -> dict[ServerSize, SizeProfile]:
+    """Validate the sizes file: both sizes, each with its settings; a key it does not know is an error that names
+    it (a misspelt limit would otherwise be silently no limit)."""
+    if not isinstance(raw, dict):
+        raise ValueError("sizes file: expected the sizes Standard and Premium at its top level")
     sizes = {}
     for size in ServerSize:
         entry = raw.get(size.value)
         if not isinstance(entry, dict):
             raise ValueError(f"sizes file: missing the {size.value} size")
-        sizes[size] = SizeProfile(
-            size=size,
-            teraflops=float(entry["teraflops"]),
-            price_per_minute=Decimal(str(entry["price_per_minute"])),
-            capacity=int(entry["capacity"]),
-            profile=dict(entry.get("profile") or {}),
-        )
+        _check_keys(f"{size.value}", entry, SIZE_KEYS, required=SIZE_KEYS - {"profile"})
+        profile = entry.get("profile") or {}
+        if not isinstance(profile, dict):
+            raise ValueError(f"sizes file: {size.value}.profile must be a mapping")
+        _check_keys(f"{size.value}.profile", profile, set(PROFILE_KEYS))
+        for key, value in profile.items():
+            what, valid = PROFILE_KEYS[key]
+            if not valid(value):
+                raise ValueError(f"sizes file: {size.value}.profile.{key} must be {what}, not {value!r}")
+        try:
+            sizes[size] = SizeProfile(
+                size=size,
+                teraflops=float(entry["teraflops"]),
+                price_per_minute=Decimal(str(entry["price_per_minute"])),
+                capacity=int(entry["capacity"]),
+                profile=dict(profile),
+            )
+        except (TypeError, ValueError, ArithmeticError) as exc:
+            raise ValueError(f"sizes file: {size.value} has a value that is not a number ({exc})") from None
     return sizes
+
+
+def _check_keys(where: str, entry: dict[str, Any], known: set[str], required: Iterable[str] = ()) -> None:
+    for key in entry:
+        if key not in known:
+            raise ValueError(f"sizes file: unknown key {where}.{key} (known: {', '.join(sorted(known))})")
+    for key in sorted(set(required) - set(entry)):
+        raise ValueError(f"sizes file: {where}.{key} is missing")
 
 
 def parse_ice_server(url: str) -> dict[str, Any]:

@@ -4,21 +4,29 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from renderhub.errors import BadRequest, Conflict, UnprocessableEntity
+from renderhub.errors import BadRequest, Conflict, RenderHubError, UnprocessableEntity
 from renderhub.models import Session
 
 MAX_LEASE_MINUTES = 1440
 
 
-def check_new_lease(minutes: int) -> None:
-    """A create's lease: 0 to 1440 minutes."""
+def check_not_negative(minutes: int) -> None:
+    """Any lease a client sends, on create or update: a negative one is malformed (400)."""
     if minutes < 0:
         raise BadRequest("The maxLeaseTimeMinutes value cannot be negative.", target="maxLeaseTimeMinutes")
+
+
+def _check_at_most_max(minutes: int, error: type[RenderHubError]) -> None:
     if minutes > MAX_LEASE_MINUTES:
-        raise BadRequest(
-            f"The maxLeaseTimeMinutes value cannot be larger than {MAX_LEASE_MINUTES}.",
-            target="maxLeaseTimeMinutes",
+        raise error(
+            f"The maxLeaseTimeMinutes value cannot be larger than {MAX_LEASE_MINUTES}.", target="maxLeaseTimeMinutes"
         )
+
+
+def check_new_lease(minutes: int) -> None:
+    """A create's lease: 0 to 1440 minutes."""
+    check_not_negative(minutes)
+    _check_at_most_max(minutes, BadRequest)
 
 
 def check_extension(session: Session, minutes: int) -> None:
@@ -31,11 +39,7 @@ def check_extension(session: Session, minutes: int) -> None:
             f"({session.max_lease_minutes}).",
             target="maxLeaseTimeMinutes",
         )
-    if minutes > MAX_LEASE_MINUTES:
-        raise UnprocessableEntity(
-            f"The maxLeaseTimeMinutes value cannot be larger than {MAX_LEASE_MINUTES}.",
-            target="maxLeaseTimeMinutes",
-        )
+    _check_at_most_max(minutes, UnprocessableEntity)
 
 
 def expires_at(session: Session) -> datetime | None:

@@ -35,7 +35,7 @@ class SessionStatus(enum.StrEnum):
 
     @property
     def live(self) -> bool:
-        return self in (SessionStatus.STARTING, SessionStatus.READY)
+        return self in LIVE_STATUSES
 
 
 LIVE_STATUSES = (SessionStatus.STARTING, SessionStatus.READY)

@@ -1,35 +1,236 @@
-"""The lease and health loop: the manager's tick (heartbeat, and the reap pass when leading) on a timer."""
+"""The leader's loop: heartbeats, leadership, and the steps the leading replica runs each pass."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime, timedelta
+from typing import Protocol
 
-from renderhub.errors import StoreUnavailable
+from renderhub import leases
+from renderhub.backends.base import ServerState, State
+from renderhub.clock import Clock
+from renderhub.config import Settings
+from renderhub.errors import ConfigurationError, StoreUnavailable
 from renderhub.manager import SessionManager
+from renderhub.models import Session, SessionError, SessionStatus
+from renderhub.store.coordination import Coordination, Replica
 
 log = logging.getLogger("renderhub.reaper")
 
+HEARTBEAT_EVERY = timedelta(seconds=1)
+# A replica silent for this long is taken for dead: others adopt the sessions it was starting.
+REPLICA_TIMEOUT = timedelta(seconds=3)
+# Each Ready session's server is health-checked this often (seconds), a slice of them each pass.
+HEALTH_CHECK_EVERY = 1.0
+PURGE_EVERY = timedelta(minutes=1)
 
-async def _loop(manager: SessionManager, interval: float) -> None:
-    while True:
+
+class Replicas:
+    """This hub among the replicas sharing its database: its heartbeat, and the live ones it last saw."""
+
+    def __init__(self, coordination: Coordination, replica: Replica) -> None:
+        self.coordination = coordination
+        self.replica = replica
+        self.peers: list[Replica] = []  # the live replicas at the last heartbeat, this one included
+        self.last_heartbeat = replica.seen_at - HEARTBEAT_EVERY
+
+    @property
+    def count(self) -> int:
+        return max(1, len(self.peers))
+
+    def alive(self, replica_id: str | None) -> bool:
+        return replica_id in {peer.id for peer in self.peers}
+
+    async def join(self, now: datetime) -> None:
+        """Announce this replica; refuse to share the database with a hub on another host when either runs
+        render servers as local processes (neither could find, health-check or stop the other's)."""
+        await self.heartbeat(now)
+        for peer in self.peers:
+            if peer.host != self.replica.host and "local" in (peer.backend, self.replica.backend):
+                raise ConfigurationError(
+                    f"Another hub on {peer.host} (backend {peer.backend}) uses this database. Hubs sharing a "
+                    "database must all use a backend every one of them can reach: --backend ray."
+                )
+
+    async def heartbeat(self, now: datetime) -> None:
+        self.last_heartbeat = now
+        self.replica = dataclasses.replace(self.replica, seen_at=now)
+        await self.coordination.heartbeat(self.replica)
+        self.peers = await self.coordination.replicas(now - REPLICA_TIMEOUT)
+
+    async def leave(self) -> None:
         try:
-            await manager.tick()
+            await self.coordination.leave(self.replica.id)
+        except Exception:  # a hub shutting down with its database gone still shuts down
+            log.warning("could not remove this replica's heartbeat row")
+
+
+class Step(Protocol):
+    """One job of the leader's pass; conversions, the webhook outbox and warm pools each add one."""
+
+    name: str
+
+    async def run(self, now: datetime) -> None: ...
+
+
+class Sessions:
+    """Leases, health and orphaned starts: expire leases, health-check a slice of the Ready sessions' servers,
+    and adopt the starts of replicas that died."""
+
+    name = "sessions"
+
+    def __init__(self, manager: SessionManager, replicas: Replicas, interval: float) -> None:
+        self.manager = manager
+        self.replicas = replicas
+        self.slices = max(1, round(HEALTH_CHECK_EVERY / interval))
+        self._turn = 0  # passes so far: which slice of the Ready sessions gets its health check
+
+    async def run(self, now: datetime) -> None:
+        self._turn += 1
+        due = await self.manager.repo.sessions_to_reap(now, self.slices, self._turn % self.slices)
+        await asyncio.gather(*(self._check(session, now) for session in due))
+
+    async def _check(self, session: Session, now: datetime) -> None:
+        manager = self.manager
+        if session.status is SessionStatus.READY and leases.is_expired(session, now):
+            # Bill exactly the lease, however late the reaper came round.
+            await manager.end(session, SessionStatus.EXPIRED, at=leases.expires_at(session))
+            return
+        if manager.watching(session):
+            return  # our own start task watches it
+        state = session.backend_state
+        if session.status is SessionStatus.READY:
+            if state is None or await manager.backend.poll(state) is ServerState.GONE:
+                await manager.end(
+                    session,
+                    SessionStatus.ERROR,
+                    SessionError("RenderServerLost", "The render server stopped unexpectedly."),
+                )
+            return
+        if session.watcher != manager.replica_id and self.replicas.alive(session.watcher):
+            return  # a live replica's start task watches it
+        # A Starting session nobody watches: the hub starting it died. Claim it, then finish its start.
+        if not await manager.repo.coordination.claim(session, manager.replica_id):
+            return  # another replica claimed it first
+        log.info("adopting starting session %s (its watcher %s is gone)", session.id, session.watcher)
+        manager.adopt(dataclasses.replace(session, watcher=manager.replica_id))
+
+
+class Reconcile:
+    """Stop render servers whose session is not live (a session ended while its hub was down, a planted one)."""
+
+    name = "reconcile"
+
+    def __init__(self, manager: SessionManager) -> None:
+        self.manager = manager
+
+    async def run(self, now: datetime) -> None:
+        await reconcile(self.manager)
+
+
+class Purge:
+    """Forget ended sessions older than the retention period, once a minute (their usage records stay)."""
+
+    name = "purge"
+
+    def __init__(self, manager: SessionManager, retention: timedelta, now: datetime) -> None:
+        self.manager = manager
+        self.retention = retention
+        self._last = now - PURGE_EVERY
+
+    async def run(self, now: datetime) -> None:
+        if now - self._last >= PURGE_EVERY:
+            self._last = now
+            await self.manager.repo.purge_ended(now - self.retention)
+
+
+async def reconcile(manager: SessionManager) -> list[State]:
+    """Stop render servers whose session is not live (at start, and in every pass); returns them. Never by
+    identity alone: between fork and exec, a render server's child shows the server's own command line."""
+    # Servers first, sessions second: a server listed here was launched for a session already stored.
+    servers = await manager.backend.servers()
+    live = await manager.repo.live_seqs()
+    orphans = [server for server in servers if server.get("session_seq") not in live]
+    for state in orphans:
+        log.warning("stopping render server %s: it belongs to no live session", manager.backend.identity(state))
+    await asyncio.gather(*(manager.backend.stop(state) for state in orphans))
+    return orphans
+
+
+class Reaper:
+    """One per hub: a heartbeat every second, and while this replica leads, every step once a pass."""
+
+    def __init__(
+        self, manager: SessionManager, settings: Settings, clock: Clock, steps: Sequence[Step] = (), region: str = ""
+    ) -> None:
+        self.manager = manager
+        self.region = region  # whose leader this reaper competes to be ("": a hub without regions)
+        self.clock = clock
+        self.interval = settings.reaper_interval_seconds
+        now = clock.now()
+        self.replicas = Replicas(
+            manager.repo.coordination, Replica(manager.replica_id, socket.gethostname(), manager.backend.name, now, now)
+        )
+        self.steps: list[Step] = [
+            Sessions(manager, self.replicas, self.interval),
+            Reconcile(manager),
+            Purge(manager, timedelta(days=settings.retention_days), now),
+            *steps,
+        ]
+        self.leading = False  # whether this replica ran the last pass
+
+    async def join(self) -> None:
+        """Before serving: announce this replica (see Replicas.join), and stop servers no live session owns."""
+        await self.replicas.join(self.clock.now())
+        await reconcile(self.manager)
+
+    async def tick(self) -> None:
+        """One period: a heartbeat now and then, and the pass if this replica leads."""
+        now = self.clock.now()
+        if now - self.replicas.last_heartbeat >= HEARTBEAT_EVERY:
+            await self.replicas.heartbeat(now)
+        leading = await self.manager.repo.coordination.lead(self.region)
+        if leading != self.leading:
+            self.leading = leading
+            log.info("replica %s %s the reaper", self.replicas.replica.id, "leads" if leading else "no longer leads")
+        if leading:
+            await self.reap()
+
+    async def reap(self) -> None:
+        """One pass: every step, side by side; one replica at a time runs it (see tick)."""
+        now = self.clock.now()
+        await asyncio.gather(*(self._run(step, now) for step in self.steps))
+
+    async def _run(self, step: Step, now: datetime) -> None:
+        try:
+            await step.run(now)
         except StoreUnavailable:
-            log.warning("reaper: the store is unavailable; retrying")
+            log.warning("reaper step %s: the store is unavailable; retrying", step.name)
         except Exception:
-            log.exception("reaper pass failed")  # keep reaping: one bad pass must not end all leases
-        await asyncio.sleep(interval)
+            log.exception("reaper step %s failed", step.name)  # the other steps, and the next pass, go on
 
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except StoreUnavailable:
+                log.warning("reaper: the store is unavailable; retrying")
+            except Exception:
+                log.exception("reaper pass failed")  # keep reaping: one bad pass must not end all leases
+            await asyncio.sleep(self.interval)
 
-@contextlib.asynccontextmanager
-async def running_reaper(manager: SessionManager, interval: float) -> AsyncIterator[None]:
-    task = asyncio.create_task(_loop(manager, interval), name="reaper")
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """The loop as a background task for the block's duration."""
+        task = asyncio.create_task(self._loop(), name="reaper")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

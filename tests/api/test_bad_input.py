@@ -16,7 +16,7 @@ GOOD = {"size": "Standard", "maxLeaseTimeMinutes": 10}
 
 async def snapshot(api: InProcessHub) -> Any:
     """Everything a bad request must leave as it was."""
-    repo = api.hub.repo
+    repo = api.repo
     sessions = await repo.list_live_sessions(api.account.id, 0, 1000)
     existing = await repo.get_session(api.account.id, "existing")
     return (

@@ -104,13 +104,13 @@ async def test_tokens_are_per_account_and_revocable(api: InProcessHub) -> None:
     assert foreign.status_code == 403 and foreign.json()["error"]["code"] == "Forbidden"
 
     secondary = await api.token(api.secondary_key)
-    await api.hub.repo.replace_key(api.account.id, 1, hash_key("rotated"))
+    await api.repo.replace_key(api.account.id, 1, hash_key("rotated"))
     revoked = await refused_within_the_account_cache(api, token)
     assert revoked.headers["www-authenticate"] == 'Bearer error="invalid_token"'
     still = await api.http.get(api.url(), params=V, headers={"Authorization": f"Bearer {secondary}"})
     assert still.status_code == 200
 
-    await api.hub.repo.delete_account(api.account.id)
+    await api.repo.delete_account(api.account.id)
     await refused_within_the_account_cache(api, secondary)
 
 
@@ -164,15 +164,15 @@ async def test_ended_sessions_stay_readable_for_the_retention_period(fake_clock_
     await api.http.post(api.url("/old/:stop"), params=V, headers=auth)
     assert isinstance(api.clock, FakeClock)
     api.clock.advance(days=29)
-    await api.hub.manager.reap()
+    await api.reaper.reap()
     auth = await api.auth()
     assert (await api.http.get(api.url("/old"), params=V, headers=auth)).json()["status"] == "Stopped"
     assert (await api.http.get(api.url(), params=V, headers=auth)).json()["sessions"] == []
     api.clock.advance(days=1, minutes=2)
-    await api.hub.manager.reap()
+    await api.reaper.reap()
     auth = await api.auth()
     assert (await api.http.get(api.url("/old"), params=V, headers=auth)).status_code == 404
-    assert len(await api.hub.repo.usage(api.account.id)) == 1  # usage outlives retention
+    assert len(await api.repo.usage(api.account.id)) == 1  # usage outlives retention
 
 
 @pytest.fixture
@@ -217,7 +217,7 @@ async def test_zero_lease_session_expires_once_ready(api: InProcessHub) -> None:
     await api.http.put(api.url("/z"), params=V, headers=auth, json={"size": "Standard", "maxLeaseTimeMinutes": 0})
     expired = await wait_status(api, "z", SessionStatus.EXPIRED.value)
     assert expired["elapsedTimeMinutes"] == 0
-    [record] = await api.hub.repo.usage(api.account.id)
+    [record] = await api.repo.usage(api.account.id)
     assert record.billable_minutes == 0 and record.ended_at - record.ready_at == timedelta(0)  # type: ignore[operator]
 
 

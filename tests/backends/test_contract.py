@@ -17,8 +17,10 @@ from renderhub.auth import TokenService, new_signing_key
 from renderhub.backends import Backend, ServerSpec, ServerState
 from renderhub.backends.base import State
 from renderhub.backends.local import LocalBackend
+from renderhub.backends.memory import MemoryBackend
 from renderhub.config import Settings
-from tests.hubs import free_port, kill_render_servers
+from renderhub.render.ports import PORT_RANGE
+from tests.hubs import kill_render_servers
 from tests.ray_cluster import RayCluster
 
 
@@ -37,11 +39,27 @@ def ray_backend(request: pytest.FixtureRequest, data_dir: Path) -> Backend:
     )
 
 
+def memory_backend(request: pytest.FixtureRequest, data_dir: Path) -> Backend:
+    return MemoryBackend(Settings(data_dir=data_dir))
+
+
+def kill(backend: Backend, state: State) -> None:
+    """The server dies unannounced: its process is killed (a memory server crashes)."""
+    if isinstance(backend, MemoryBackend):
+        backend.crash(state)
+    else:
+        os.kill(int(state["pid"]), signal.SIGKILL)
+
+
 PUBLIC_KEY = TokenService(new_signing_key(), timedelta(hours=1)).public_pem
-BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Backend]] = {"local": local_backend, "ray": ray_backend}
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Backend]] = {
+    "local": local_backend,
+    "memory": memory_backend,
+    "ray": ray_backend,
+}
 
 
-@pytest.fixture(params=sorted(BACKENDS))
+@pytest.fixture(params=["local", "memory", pytest.param("ray", marks=pytest.mark.ray)])
 def backend_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -67,7 +85,7 @@ async def backend(
 
 
 def spec(seq: int = 1) -> ServerSpec:
-    return ServerSpec("acct", f"session-{seq}", seq, "Standard", free_port(), free_port(), PUBLIC_KEY)
+    return ServerSpec("acct", f"session-{seq}", seq, "Standard", PUBLIC_KEY)
 
 
 async def running(backend: Backend, state: State, timeout: float = 10) -> None:
@@ -113,7 +131,7 @@ async def test_a_server_that_dies_polls_gone(backend: Callable[..., Backend]) ->
     b = backend()
     _, state = await b.start(spec())
     await running(b, state)
-    os.kill(int(state["pid"]), signal.SIGKILL)
+    kill(b, state)
     deadline = time.monotonic() + 5
     while await b.poll(state) is not ServerState.GONE:
         assert time.monotonic() < deadline
@@ -141,3 +159,13 @@ async def test_start_is_idempotent_per_session(backend: Callable[..., Backend]) 
     assert b.identity(again) == b.identity(first)
     await running(b, again)
     assert len(await b.servers()) == 1
+
+
+async def test_each_server_binds_two_ports_of_its_own_in_arr_range(backend: Callable[..., Backend]) -> None:
+    b = backend()
+    states = [(await b.start(spec(seq)))[1] for seq in (1, 2)]
+    ports = [state[key] for state in states for key in ("handshake_port", "inspector_port")]
+    assert all(PORT_RANGE[0] <= port <= PORT_RANGE[1] for port in ports), ports
+    assert len(set(ports)) == 4, ports
+    for state in states:
+        await running(b, state)  # and answers on the handshake port it reported

@@ -38,3 +38,15 @@ async def test_replicas_migrate_and_bootstrap_one_database_together(postgres_url
         assert sorted(leaders) == [False] * (REPLICAS - 1) + [True], "one reaper leader"
         await repos[leaders.index(True)].coordination.resign()
         assert await repos[leaders.index(False)].coordination.lead(), "another replica leads once it resigns"
+
+
+async def test_each_region_has_a_reaper_leader_of_its_own(postgres_url: str) -> None:
+    async with AsyncExitStack() as stack:
+        first, second, *_ = await replicas_together(postgres_url, stack)
+        assert await first.coordination.lead("eu")
+        assert not await second.coordination.lead("eu")
+        assert await second.coordination.lead("us"), "another region's lead is free"
+        assert await first.coordination.lead("eu") and await second.coordination.lead("us")  # held, not taken anew
+        await first.coordination.resign("eu")
+        assert await second.coordination.lead("eu"), "a resigned region's lead passes on"
+        assert not await first.coordination.lead("us")

@@ -90,7 +90,7 @@ async def test_listing_pages_live_sessions_in_creation_order(repo: Repository) -
 
 async def test_state_changes_are_conditional(repo: Repository) -> None:
     session = await repo.insert_session(starting("s1"))
-    assert await repo.set_backend_state(session, {"pid": 1}, "host-a")
+    assert await repo.set_backend_state(session, {"pid": 1, "handshake_port": 50000, "inspector_port": 50001}, "host-a")
     assert await repo.mark_ready(session, T0, 8.1)
     assert not await repo.mark_ready(session, T0, 8.1)  # no longer Starting
     ready = await repo.get_session("acct-1", "s1")
@@ -152,28 +152,15 @@ async def test_usage_filters_by_account_and_time(repo: Repository) -> None:
     assert [r.session_id for r in window] == ["s1"]
 
 
-async def test_ports_taken_are_those_of_live_sessions(repo: Repository) -> None:
-    live = await repo.insert_session(starting("live"))
-    await repo.reserve_ports(live, lambda taken: (50000, 50001))
-    ended = await repo.insert_session(starting("ended"))
-    await repo.reserve_ports(ended, lambda taken: (50002, 50003))
-    await repo.end_session(ended, SessionStatus.STOPPED, T0, metering.usage_record(ended, T0, STANDARD))
-    seen: list[set[int]] = []
-    await repo.reserve_ports(await repo.insert_session(starting("next")), lambda taken: seen.append(taken) or (1, 2))
-    assert seen == [{50000, 50001}]
-
-
-async def test_concurrent_starts_never_share_a_port(repo: Repository) -> None:
-    """Each start picks from what the others left: the choice and the reservation are one step."""
-    fresh = [await repo.insert_session(starting(f"s{n}")) for n in range(20)]
-
-    def lowest_free(taken: set[int]) -> tuple[int, int]:
-        free = [port for port in range(50000, 50100) if port not in taken]
-        return free[0], free[1]
-
-    reserved = await asyncio.gather(*(repo.reserve_ports(session, lowest_free) for session in fresh))
-    ports = [port for pair in reserved for port in pair]
-    assert len(ports) == len(set(ports)) == 40
+async def test_a_starting_sessions_server_is_recorded_with_the_ports_it_bound(repo: Repository) -> None:
+    session = await repo.insert_session(starting("s1"))
+    state = {"pid": 7, "handshake_port": 50000, "inspector_port": 50001}
+    assert await repo.set_backend_state(session, state, "render-1.example")
+    stored = await repo.get_session("acct-1", "s1")
+    assert stored is not None and stored.backend_state == state and stored.hostname == "render-1.example"
+    assert (stored.handshake_port, stored.inspector_port) == (50000, 50001)
+    await repo.end_session(stored, SessionStatus.STOPPED, T0, metering.usage_record(stored, T0, STANDARD))
+    assert not await repo.set_backend_state(stored, {**state, "handshake_port": 50002}, "elsewhere")  # ended
 
 
 async def test_a_reap_pass_reads_starting_expiring_and_this_turns_sessions(repo: Repository) -> None:

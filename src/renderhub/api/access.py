@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,50 +9,28 @@ from typing import Any
 import httpx
 from fastapi import Request
 
+from renderhub.accounts import Accounts
 from renderhub.api.schemas import check_api_version
 from renderhub.auth import TokenClaims, TokenService, check_account, parse_bearer
 from renderhub.clock import Clock
 from renderhub.errors import Forbidden
 from renderhub.manager import SessionManager
-from renderhub.models import Account
 from renderhub.ratelimit import RateLimiter
-from renderhub.store.repository import Repository
+from renderhub.reaper import Replicas
 
 TOKEN_CACHE_SIZE = 10_000
-
-
-class RecentAccounts:
-    """Accounts as read at most `ttl` seconds ago: spares every request a database read, and bounds how
-    long a rotated or deleted key's tokens keep working on any hub to `ttl`."""
-
-    def __init__(self, repo: Repository, ttl: float, monotonic: Callable[[], float] = time.monotonic) -> None:
-        self.repo = repo
-        self.ttl = ttl
-        self._monotonic = monotonic
-        self._read: dict[str, tuple[Account | None, float]] = {}
-
-    async def get(self, account_id: str) -> Account | None:
-        now = self._monotonic()
-        cached = self._read.get(account_id)
-        if cached is not None and now - cached[1] < self.ttl:
-            return cached[0]
-        account = await self.repo.get_account(account_id)
-        if len(self._read) >= TOKEN_CACHE_SIZE:
-            self._read.clear()
-        self._read[account_id] = (account, now)
-        return account
 
 
 @dataclass
 class Hub:
     """What a request handler needs, built by the app's lifespan."""
 
-    repo: Repository
     manager: SessionManager
+    replicas: Replicas  # this hub and the live replicas sharing its database
     tokens: TokenService
     limiter: RateLimiter
     clock: Clock
-    accounts: RecentAccounts
+    accounts: Accounts
     relay: httpx.AsyncClient  # to render servers, trusting the hub's CA
     ice_servers: list[dict[str, Any]]  # STUN/TURN, handed to clients as to render servers
     verified: dict[str, TokenClaims]
@@ -62,7 +38,8 @@ class Hub:
 
 
 def hub(request: Request) -> Hub:
-    return request.app.state.hub
+    state: Hub = request.app.state.hub
+    return state
 
 
 async def authorize(request: Request, account_id: str) -> str:
@@ -85,5 +62,5 @@ async def authenticate(request: Request, account_id: str | None) -> None:
         h.verified[token] = claims
     if account_id is not None and claims.account_id != account_id.lower():
         raise Forbidden("The access token is for another account.")
-    check_account(claims, await h.accounts.get(claims.account_id))
+    check_account(claims, await h.accounts.recent(claims.account_id))
     h.limiter.check(claims.account_id)

@@ -1,18 +1,21 @@
-"""The app factory and its lifespan: store, signing key, backend, manager, reconciliation, reaper."""
+"""The app factory and its lifespan: store, signing key, backend, manager, reaper (joining, then its loop)."""
 
 from __future__ import annotations
 
 import contextlib
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from renderhub.accounts import Accounts
 from renderhub.api import assets, conversions, health, relay, sessions, sts, web
-from renderhub.api.access import Hub, RecentAccounts
+from renderhub.api.access import Hub
+from renderhub.api.openapi import build_document
 from renderhub.api.responses import ArrHeaders, on_http_error, on_renderhub_error, on_unexpected
 from renderhub.auth import TokenService, new_signing_key
 from renderhub.backends import Backend, load_backend
@@ -21,7 +24,7 @@ from renderhub.config import Settings
 from renderhub.errors import RenderHubError
 from renderhub.manager import SessionManager
 from renderhub.ratelimit import RateLimiter
-from renderhub.reaper import running_reaper
+from renderhub.reaper import Reaper
 from renderhub.store import open_store
 from renderhub.tls import ensure_ca
 
@@ -41,18 +44,19 @@ def create_app(settings: Settings, *, clock: Clock | None = None, backend: Backe
             )
             session_backend = backend or load_backend(settings)
             manager = SessionManager(settings, repo, session_backend, settings.load_sizes(), clock, tokens.public_pem)
-            await manager.join()
-            await manager.reconcile()
+            reaper = Reaper(manager, settings, clock)
+            await reaper.join()
             # The rate limit holds across replicas: each takes an equal share of it.
             limiter = RateLimiter(
-                settings.rate_limit_per_second, settings.rate_limit_burst, replicas=lambda: manager.replica_count
+                settings.rate_limit_per_second, settings.rate_limit_burst, replicas=lambda: reaper.replicas.count
             )
-            accounts = RecentAccounts(repo, settings.account_cache_seconds)
+            accounts = Accounts(repo, settings.account_cache_seconds)
             trust = ssl.create_default_context(cafile=str(ensure_ca(settings.tls_dir, clock.now())))
             relay = httpx.AsyncClient(verify=trust, timeout=RELAY_TIMEOUT)
+            app.state.reaper = reaper  # for tests that run a pass themselves; request handlers never use it
             app.state.hub = Hub(
-                repo,
                 manager,
+                reaper.replicas,
                 tokens,
                 limiter,
                 clock,
@@ -63,10 +67,11 @@ def create_app(settings: Settings, *, clock: Clock | None = None, backend: Backe
                 asset_roots=settings.asset_roots,
             )
             try:
-                async with relay, running_reaper(manager, settings.reaper_interval_seconds):
+                async with relay, reaper.running():
                     yield
             finally:
                 await manager.close()
+                await reaper.replicas.leave()
                 await session_backend.close()
 
     app = FastAPI(
@@ -83,4 +88,16 @@ def create_app(settings: Settings, *, clock: Clock | None = None, backend: Backe
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(Exception, on_unexpected)
     app.add_middleware(ArrHeaders)
+    app.openapi = _document_once(app)  # type: ignore[method-assign]
     return app
+
+
+def _document_once(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """app.openapi for /openapi.json and /docs: built on first use and kept, never on a session request."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = build_document(app)
+        return app.openapi_schema
+
+    return openapi

@@ -14,6 +14,6 @@ router = APIRouter()
 @router.get("/health")
 async def health(request: Request) -> Response:
     state = hub(request)
-    await state.repo.count_accounts()
+    await state.accounts.count()  # the store answers
     # How many replicas share the database (and so the rate limit), as of this one's last heartbeat.
-    return json_response({"status": "ok", "replicas": state.manager.replica_count})
+    return json_response({"status": "ok", "replicas": state.replicas.count})

@@ -75,8 +75,7 @@ def parse_create(raw: bytes) -> tuple[ServerSize, int]:
 
 def parse_update(raw: bytes) -> int:
     lease = _int_field(_body(raw), LEASE)
-    if lease < 0:
-        raise BadRequest("The maxLeaseTimeMinutes value cannot be negative.", target=LEASE)
+    leases.check_not_negative(lease)
     return lease
 
 

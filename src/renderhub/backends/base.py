@@ -26,8 +26,6 @@ class ServerSpec:
     session_id: str
     session_seq: int
     size: str
-    handshake_port: int
-    inspector_port: int
     token_public_key: str  # PEM: render servers check client tokens themselves
     profile: dict[str, Any] = field(default_factory=dict)
 
@@ -43,9 +41,11 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def start(self, spec: ServerSpec) -> tuple[str, State]:
-        """Launch a server and return (hostname clients connect to, state); do not wait for it to answer.
-        Idempotent per session: for a session whose server exists already, return that server (a replica
-        finishing a dead replica's start may launch again). Raises BackendError when it cannot be launched."""
+        """Launch a server and return (hostname clients connect to, state); wait only until it has bound its two
+        ports (the server chooses them in ARR's range, on its own host), not until it answers. The state carries
+        them as `handshake_port` and `inspector_port`. Idempotent per session: for a session whose server exists
+        already, return that server (a replica finishing a dead replica's start may launch again). Raises
+        BackendError when it cannot be launched."""
 
     @abc.abstractmethod
     async def poll(self, state: State) -> ServerState:

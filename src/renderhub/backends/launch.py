@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import re
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from renderhub.backends.base import ServerSpec
 from renderhub.config import Settings
+from renderhub.errors import BackendError
 from renderhub.render.config import RenderConfig
+from renderhub.render.ports import read_ports
 
 CONFIG_NAME = re.compile(r"session-(\d+)\.json$")
+# Seconds a launched render server may take to bind its ports: its start-up imports, on a loaded machine.
+PORTS_TIMEOUT = 30.0
 
 
 def render_config(settings: Settings, spec: ServerSpec, tls_cert: str, tls_key: str) -> RenderConfig:
@@ -39,16 +45,33 @@ def config_path(config_dir: Path, spec: ServerSpec) -> Path:
     return config_dir / f"session-{spec.session_seq}.json"
 
 
+def ports_path(config: Path) -> Path:
+    """Where the server a config is for writes the ports it bound."""
+    return config.with_name(config.stem + ".ports.json")
+
+
 def render_command(bind_host: str, spec: ServerSpec, hub_dir: str, config: Path) -> list[str]:
+    """The server binds two free ports in ARR's range itself and writes them to its ports file."""
     return [
         sys.executable, "-m", "renderhub.render",
         "--host", bind_host,
-        "--handshake-port", str(spec.handshake_port),
-        "--inspector-port", str(spec.inspector_port),
         "--session-id", spec.session_id,
         "--hub-dir", hub_dir,
         "--config", str(config.resolve()),
+        "--ports-file", str(ports_path(config).resolve()),
     ]  # fmt: skip
+
+
+def wait_for_ports(path: Path, alive: Callable[[], bool], timeout: float = PORTS_TIMEOUT) -> tuple[int, int]:
+    """The (handshake, inspector) ports a launched server bound; BackendError if it ends or dawdles first."""
+    deadline = time.monotonic() + timeout
+    while (ports := read_ports(path)) is None:
+        if not alive():
+            raise BackendError("RenderServerLaunchFailed", "The render server exited before it bound its ports.")
+        if time.monotonic() > deadline:
+            raise BackendError("RenderServerLaunchFailed", f"The render server bound no ports in {timeout:g} seconds.")
+        time.sleep(0.01)
+    return ports
 
 
 def session_seq(command: list[str]) -> int | None:

@@ -11,7 +11,14 @@ from pathlib import Path
 
 from renderhub.backends.base import Backend, ServerSpec, ServerState, State
 from renderhub.backends.health import answers
-from renderhub.backends.launch import config_path, render_command, render_config, session_seq
+from renderhub.backends.launch import (
+    config_path,
+    ports_path,
+    render_command,
+    render_config,
+    session_seq,
+    wait_for_ports,
+)
 from renderhub.clock import Clock
 from renderhub.config import Settings
 from renderhub.errors import BackendError
@@ -41,7 +48,7 @@ def _reap(pid: int) -> None:
 
 
 def _alive(state: State) -> bool:
-    return _proc_start_time(int(state["pid"])) == state["started"]
+    return _proc_start_time(int(state["pid"])) == int(state["started"])
 
 
 class LocalBackend(Backend):
@@ -63,13 +70,14 @@ class LocalBackend(Backend):
         self._trust = ssl.create_default_context(cafile=str(settings.tls_dir / "ca.pem"))
 
     async def start(self, spec: ServerSpec) -> tuple[str, State]:
+        path = config_path(self.config_dir, spec)
         for existing in await self.servers():
             if existing["session_seq"] == spec.session_seq:
-                return self.hostname, self._state(spec, int(existing["pid"]), int(existing["started"]))
+                return self.hostname, await self._launched(spec, int(existing["pid"]), int(existing["started"]))
         self.log_dir.mkdir(parents=True, exist_ok=True)
         config = render_config(self.settings, spec, str(self.cert.resolve()), str(self.key.resolve()))
-        path = config_path(self.config_dir, spec)
         config.dump(path)
+        ports_path(path).unlink(missing_ok=True)  # a file from an earlier server of this seq's is not this one's
         command = render_command(self.bind_host, spec, self.hub_dir, path)
         # posix_spawn rather than Popen: no handle to keep, and setsid puts the server in a session of its
         # own, so it outlives a hub killed with SIGKILL (a restarted hub adopts it).
@@ -90,19 +98,24 @@ class LocalBackend(Backend):
         started = _proc_start_time(pid)
         if started is None:
             raise BackendError("RenderServerLaunchFailed", "The render server exited at once.")
-        return self.hostname, self._state(spec, pid, started)
+        return self.hostname, await self._launched(spec, pid, started)
 
     def _log(self, spec: ServerSpec) -> Path:
         return self.log_dir / f"session-{spec.session_seq}.log"
 
-    def _state(self, spec: ServerSpec, pid: int, started: int) -> State:
+    async def _launched(self, spec: ServerSpec, pid: int, started: int) -> State:
+        """The state of a launched server, once it has bound its ports."""
+        ports = ports_path(config_path(self.config_dir, spec))
+        handshake_port, inspector_port = await asyncio.to_thread(
+            wait_for_ports, ports, lambda: _proc_start_time(pid) == started
+        )
         return {
             "pid": pid,
             "started": started,
             "session_seq": spec.session_seq,
             "host": self.bind_host,
-            "handshake_port": spec.handshake_port,
-            "inspector_port": spec.inspector_port,
+            "handshake_port": handshake_port,
+            "inspector_port": inspector_port,
             "log": str(self._log(spec)),
         }
 

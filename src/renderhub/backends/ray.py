@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import socket
 import ssl
 from typing import Any
 
 import ray
 from ray.exceptions import RayError
 
+from renderhub.backends import check_ray_address
 from renderhub.backends.base import Backend, ServerSpec, ServerState, State
 from renderhub.backends.health import PROBE_TIMEOUT, answers
 from renderhub.backends.launch import render_config
@@ -27,19 +27,8 @@ ACTOR_PREFIX = "renderhub-session-"
 # Without a queue timeout, how long a session whose resources looked free may wait for Ray to place it
 # (another replica may have taken the last slot between our look and Ray's decision).
 PLACEMENT_TIMEOUT = 10.0
+KILL_TIMEOUT = 5.0  # seconds a killed actor's name may stay registered
 Supervisor = ray.remote(RenderServerSupervisor)
-
-
-def check_reachable(address: str, timeout: float = 5.0) -> None:
-    """Fail fast on a Ray head nobody answers at: ray.init would retry for minutes."""
-    host, _, port = address.rpartition(":")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
-            pass
-    except ValueError:
-        raise ConfigurationError(f"--ray-address must be HOST:PORT, not {address!r}") from None
-    except OSError as exc:
-        raise ConfigurationError(f"Cannot reach the Ray head at {address}: {exc.strerror or exc}") from None
 
 
 def _url_host(host: str) -> str:
@@ -58,23 +47,21 @@ class RayBackend(Backend):
     places_servers = True
 
     def __init__(self, settings: Settings) -> None:
-        if not settings.ray_address:
-            raise ConfigurationError("--backend ray needs --ray-address HOST:PORT (the Ray head's address)")
+        address = check_ray_address(settings.ray_address)
         self.settings = settings
         self.namespace = settings.ray_namespace
         self.queue_timeout = settings.queue_timeout_seconds
         self.stop_grace = settings.stop_grace_seconds
-        check_reachable(settings.ray_address)
         try:
             ray.init(
-                address=settings.ray_address,
+                address=address,
                 namespace=self.namespace,
                 log_to_driver=False,
                 logging_level=logging.WARNING,
                 ignore_reinit_error=True,
             )
         except (ConnectionError, RayError, RuntimeError) as exc:
-            raise ConfigurationError(f"Cannot join the Ray cluster at {settings.ray_address}: {exc}") from exc
+            raise ConfigurationError(f"Cannot join the Ray cluster at {address}: {exc}") from exc
         ca = ensure_ca(settings.tls_dir, Clock().now())
         self._trust = ssl.create_default_context(cafile=str(ca))
         # Nodes reach this replica for named models; with its own certificate (--tls-cert) the system's
@@ -120,19 +107,11 @@ class RayBackend(Backend):
         config = dataclasses.asdict(render_config(self.settings, spec, "", ""))
         config.update(asset_roots=[], hub_assets_url=self.assets_url, hub_ca_pem=self.ca_pem)
         try:
-            pid = await actor.launch.remote(spec, config, cert)
+            launched = await actor.launch.remote(spec, config, cert)  # the pid and the ports it bound on its node
         except RayError as exc:
             await self._kill(name)
             raise BackendError("RenderServerLaunchFailed", f"Could not launch the render server: {exc}") from exc
-        state = {
-            "actor": name,
-            "session_seq": spec.session_seq,
-            "node": node,
-            "pid": pid,
-            "handshake_port": spec.handshake_port,
-            "inspector_port": spec.inspector_port,
-        }
-        return node, state
+        return node, {"actor": name, "session_seq": spec.session_seq, "node": node, **launched}
 
     def _check_room(self, size: str, resources: dict[str, float]) -> None:
         """Fail at once when no node has the resources free (Ray would leave the actor pending)."""
@@ -201,11 +180,22 @@ class RayBackend(Backend):
     async def _kill(self, name: str) -> None:
         actor = await self._handle(name)
         self._handles.pop(name, None)
-        if actor is not None:
+        if actor is None:
+            return
+        try:
+            await asyncio.to_thread(ray.kill, actor, no_restart=True)
+        except (ValueError, RayError):
+            return  # gone already
+        # ray.kill only asks: the name stays registered until the cluster has ended the actor, and `stop` returns
+        # once the server is gone (a hub listing servers right after must not find it).
+        deadline = asyncio.get_running_loop().time() + KILL_TIMEOUT
+        while asyncio.get_running_loop().time() < deadline:
             try:
-                await asyncio.to_thread(ray.kill, actor, no_restart=True)
-            except (ValueError, RayError):
-                pass  # gone already
+                await asyncio.to_thread(ray.get_actor, name, self.namespace)
+            except ValueError:
+                return
+            await asyncio.sleep(0.05)
+        log.warning("render server supervisor %s was killed but is still registered", name)
 
     async def close(self) -> None:
         # The detached actors and their servers stay; the driver connection ends with the process.

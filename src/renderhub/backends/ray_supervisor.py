@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -15,16 +13,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from renderhub.backends.base import ServerSpec
-from renderhub.backends.launch import config_path, render_command
+from renderhub.backends.launch import config_path, ports_path, render_command, wait_for_ports
 from renderhub.render.config import RenderConfig
-
-PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the render server's process, before exec: the kernel kills it when the supervisor dies, so a
-    crashed actor leaves no server behind (Ray runs a synchronous actor's methods on its main thread)."""
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+from renderhub.render.lifetime import die_with_parent
 
 
 class RenderServerSupervisor:
@@ -53,26 +44,34 @@ class RenderServerSupervisor:
         """The node's address (the session's hostname) and the public key to certify for it."""
         return self.node, self.public_pem
 
-    def launch(self, spec: ServerSpec, config: dict[str, Any], cert_pem: bytes) -> int:
-        """Start the render server (once: a second call returns the running one's pid)."""
-        if self.process is not None:
-            return self.process.pid
+    def launch(self, spec: ServerSpec, config: dict[str, Any], cert_pem: bytes) -> dict[str, int]:
+        """Start the render server (once: a second call answers for the running one): its pid and the ports it
+        bound on this node."""
+        path = config_path(self.dir, spec)
+        if self.process is None:
+            self.process = self._spawn(spec, config, cert_pem, path)
+        process = self.process
+        handshake_port, inspector_port = wait_for_ports(ports_path(path), lambda: process.poll() is None)
+        return {"pid": process.pid, "handshake_port": handshake_port, "inspector_port": inspector_port}
+
+    def _spawn(self, spec: ServerSpec, config: dict[str, Any], cert_pem: bytes, path: Path) -> subprocess.Popen[bytes]:
         cert_path = self.dir / "render.pem"
         cert_path.write_bytes(cert_pem)
         render = RenderConfig(**{**config, "tls_cert": str(cert_path), "tls_key": str(self.key_path)})
-        path = config_path(self.dir, spec)
         render.dump(path)
         log = (self.dir / "render.log").open("ab")
-        self.process = subprocess.Popen(
+        process = subprocess.Popen(
             render_command(self.node, spec, str(self.dir), path),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            preexec_fn=_die_with_parent,
+            # Before exec: the kernel kills the server when the supervisor dies, so a crashed actor leaves no
+            # server behind (Ray runs a synchronous actor's methods on its main thread).
+            preexec_fn=die_with_parent,
         )
         log.close()
-        return self.process.pid
+        return process
 
     def alive(self) -> bool:
         return self.process is None or self.process.poll() is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -9,10 +10,13 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from renderhub.errors import StoreUnavailable
 from renderhub.models import Session, SessionStatus
 from renderhub.store.tables import replicas, sessions
+from renderhub.store.transaction import UNAVAILABLE, transaction
 
-# Any constant works, as long as every replica uses the same one (the migration lock uses another).
+# Any constant works, as long as every replica uses the same one (the migration lock uses another); with the
+# region's key it makes one lock per region (PostgreSQL's two-int4 advisory locks: a keyspace of their own).
 LEADER_LOCK = 0x52454150
 
 
@@ -32,11 +36,11 @@ class Coordination:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        self._leader: AsyncConnection | None = None
+        self._leading: dict[str, AsyncConnection] = {}  # region -> the connection holding its lock
 
     async def heartbeat(self, replica: Replica) -> None:
         """Say this replica is alive (insert it the first time)."""
-        async with self.engine.begin() as c:
+        async with transaction(self.engine) as c:
             result = await c.execute(
                 replicas.update().where(replicas.c.id == replica.id).values(seen_at=replica.seen_at)
             )
@@ -45,17 +49,17 @@ class Coordination:
 
     async def replicas(self, seen_since: datetime) -> list[Replica]:
         """The replicas that gave a heartbeat since `seen_since`."""
-        async with self.engine.begin() as c:
+        async with transaction(self.engine) as c:
             rows = (await c.execute(replicas.select().where(replicas.c.seen_at >= seen_since))).all()
         return [Replica(r.id, r.host, r.backend, r.started_at, r.seen_at) for r in rows]
 
     async def leave(self, replica_id: str) -> None:
-        async with self.engine.begin() as c:
+        async with transaction(self.engine) as c:
             await c.execute(replicas.delete().where(replicas.c.id == replica_id))
 
     async def claim(self, session: Session, watcher: str) -> bool:
         """Take over watching a starting session from the replica that watched it (conditional: one claimer wins)."""
-        async with self.engine.begin() as c:
+        async with transaction(self.engine) as c:
             result = await c.execute(
                 sessions.update()
                 .where(
@@ -68,36 +72,49 @@ class Coordination:
             )
         return result.rowcount == 1
 
-    async def lead(self) -> bool:
-        """Whether this replica runs the reaper: on PostgreSQL, the one holding an advisory lock, which the
-        server releases when the holder's connection ends (a killed replica hands over by dying)."""
+    async def lead(self, region: str = "") -> bool:
+        """Whether this replica runs `region`'s reaper ("": a hub without regions): on PostgreSQL, the one holding
+        that region's advisory lock, which the server releases when the holder's connection ends (a killed
+        replica hands over by dying). Each region has a leader of its own; one replica may lead several."""
         if self.engine.dialect.name != "postgresql":
             return True  # SQLite: one hub per database
-        if self._leader is not None:
+        held = self._leading.get(region)
+        if held is not None:
             try:
-                await self._leader.execute(sa.text("SELECT 1"))
+                await held.execute(sa.text("SELECT 1"))
                 return True
             except (DBAPIError, OSError):
-                await self.resign()
-        connection = await self.engine.connect()
+                await self.resign(region)
+        try:
+            connection = await self.engine.connect()
+        except (DBAPIError, OSError) as exc:
+            raise StoreUnavailable(UNAVAILABLE) from exc
         try:
             # Autocommit: the lock belongs to the connection, and an open transaction would sit idle for hours.
             await connection.execution_options(isolation_level="AUTOCOMMIT")
-            query = sa.text("SELECT pg_try_advisory_lock(:key)")
-            if (await connection.execute(query, {"key": LEADER_LOCK})).scalar_one():
-                self._leader, connection = connection, None  # type: ignore[assignment]
+            query = sa.text("SELECT pg_try_advisory_lock(:key, :region)")
+            if (await connection.execute(query, {"key": LEADER_LOCK, "region": _region_key(region)})).scalar_one():
+                self._leading[region], connection = connection, None  # type: ignore[assignment]
                 return True
             return False
         finally:
             if connection is not None:
                 await connection.close()
 
-    async def resign(self) -> None:
-        """Give up the reaper's lock (ending the connection's database session releases it)."""
-        leader, self._leader = self._leader, None
-        if leader is not None:
+    async def resign(self, region: str | None = None) -> None:
+        """Give up the lead of a region, or of every region this replica leads (ending the connection's
+        database session releases its lock)."""
+        for name in list(self._leading) if region is None else [region]:
+            leader = self._leading.pop(name, None)
+            if leader is None:
+                continue
             try:
                 # Invalidate, not just close: a closed connection goes back to the pool, lock and all.
                 await leader.invalidate()
             except (DBAPIError, OSError):
                 pass
+
+
+def _region_key(region: str) -> int:
+    """A region's half of its lock's key: a signed 32-bit number (PostgreSQL's int4) from its name."""
+    return (zlib.crc32(region.encode()) ^ 0x80000000) - 0x80000000

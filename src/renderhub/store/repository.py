@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -14,6 +13,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from renderhub.errors import StoreUnavailable
+from renderhub.metering import COST_QUANTUM
 from renderhub.models import (
     LIVE_STATUSES,
     Account,
@@ -25,10 +25,10 @@ from renderhub.models import (
 )
 from renderhub.store.coordination import Coordination
 from renderhub.store.tables import UTCDateTime, accounts, certificate_authority, sessions, signing_keys, usage_records
+from renderhub.store.transaction import UNAVAILABLE, transaction
 
 LIVE = [s.value for s in LIVE_STATUSES]
 FIRST_ACCOUNT_LOCK = 0x52454E41  # any constants every replica shares (see migrate.MIGRATION_LOCK)
-PORTS_LOCK = 0x52454E50
 # The two lookups every request makes, built once: building a statement costs more than running it.
 ACCOUNT_BY_ID = accounts.select().where(accounts.c.id == sa.bindparam("account_id"))
 SESSION_INSERT = sessions.insert()  # its values come as parameters: the statement compiles once
@@ -48,10 +48,8 @@ def _while_starting(*columns: str) -> sa.Update:
     )
 
 
-RESERVE_PORTS = _while_starting("handshake_port", "inspector_port")
-SET_BACKEND_STATE = _while_starting("backend_state", "hostname")
+SET_BACKEND_STATE = _while_starting("backend_state", "hostname", "handshake_port", "inspector_port")
 MARK_READY = _while_starting("status", "ready_at", "teraflops")
-LIVE_PORTS = sa.select(sessions.c.handshake_port, sessions.c.inspector_port).where(sessions.c.status.in_(LIVE))
 SESSION_BY_ID = sessions.select().where(
     sessions.c.account_id == sa.bindparam("account_id"), sessions.c.id == sa.bindparam("session_id")
 )
@@ -108,7 +106,7 @@ def _usage(row: sa.Row[Any]) -> UsageRecord:
         ready_at=row.ready_at,
         ended_at=row.ended_at,
         billable_minutes=row.billable_minutes,
-        cost=Decimal(row.cost).quantize(Decimal("0.0001")),
+        cost=Decimal(row.cost).quantize(COST_QUANTUM),
     )
 
 
@@ -119,7 +117,6 @@ class Repository:
         self.engine = engine
         self._reader = reader
         self.coordination = Coordination(engine)
-        self._ports_lock = asyncio.Lock()  # SQLite reads before it locks: starts on this hub take turns
 
     async def _first(self, query: sa.Select[Any], **params: str) -> sa.Row[Any] | None:
         """One row by key: the hot path of every request (token check, GET session)."""
@@ -127,22 +124,16 @@ class Repository:
             # SQLite: a held-open autocommit connection read in the event loop thread takes ~50 us, where
             # aiosqlite's six thread hand-offs per query take ~700 us; WAL readers never wait for a writer.
             try:
-                return self._reader.execute(query, params).first()
+                row: sa.Row[Any] | None = self._reader.execute(query, params).first()
+                return row
             except DBAPIError as exc:
-                raise StoreUnavailable("The session store is unavailable; retry shortly.") from exc
+                raise StoreUnavailable(UNAVAILABLE) from exc
         async with self._begin() as c:
-            return (await c.execute(query, params)).first()
+            first: sa.Row[Any] | None = (await c.execute(query, params)).first()
+            return first
 
-    @contextlib.asynccontextmanager
-    async def _begin(self) -> AsyncIterator[AsyncConnection]:
-        """One transaction; driver failures become StoreUnavailable, never a raw 500."""
-        try:
-            async with self.engine.begin() as connection:
-                yield connection
-        except IntegrityError:
-            raise
-        except (DBAPIError, OSError) as exc:
-            raise StoreUnavailable("The session store is unavailable; retry shortly.") from exc
+    def _begin(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
+        return transaction(self.engine)
 
     # Accounts
 
@@ -311,22 +302,16 @@ class Repository:
             sessions.c.status.in_(wanted),
         )
 
-    async def reserve_ports(self, session: Session, choose: Callable[[set[int]], tuple[int, int]]) -> tuple[int, int]:
-        """Give a starting session two ports no live session holds: `choose` picks them from the taken ones.
-        Reading and reserving is one critical section across replicas (PostgreSQL lock) and in this one."""
-        async with self._ports_lock, self._begin() as c:
-            if c.dialect.name == "postgresql":
-                await c.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": PORTS_LOCK})
-            taken = {port for row in (await c.execute(LIVE_PORTS)).all() for port in row if port is not None}
-            handshake_port, inspector_port = choose(taken)
-            values = {"new_handshake_port": handshake_port, "new_inspector_port": inspector_port}
-            await c.execute(RESERVE_PORTS, {**_key(session), **values})
-        return handshake_port, inspector_port
-
     async def set_backend_state(self, session: Session, state: dict[str, Any], hostname: str) -> bool:
-        """Record where a starting session's server runs, so any hub can find it again."""
+        """Record where a starting session's server runs (its host and the ports it bound, in `state`), so any
+        hub can find it again."""
         async with self._begin() as c:
-            values = {"new_backend_state": state, "new_hostname": hostname}
+            values = {
+                "new_backend_state": state,
+                "new_hostname": hostname,
+                "new_handshake_port": state["handshake_port"],
+                "new_inspector_port": state["inspector_port"],
+            }
             result = await c.execute(SET_BACKEND_STATE, {**_key(session), **values})
         return result.rowcount == 1
 
