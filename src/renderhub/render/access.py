@@ -7,14 +7,18 @@ import time
 import jwt
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from renderhub.render.errors import RenderError
+
 # The hub's tokens as render servers check them; the hub's STS (renderhub.auth) issues them with these.
 ALGORITHM = "EdDSA"
 ISSUER = "renderhub-sts"
 AUDIENCE = "renderhub-arr"
 
 
-class AccessDenied(Exception):
+class AccessDenied(RenderError):
     """The request's token does not open this render server."""
+
+    code = "Unauthorized"
 
 
 class TokenCheck:

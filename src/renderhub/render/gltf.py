@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+from renderhub.render.errors import RenderError
+
 # Required extensions whose absence only changes the look; anything else required means we would draw it wrongly.
 _SPEC_GLOSS = "KHR_materials_pbrSpecularGlossiness"
 SUPPORTED_REQUIRED = {_SPEC_GLOSS, "KHR_materials_unlit", "KHR_materials_emissive_strength"}
@@ -20,13 +22,14 @@ _TYPE_COMPONENTS = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT2": 4, "MA
 _MODE_NAMES = {0: "points", 1: "lines", 2: "line loops", 3: "line strips", 6: "triangle fans"}
 
 
-class ModelError(Exception):
+class ModelError(RenderError):
     """A model we refuse; `code` is stable (clients and tests match on it), `message` is for people."""
 
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
+        super().__init__(message, code=code)
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
 
 
 def invalid(message: str) -> ModelError:

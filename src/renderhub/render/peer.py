@@ -18,6 +18,7 @@ from renderhub.render import protocol
 from renderhub.render.bitrate import SenderFigures
 from renderhub.render.compat import enable_loopback_candidates
 from renderhub.render.encoder import use_h264_preset
+from renderhub.render.errors import RenderError
 from renderhub.render.model_loader import ModelLoader
 from renderhub.render.picking import Picker
 from renderhub.render.protocol import LoadModelMessage, PingMessage, PointerMessage, PoseMessage, ProtocolError
@@ -32,8 +33,10 @@ log = logging.getLogger(__name__)
 MAX_BUFFERED_BYTES = 1 << 20  # a client that stops reading its data channel stops getting frame messages
 
 
-class OfferError(ValueError):
+class OfferError(RenderError, ValueError):
     """The client's offer cannot be answered (not an offer, no video, no codec in common)."""
+
+    code = "BadRequest"
 
 
 class ClientStream:

@@ -9,12 +9,16 @@ import socket
 from collections.abc import Sequence
 from pathlib import Path
 
+from renderhub.render.errors import RenderError
+
 PORT_RANGE = (49152, 65534)  # the range ARR's swagger gives for handshakePort and arrInspectorPort
 ATTEMPTS = 200  # random ports tried per socket before giving up
 
 
-class NoFreePort(Exception):
+class NoFreePort(RenderError):
     """No port could be bound."""
+
+    code = "NoFreePort"
 
 
 def bind_ports(host: str, wanted: Sequence[int], attempts: int = ATTEMPTS) -> list[socket.socket]:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from renderhub.render.camera import Hit, Pose
+from renderhub.render.errors import RenderError
 
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_POSE_ID = (1 << 24) - 1
@@ -29,13 +30,11 @@ LOAD_TIMEOUT = "LoadTimeout"
 INTERNAL = "InternalError"
 
 
-class ProtocolError(ValueError):
+class ProtocolError(RenderError, ValueError):
     """A client message the server cannot accept; becomes an "error" message, never a dropped connection."""
 
     def __init__(self, code: str, message: str, ref: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+        super().__init__(message, code=code)
         self.ref = ref
 
     def to_message(self) -> str:

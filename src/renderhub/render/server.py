@@ -84,7 +84,7 @@ class RenderServer:
         try:
             self.tokens.check(request.headers.get("authorization"))
         except AccessDenied as exc:
-            return Response.error(401, "Unauthorized", str(exc))
+            return Response.error(401, exc.code, exc.message)
         try:
             body = json.loads(request.body)
             if not isinstance(body, dict) or body.get("type") != "offer" or not isinstance(body.get("sdp"), str):
@@ -106,10 +106,10 @@ class RenderServer:
                     fps=stream["fps"],
                 )  # fmt: skip
             except OfferError as exc:
-                return Response.error(400, "BadRequest", f"The offer was refused: {exc}")
+                return Response.error(400, exc.code, f"The offer was refused: {exc.message}")
             except WorkerError as exc:
                 log.error("the render worker did not start: %s", exc)
-                return Response.error(503, "RenderingUnavailable", "Rendering could not start; retry shortly.")
+                return Response.error(503, exc.code, "Rendering could not start; retry shortly.")
             self.client = client
             answer = client.answer_sdp
             self.models.client_token = request.headers["authorization"].partition(" ")[2].strip()
@@ -131,7 +131,7 @@ class RenderServer:
             try:
                 self.tokens.check(request.headers.get("authorization"))
             except AccessDenied as exc:
-                return Response.error(401, "Unauthorized", str(exc))
+                return Response.error(401, exc.code, exc.message)
             client = self.client
             if client is not None and client.sent is not None:
                 await client.sent.sample()

@@ -19,6 +19,7 @@ from typing import TypeVar
 import numpy as np
 
 from renderhub.render.camera import Hit, Pose
+from renderhub.render.errors import RenderError
 from renderhub.render.gltf import ModelError
 from renderhub.render.render_loop import FIRST_GENERATION, SLOTS, slot_bytes, slot_views, worker_main
 from renderhub.render.worker_messages import (
@@ -56,12 +57,16 @@ START_TIMEOUT = 60.0
 STOP_TIMEOUT = 3.0
 
 
-class WorkerError(RuntimeError):
+class WorkerError(RenderError, RuntimeError):
     """The render worker could not start, or died."""
 
+    code = "RenderingUnavailable"
 
-class PickFailed(RuntimeError):
+
+class PickFailed(RenderError, RuntimeError):
     """The worker could not read its framebuffer back for a pick; it renders on."""
+
+    code = "PickFailed"
 
 
 def _cleanup(process: multiprocessing.process.BaseProcess, blocks: list[SharedMemory]) -> None:
