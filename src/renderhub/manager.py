@@ -20,7 +20,7 @@ from renderhub.store.repository import DuplicateSession, Repository
 log = logging.getLogger("renderhub.manager")
 
 POLL_INTERVAL = 0.02
-BACKGROUND_TRANSACTIONS = 4
+BACKGROUND_TRANSACTIONS = 1
 
 
 class SessionManager:
@@ -45,9 +45,11 @@ class SessionManager:
         # This hub's replica id: the `watcher` of the sessions it starts (the reaper heartbeats under it).
         self.replica_id = replica_id or uuid.uuid4().hex
         self._starting: dict[tuple[str, str], asyncio.Task[None]] = {}
-        # Starts are background work: a few of their transactions at a time, so that a burst of creates
-        # leaves the connection pool to the requests (bench/scale.py, 500 creates with 32 in flight:
-        # p99 fell from about 450 ms to 130-200 ms, creates/s rose from about 350 to 550-700).
+        # Starts are background work: one of their transactions at a time, so that a burst of creates leaves
+        # the connection pool and the CPU to the requests (bench/scale.py, 500 creates with 32 in flight: a
+        # few at a time, p99 fell from about 450 ms to 130-200 ms against unbounded; one at a time rather than
+        # four, once the port reservation no longer serialized starts, creates/s 1240 against 1170 with one
+        # replica, 1060 against 850 with two, while the burst's starts all end Ready 0.9-1.7 s after it).
         self._background = asyncio.Semaphore(BACKGROUND_TRANSACTIONS)
 
     # The five session operations
