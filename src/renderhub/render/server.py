@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import ssl
 import time
 from collections import deque
@@ -19,7 +20,6 @@ from renderhub.render.assets import ModelResolver
 from renderhub.render.config import RenderConfig
 from renderhub.render.http import Request, Response, serve
 from renderhub.render.inspector import INSPECTOR_PAGE
-from renderhub.render.ports import NoFreePort, bind_ports, write_ports
 from renderhub.render.stream_options import X264, StreamOptions
 
 if TYPE_CHECKING:  # aiortc loads once a client comes
@@ -186,17 +186,14 @@ def _tls(config: RenderConfig) -> ssl.SSLContext:
     return context
 
 
-async def run(args: argparse.Namespace) -> None:
+async def run(args: argparse.Namespace, handshake_socket: socket.socket, inspector_socket: socket.socket) -> None:
+    """Serve a session on the two sockets `python -m renderhub.render` bound, once the self-check passes."""
     recent = RecentLog()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger().addHandler(recent)
     for chatty in ("aioice", "aiortc"):  # every ICE check at INFO would drown the inspector's log
         logging.getLogger(chatty).setLevel(logging.WARNING)
-    # The ports first: the backend waits for them (the self-check below takes a while).
-    handshake_socket, inspector_socket = bind_ports(args.host, [args.handshake_port, args.inspector_port])
-    handshake_port, inspector_port = handshake_socket.getsockname()[1], inspector_socket.getsockname()[1]
-    if args.ports_file:
-        write_ports(Path(args.ports_file), handshake_port, inspector_port)
+    handshake_port = handshake_socket.getsockname()[1]
     config = RenderConfig.load(Path(args.config))
     renderer, encoder = await self_check(config)
     server = RenderServer(args.session_id, config, recent, renderer=renderer, encoder=encoder)
@@ -213,18 +210,3 @@ async def run(args: argparse.Namespace) -> None:
         await stopping.wait()
         await server.close()
     log.info("render server stopped")
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m renderhub.render", description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--handshake-port", type=int, default=0, help="0: a free port in ARR's range")
-    parser.add_argument("--inspector-port", type=int, default=0, help="0: a free port in ARR's range")
-    parser.add_argument("--ports-file", help="where to write the two ports, once bound, for the backend")
-    parser.add_argument("--session-id", required=True)
-    parser.add_argument("--hub-dir", default="", help="the data dir of the hub that owns this server")
-    parser.add_argument("--config", required=True, help="the JSON configuration the hub wrote")
-    try:
-        asyncio.run(run(parser.parse_args()))
-    except NoFreePort as exc:
-        raise SystemExit(f"render server: {exc}") from None
