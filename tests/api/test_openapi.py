@@ -6,7 +6,6 @@ import collections
 import json
 import re
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -22,9 +21,9 @@ from renderhub.api import create_app
 from renderhub.api.schemas import session_json
 from renderhub.models import ServerSize, Session, SessionError, SessionStatus
 from tests.conftest import InProcessHub, hub_settings
+from tests.spec import SPEC
 
-# The swagger files beside the repository (../shared/spec), the contract the document must name alike.
-SPEC = Path(__file__).resolve().parents[2].parent / "shared" / "spec"
+# The swagger files (tests/spec.py), the contract the document must name alike.
 ARR = json.loads((SPEC / "arr-2021-01-01" / "mr-arr.json").read_text())
 STS = json.loads((SPEC / "sts-2019-02-28-preview" / "mr-sts.json").read_text())
 SESSIONS = "/accounts/{account_id}/sessions"
