@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from api import RawConnection, Server, cpu_seconds, machine_busy_seconds, percentile, run_loop, server
 from processes import free_port, stop_after, wait_until
 from renderhub.auth import TokenService, new_signing_key
-from renderhub.backends.base import ServerSpec
+from renderhub.backends.base import Assignment, ServerSpec
 from renderhub.client import ArrConfig, HubClient
 from renderhub.clock import Clock
 from renderhub.config import Settings
@@ -313,7 +313,7 @@ async def store_sessions(repo: Repository, backend: InstantBackend, stored: int,
             "backend": backend.name, "backend_state": {"session_seq": seq, "id": f"{ACCOUNT}/tick-{seq:05d}"},
         }  # fmt: skip
         if seq > stored - live:
-            _, state = await backend.start(ServerSpec(ACCOUNT, row["id"], seq, "Standard", ""))
+            _, state = await backend.start(ServerSpec("Standard", "", session=Assignment(ACCOUNT, row["id"], seq)))
             row.update(
                 backend_state=state, handshake_port=state["handshake_port"], inspector_port=state["inspector_port"]
             )

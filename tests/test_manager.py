@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from renderhub.auth import TokenService, new_signing_key
-from renderhub.backends.base import Backend, ServerSpec, ServerState, State
+from renderhub.backends.base import Assignment, Backend, ServerSpec, ServerState, State
 from renderhub.backends.local import LocalBackend
 from renderhub.backends.memory import MemoryBackend
 from renderhub.clock import Clock, FakeClock
@@ -234,19 +234,26 @@ async def test_stop_is_idempotent_and_unknown_ids_are_not_found(hubs: Factory) -
         await manager.update(ACCOUNT, "s1", 100)
 
 
-async def test_reconcile_stops_orphans_and_keeps_live_servers(hubs: Factory) -> None:
+async def test_reconcile_stops_orphans_and_keeps_live_and_pooled_servers(hubs: Factory) -> None:
     reaper = hubs()
     manager = reaper.manager
     await manager.create(ACCOUNT, "s1", ServerSize.STANDARD, 10)
     ready = await until(reaper, "s1", SessionStatus.READY)
-    # Planted long before a restart: a server whose session the store does not know.
-    _, orphan = await manager.backend.start(ServerSpec(ACCOUNT, "ghost", 99, "Standard", PUBLIC_KEY))
+    # Planted long before a restart: a server whose session the store does not know, a pooled server waiting
+    # for a session, and a pooled server that was given a session the store does not know.
+    _, orphan = await manager.backend.start(
+        ServerSpec("Standard", PUBLIC_KEY, session=Assignment(ACCOUNT, "ghost", 99))
+    )
+    _, waiting = await manager.backend.start(ServerSpec("Standard", PUBLIC_KEY, pool_id="warm1"))
+    _, given = await manager.backend.start(ServerSpec("Standard", PUBLIC_KEY, pool_id="warm2"))
+    given = await manager.backend.assign(given, Assignment(ACCOUNT, "ghost2", 98))
     restarted = hubs().manager
     stopped = await reconcile(restarted)
-    assert [restarted.backend.identity(s) for s in stopped] == [restarted.backend.identity(orphan)]
-    assert [restarted.backend.identity(s) for s in await restarted.backend.servers()] == [
-        restarted.backend.identity(ready.backend_state)  # type: ignore[arg-type]
-    ]
+    identity = restarted.backend.identity
+    assert sorted(identity(s) for s in stopped) == sorted([identity(orphan), identity(given)])
+    assert sorted(identity(s) for s in await restarted.backend.servers()) == sorted(
+        [identity(ready.backend_state), identity(waiting)]  # type: ignore[arg-type]
+    )
 
 
 async def test_a_late_second_watcher_leaves_a_ready_server_alone(hubs: Factory) -> None:

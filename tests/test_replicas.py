@@ -5,11 +5,13 @@ starting sessions loses none of them."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import ssl
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -131,8 +133,7 @@ def test_a_local_backend_hub_refuses_a_database_shared_with_another_host(
     hub_factory: Callable[..., RunningHub], postgres_url: str
 ) -> None:
     hub_factory("--rate-limit", "0", "--database-url", postgres_url, name="here").stop()
-    asyncio.run(_pretend_replica_elsewhere(postgres_url))
-    with pytest.raises(RuntimeError, match="Hubs sharing a database must all use a backend"):
+    with _replica_elsewhere(postgres_url), pytest.raises(RuntimeError, match="Hubs sharing a database must all use"):
         hub_factory("--rate-limit", "0", "--database-url", postgres_url, name="second")
 
 
@@ -144,17 +145,31 @@ async def _usage_sessions(url: str) -> list[str]:
         await connection.close()
 
 
-async def _pretend_replica_elsewhere(url: str) -> None:
-    """A failure mode: a hub on another machine, alive a moment ago, with the local backend."""
-    connection = await asyncpg.connect(url)
-    now = datetime.now(UTC).replace(tzinfo=None)
+@contextlib.contextmanager
+def _replica_elsewhere(url: str) -> Iterator[None]:
+    """A failure mode: a live hub on another machine with the local backend, heartbeating as replicas do
+    (a single row "seen a moment ago" goes stale while a slow machine starts the next hub)."""
+    done = threading.Event()
+
+    async def heartbeat() -> None:
+        connection = await asyncpg.connect(url)
+        try:
+            while True:
+                now = datetime.now(UTC).replace(tzinfo=None)
+                await connection.execute(
+                    "INSERT INTO replicas (id, host, backend, started_at, seen_at) VALUES ($1, $2, $3, $4, $4) "
+                    "ON CONFLICT (id) DO UPDATE SET seen_at = $4",
+                    "elsewhere", "render-box-2.example", "local", now,
+                )  # fmt: skip
+                if done.wait(0.5):
+                    return
+        finally:
+            await connection.close()
+
+    beating = threading.Thread(target=asyncio.run, args=(heartbeat(),))
+    beating.start()
     try:
-        await connection.execute(
-            "INSERT INTO replicas (id, host, backend, started_at, seen_at) VALUES ($1, $2, $3, $4, $4)",
-            "elsewhere",
-            "render-box-2.example",
-            "local",
-            now,
-        )
+        yield
     finally:
-        await connection.close()
+        done.set()
+        beating.join()

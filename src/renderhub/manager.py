@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from renderhub import leases, metering
-from renderhub.backends.base import Backend, ServerSpec, ServerState, State
+from renderhub.backends.base import Assignment, Backend, ServerSpec, ServerState, State
 from renderhub.clock import Clock
 from renderhub.config import Settings
 from renderhub.errors import BackendError, Conflict, NotFound
@@ -159,12 +159,10 @@ class SessionManager:
             )
             return
         spec = ServerSpec(
-            account_id=session.account_id,
-            session_id=session.id,
-            session_seq=session.seq,
             size=session.size.value,
             token_public_key=self.token_public_key,
             profile=profile.profile,
+            session=Assignment(session.account_id, session.id, session.seq),
         )
         try:
             hostname, state = await self.backend.start(spec)

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from renderhub import leases
-from renderhub.backends.base import ServerState, State
+from renderhub.backends.base import ServerState, State, pooled
 from renderhub.clock import Clock
 from renderhub.config import Settings
 from renderhub.errors import ConfigurationError, StoreUnavailable
@@ -150,12 +150,13 @@ class Purge:
 
 
 async def reconcile(manager: SessionManager) -> list[State]:
-    """Stop render servers whose session is not live (at start, and in every pass); returns them. Never by
-    identity alone: between fork and exec, a render server's child shows the server's own command line."""
-    # Servers first, sessions second: a server listed here was launched for a session already stored.
+    """Stop render servers whose session is not live (at start, and in every pass); returns them. Pooled servers
+    (no session yet) are spared: the pool's own step decides how many it keeps. Never by identity alone:
+    between fork and exec, a render server's child shows the server's own command line."""
+    # Servers first, sessions second: a server listed here was launched for (or assigned) a session already stored.
     servers = await manager.backend.servers()
     live = await manager.repo.live_seqs()
-    orphans = [server for server in servers if server.get("session_seq") not in live]
+    orphans = [server for server in servers if not pooled(server) and server.get("session_seq") not in live]
     for state in orphans:
         log.warning("stopping render server %s: it belongs to no live session", manager.backend.identity(state))
     await asyncio.gather(*(manager.backend.stop(state) for state in orphans))

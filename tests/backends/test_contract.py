@@ -1,4 +1,4 @@
-"""The backend contract, run against every backend: start, poll, stop, find again, reconcile."""
+"""The backend contract, run against every backend: start, poll, stop, find again, reconcile, pooled servers."""
 
 from __future__ import annotations
 
@@ -6,19 +6,24 @@ import asyncio
 import json
 import os
 import signal
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 
-from renderhub.auth import TokenService, new_signing_key
+from renderhub.auth import TokenService, new_account, new_signing_key
 from renderhub.backends import Backend, ServerSpec, ServerState
-from renderhub.backends.base import State
+from renderhub.backends.base import Assignment, State, pooled
 from renderhub.backends.local import LocalBackend
 from renderhub.backends.memory import MemoryBackend
+from renderhub.clock import Clock
 from renderhub.config import Settings
+from renderhub.errors import BackendError
+from renderhub.models import Account
 from renderhub.render.ports import PORT_RANGE
 from tests.hubs import kill_render_servers
 from tests.ray_cluster import RayCluster
@@ -51,7 +56,8 @@ def kill(backend: Backend, state: State) -> None:
         os.kill(int(state["pid"]), signal.SIGKILL)
 
 
-PUBLIC_KEY = TokenService(new_signing_key(), timedelta(hours=1)).public_pem
+TOKENS = TokenService(new_signing_key(), timedelta(hours=1))
+PUBLIC_KEY = TOKENS.public_pem
 BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Backend]] = {
     "local": local_backend,
     "memory": memory_backend,
@@ -85,7 +91,11 @@ async def backend(
 
 
 def spec(seq: int = 1) -> ServerSpec:
-    return ServerSpec("acct", f"session-{seq}", seq, "Standard", PUBLIC_KEY)
+    return ServerSpec("Standard", PUBLIC_KEY, session=Assignment("acct", f"session-{seq}", seq))
+
+
+def pool_spec(pool_id: str = "p1") -> ServerSpec:
+    return ServerSpec("Standard", PUBLIC_KEY, pool_id=pool_id)
 
 
 async def running(backend: Backend, state: State, timeout: float = 10) -> None:
@@ -169,3 +179,77 @@ async def test_each_server_binds_two_ports_of_its_own_in_arr_range(backend: Call
     assert len(set(ports)) == 4, ports
     for state in states:
         await running(b, state)  # and answers on the handshake port it reported
+
+
+async def offer_status(data_dir: Path, hostname: str, state: State, account: Account) -> int:
+    """The status a real server answers an offer with a valid token of this account: 401 while it does not
+    serve the account, 400 (a bad SDP, checked after the token) once it does."""
+    token = TOKENS.issue(account, 1, Clock().now())
+    trust = ssl.create_default_context(cafile=str(Settings(data_dir=data_dir).tls_dir / "ca.pem"))
+    async with httpx.AsyncClient(verify=trust) as client:
+        answer = await client.post(
+            f"https://{hostname}:{state['handshake_port']}/offer",
+            json={"type": "offer", "sdp": "v=0"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    return answer.status_code
+
+
+async def test_a_pooled_server_serves_nobody_until_assigned_then_its_session_only(
+    backend: Callable[..., Backend], tmp_path: Path
+) -> None:
+    b = backend()
+    hostname, state = await b.start(pool_spec())
+    assert pooled(state) and state["session_seq"] is None
+    await running(b, state)
+    [listed] = await backend().servers()  # as a restarted hub finds it
+    assert pooled(listed) and b.identity(listed) == b.identity(state)
+    real = not isinstance(b, MemoryBackend)  # memory servers have no endpoint to ask
+    account, _, _ = new_account("acct", Clock().now())
+    if real:
+        assert await offer_status(tmp_path / "hub", hostname, state, account) == 401
+
+    session = Assignment(account.id, "session-7", 7)
+    assigned = await b.assign(state, session)
+    assert assigned["session_seq"] == 7 and not pooled(assigned)
+    assert b.identity(assigned) == b.identity(state)
+    if real:
+        assert await offer_status(tmp_path / "hub", hostname, assigned, account) == 400
+        other, _, _ = new_account("other", Clock().now())
+        assert await offer_status(tmp_path / "hub", hostname, assigned, other) == 401
+
+    restarted = backend()
+    assert [(s["session_seq"], pooled(s)) for s in await restarted.servers()] == [(7, False)]
+    _, again = await restarted.start(ServerSpec("Standard", PUBLIC_KEY, session=session))
+    assert restarted.identity(again) == b.identity(state), "the session's server is the pooled one it was given"
+    assert len(await restarted.servers()) == 1
+    assert (await restarted.assign(again, session))["session_seq"] == 7  # idempotent
+    with pytest.raises(BackendError) as refused:
+        await restarted.assign(again, Assignment(account.id, "session-8", 8))
+    assert refused.value.code == "RenderServerAssigned"
+
+
+async def test_start_is_idempotent_per_pool_id(backend: Callable[..., Backend]) -> None:
+    b = backend()
+    _, first = await b.start(pool_spec("p1"))
+    _, again = await backend().start(pool_spec("p1"))
+    _, other = await b.start(pool_spec("p2"))
+    assert b.identity(again) == b.identity(first) != b.identity(other)
+    assert sorted(s["pool_id"] for s in await b.servers()) == ["p1", "p2"]
+
+
+async def test_a_gone_pooled_server_cannot_be_assigned(backend: Callable[..., Backend]) -> None:
+    b = backend()
+    _, state = await b.start(pool_spec())
+    await running(b, state)
+    await b.stop(state)
+    with pytest.raises(BackendError) as refused:
+        await b.assign(state, Assignment("acct", "session-1", 1))
+    assert refused.value.code == "RenderServerExited"
+    assert await b.servers() == []
+
+
+def test_a_spec_names_a_session_or_a_pool_id() -> None:
+    for wrong in ({}, {"session": Assignment("a", "s", 1), "pool_id": "p1"}, {"pool_id": "Not OK"}):
+        with pytest.raises(ValueError):
+            ServerSpec("Standard", PUBLIC_KEY, **wrong)  # type: ignore[arg-type]

@@ -3,23 +3,42 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
+from typing import Any
 
 PROBE_TIMEOUT = 0.5
 
 
-async def answers(host: str, port: int, trust: ssl.SSLContext) -> bool:
-    """Whether the render server answers its health check on this port (HTTPS, our CA's certificate)."""
+async def health(host: str, port: int, trust: ssl.SSLContext) -> dict[str, Any] | None:
+    """The render server's health answer (HTTPS, our CA's certificate); None when it does not answer."""
     try:
         connecting = asyncio.open_connection(host, port, ssl=trust, server_hostname=host)
         reader, writer = await asyncio.wait_for(connecting, PROBE_TIMEOUT)
     except (OSError, TimeoutError, ssl.SSLError):
-        return False
+        return None
     try:
         writer.write(b"GET /health HTTP/1.0\r\nHost: renderhub\r\n\r\n")
-        status_line = await asyncio.wait_for(reader.readline(), PROBE_TIMEOUT)
-        return status_line.split()[1:2] == [b"200"]
-    except (OSError, TimeoutError, IndexError):
-        return False
+        response = await asyncio.wait_for(_read_until_closed(reader), PROBE_TIMEOUT)
+        head, _, body = response.partition(b"\r\n\r\n")
+        if head.split()[1:2] != [b"200"]:
+            return None
+        answer = json.loads(body)
+        return answer if isinstance(answer, dict) else None
+    except (OSError, TimeoutError, ValueError):
+        return None
     finally:
         writer.close()
+
+
+async def _read_until_closed(reader: asyncio.StreamReader, limit: int = 64 * 1024) -> bytes:
+    """The server closes the connection after its answer; a few hundred bytes, bounded all the same."""
+    response = b""
+    while len(response) < limit and (chunk := await reader.read(limit)):
+        response += chunk
+    return response
+
+
+async def answers(host: str, port: int, trust: ssl.SSLContext) -> bool:
+    """Whether the render server answers its health check on this port."""
+    return await health(host, port, trust) is not None

@@ -11,12 +11,14 @@ from pathlib import Path
 from renderhub.backends.base import ServerSpec
 from renderhub.config import Settings
 from renderhub.errors import BackendError
+from renderhub.render.assignment import Assignment, read_assignment
 from renderhub.render.config import RenderConfig
 from renderhub.render.ports import read_ports
 
-CONFIG_NAME = re.compile(r"session-(\d+)\.json$")
+CONFIG_NAME = re.compile(r"(session-(\d+)|pool-([a-z0-9]+))\.json$")
 # Seconds a launched render server may take to bind its ports: its start-up imports, on a loaded machine.
 PORTS_TIMEOUT = 30.0
+ASSIGN_TIMEOUT = 5.0  # seconds a running pooled server may take to take its session
 
 
 def render_config(settings: Settings, spec: ServerSpec, tls_cert: str, tls_key: str) -> RenderConfig:
@@ -24,7 +26,7 @@ def render_config(settings: Settings, spec: ServerSpec, tls_cert: str, tls_key: 
     profile = spec.profile
     max_mb = profile.get("max_model_mb")
     return RenderConfig(
-        account_id=spec.account_id,
+        account_id=spec.session.account_id if spec.session else None,
         size=spec.size,
         tls_cert=tls_cert,
         tls_key=tls_key,
@@ -41,8 +43,9 @@ def render_config(settings: Settings, spec: ServerSpec, tls_cert: str, tls_key: 
 
 
 def config_path(config_dir: Path, spec: ServerSpec) -> Path:
-    """Where a session's config goes; the name carries the session's seq, which reconciliation reads back."""
-    return config_dir / f"session-{spec.session_seq}.json"
+    """Where a server's config goes; the name carries its key (the session's seq, or its pool id), which
+    reconciliation reads back from the server's command line."""
+    return config_dir / f"{spec.key}.json"
 
 
 def ports_path(config: Path) -> Path:
@@ -50,12 +53,22 @@ def ports_path(config: Path) -> Path:
     return config.with_name(config.stem + ".ports.json")
 
 
+def assignment_path(config: Path) -> Path:
+    """Where a pooled server learns its session (render.assignment)."""
+    return config.with_name(config.stem + ".assignment.json")
+
+
 def render_command(bind_host: str, spec: ServerSpec, hub_dir: str, config: Path) -> list[str]:
-    """The server binds two free ports in ARR's range itself and writes them to its ports file."""
+    """The server binds two free ports in ARR's range itself and writes them to its ports file; a pooled one
+    reads its session from its assignment file when told."""
+    if spec.session:
+        serves = ["--session-id", spec.session.session_id]
+    else:
+        serves = ["--assignment-file", str(assignment_path(config).resolve())]
     return [
         sys.executable, "-m", "renderhub.render",
         "--host", bind_host,
-        "--session-id", spec.session_id,
+        *serves,
         "--hub-dir", hub_dir,
         "--config", str(config.resolve()),
         "--ports-file", str(ports_path(config).resolve()),
@@ -74,10 +87,23 @@ def wait_for_ports(path: Path, alive: Callable[[], bool], timeout: float = PORTS
     return ports
 
 
-def session_seq(command: list[str]) -> int | None:
-    """The session seq a render server's command line was launched for (None: not one of ours)."""
+def launched_for(command: list[str]) -> tuple[int | None, str] | None:
+    """(session seq, pool id) of the server a render server's command line launched: the seq of a pooled
+    server is its assignment's (None while it has none). None: not one of ours."""
     try:
-        found = CONFIG_NAME.search(command[command.index("--config") + 1])
+        config = Path(command[command.index("--config") + 1])
     except (ValueError, IndexError):
         return None
-    return int(found.group(1)) if found else None
+    found = CONFIG_NAME.search(config.name)
+    if found is None:
+        return None
+    if found.group(2):
+        return int(found.group(2)), ""
+    assignment = read_assignment(assignment_path(config))
+    return (assignment.session_seq if assignment else None), found.group(3)
+
+
+def check_assignable(current: Assignment | None, wanted: Assignment) -> None:
+    """A server serves one session in its life: refuse to give it another."""
+    if current is not None and current != wanted:
+        raise BackendError("RenderServerAssigned", f"The render server serves session {current.session_id} already.")

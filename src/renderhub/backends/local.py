@@ -10,18 +10,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from renderhub.backends.base import Backend, ServerSpec, ServerState, State
-from renderhub.backends.health import answers
+from renderhub.backends.health import answers, health
 from renderhub.backends.launch import (
+    ASSIGN_TIMEOUT,
+    assignment_path,
+    check_assignable,
     config_path,
+    launched_for,
     ports_path,
     render_command,
     render_config,
-    session_seq,
     wait_for_ports,
 )
 from renderhub.clock import Clock
 from renderhub.config import Settings
 from renderhub.errors import BackendError
+from renderhub.render.assignment import ASSIGNED, Assignment, read_assignment, write_assignment
 from renderhub.tls import ensure_certificate
 
 
@@ -72,8 +76,8 @@ class LocalBackend(Backend):
     async def start(self, spec: ServerSpec) -> tuple[str, State]:
         path = config_path(self.config_dir, spec)
         for existing in await self.servers():
-            if existing["session_seq"] == spec.session_seq:
-                return self.hostname, await self._launched(spec, int(existing["pid"]), int(existing["started"]))
+            if _started_for(existing, spec):
+                return self.hostname, await self._launched(existing)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         config = render_config(self.settings, spec, str(self.cert.resolve()), str(self.key.resolve()))
         config.dump(path)
@@ -98,26 +102,50 @@ class LocalBackend(Backend):
         started = _proc_start_time(pid)
         if started is None:
             raise BackendError("RenderServerLaunchFailed", "The render server exited at once.")
-        return self.hostname, await self._launched(spec, pid, started)
+        seq = spec.session.session_seq if spec.session else None
+        return self.hostname, await self._launched({"pid": pid, "started": started, "session_seq": seq,
+                                                    "pool_id": spec.pool_id})  # fmt: skip
 
     def _log(self, spec: ServerSpec) -> Path:
-        return self.log_dir / f"session-{spec.session_seq}.log"
+        return self.log_dir / f"{spec.key}.log"
 
-    async def _launched(self, spec: ServerSpec, pid: int, started: int) -> State:
-        """The state of a launched server, once it has bound its ports."""
-        ports = ports_path(config_path(self.config_dir, spec))
+    def _config(self, state: State) -> Path:
+        """The config file of the server a state points at (a pooled server's keeps its pool name)."""
+        key = f"pool-{state['pool_id']}" if state.get("pool_id") else f"session-{state['session_seq']}"
+        return self.config_dir / f"{key}.json"
+
+    async def _launched(self, found: State) -> State:
+        """The state of a launched server (pid, start time, seq, pool id), once it has bound its ports."""
+        config = self._config(found)
         handshake_port, inspector_port = await asyncio.to_thread(
-            wait_for_ports, ports, lambda: _proc_start_time(pid) == started
+            wait_for_ports, ports_path(config), lambda: _alive(found)
         )
         return {
-            "pid": pid,
-            "started": started,
-            "session_seq": spec.session_seq,
+            **found,
             "host": self.bind_host,
             "handshake_port": handshake_port,
             "inspector_port": inspector_port,
-            "log": str(self._log(spec)),
+            "log": str(self.log_dir / f"{config.stem}.log"),
         }
+
+    async def assign(self, state: State, session: Assignment) -> State:
+        path = assignment_path(self._config(state))
+        if not _alive(state):
+            raise BackendError("RenderServerExited", "The pooled render server is gone.")
+        check_assignable(read_assignment(path), session)
+        write_assignment(path, session)
+        os.kill(int(state["pid"]), ASSIGNED)
+        # Assigned once the server says so: from then on it takes the account's tokens.
+        deadline = asyncio.get_running_loop().time() + ASSIGN_TIMEOUT
+        while (served := await self._health(state)) is None or served.get("sessionId") != session.session_id:
+            if not _alive(state) or asyncio.get_running_loop().time() > deadline:
+                raise BackendError("RenderServerExited", "The pooled render server did not take its session.")
+            await asyncio.sleep(0.01)
+        return {**state, "session_seq": session.session_seq}
+
+    async def _health(self, state: State) -> dict[str, object] | None:
+        probe_host = "127.0.0.1" if state["host"] in ("0.0.0.0", "::") else state["host"]
+        return await health(probe_host, int(state["handshake_port"]), self._trust)
 
     async def poll(self, state: State) -> ServerState:
         if not _alive(state):
@@ -144,23 +172,33 @@ class LocalBackend(Backend):
 
     async def servers(self) -> list[State]:
         found = []
-        for pid, seq in render_servers(self.hub_dir).items():
+        for pid, (seq, pool_id) in render_servers(self.hub_dir).items():
             started = _proc_start_time(pid)
             if started is not None:
-                found.append({"pid": pid, "started": started, "session_seq": seq})
+                found.append({"pid": pid, "started": started, "session_seq": seq, "pool_id": pool_id})
         return found
 
     def identity(self, state: State) -> str:
         return f"{state['pid']}@{state['started']}"
 
 
-def render_servers(hub_dir: str) -> dict[int, int | None]:
-    """pid -> session seq of the render servers started for the hub with this (resolved) data dir."""
+def render_servers(hub_dir: str) -> dict[int, tuple[int | None, str]]:
+    """pid -> (session seq, pool id) of the render servers started for the hub with this (resolved) data dir
+    (a pooled server's seq is its assignment's, None while it has none)."""
     return {
-        pid: session_seq(args)
+        pid: launched
         for pid, args in command_lines()
-        if "renderhub.render" in args and _flag(args, "--hub-dir") == hub_dir
+        if "renderhub.render" in args
+        and _flag(args, "--hub-dir") == hub_dir
+        and (launched := launched_for(args)) is not None
     }
+
+
+def _started_for(state: State, spec: ServerSpec) -> bool:
+    """Whether a found server is the one a spec asks for: its session's (launched or assigned), or its pool id's."""
+    if spec.session:
+        return bool(state["session_seq"] == spec.session.session_seq)
+    return bool(state["pool_id"] == spec.pool_id)
 
 
 def command_lines() -> Iterator[tuple[int, list[str]]]:

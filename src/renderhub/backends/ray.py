@@ -13,17 +13,18 @@ from ray.exceptions import RayError
 
 from renderhub.backends import check_ray_address
 from renderhub.backends.base import Backend, ServerSpec, ServerState, State
-from renderhub.backends.health import PROBE_TIMEOUT, answers
-from renderhub.backends.launch import render_config
+from renderhub.backends.health import PROBE_TIMEOUT, answers, health
+from renderhub.backends.launch import ASSIGN_TIMEOUT, check_assignable, render_config
 from renderhub.backends.ray_supervisor import RenderServerSupervisor
 from renderhub.clock import Clock
 from renderhub.config import Settings
 from renderhub.errors import BackendError, ConfigurationError
+from renderhub.render.assignment import Assignment
 from renderhub.tls import ensure_ca, issue_certificate
 
 log = logging.getLogger("renderhub.backends.ray")
 
-ACTOR_PREFIX = "renderhub-session-"
+ACTOR_PREFIX = "renderhub-"  # then the server's key: session-SEQ, or pool-ID for a pooled server
 # Without a queue timeout, how long a session whose resources looked free may wait for Ray to place it
 # (another replica may have taken the last slot between our look and Ray's decision).
 PLACEMENT_TIMEOUT = 10.0
@@ -35,8 +36,8 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def actor_name(session_seq: int) -> str:
-    return f"{ACTOR_PREFIX}{session_seq}"
+def actor_name(spec: ServerSpec) -> str:
+    return f"{ACTOR_PREFIX}{spec.key}"
 
 
 class RayBackend(Backend):
@@ -76,7 +77,9 @@ class RayBackend(Backend):
         resources = dict(spec.profile.get("resources") or {f"renderhub_{spec.size.lower()}": 1})
         if self.queue_timeout <= 0:
             await asyncio.to_thread(self._check_room, spec.size, resources)
-        name = actor_name(spec.session_seq)
+        if spec.session is not None and (pooled := await self._serving(spec.session.session_seq)) is not None:
+            return pooled["node"], pooled
+        name = actor_name(spec)
         # get_if_exists: a replica finishing a dead replica's start finds the actor that one created.
         actor: Any = Supervisor.options(
             name=name,
@@ -86,7 +89,7 @@ class RayBackend(Backend):
             num_cpus=0,
             resources=resources,
             max_restarts=0,
-        ).remote(spec.session_seq)
+        ).remote(spec.key)
         self._handles[name] = actor
         wait = self.queue_timeout if self.queue_timeout > 0 else PLACEMENT_TIMEOUT
         try:
@@ -111,7 +114,18 @@ class RayBackend(Backend):
         except RayError as exc:
             await self._kill(name)
             raise BackendError("RenderServerLaunchFailed", f"Could not launch the render server: {exc}") from exc
-        return node, {"actor": name, "session_seq": spec.session_seq, "node": node, **launched}
+        seq = spec.session.session_seq if spec.session else None
+        return node, {"actor": name, "session_seq": seq, "pool_id": spec.pool_id, "node": node, **launched}
+
+    async def _serving(self, seq: int) -> State | None:
+        """The pooled server assigned to this session, with its full state, if any."""
+        for found in await self.servers():
+            if found["pool_id"] and found["session_seq"] == seq:
+                actor = await self._handle(found["actor"])
+                node, _ = await actor.describe.remote()
+                launched = await actor.launched.remote()
+                return {**found, "node": node, **launched}
+        return None
 
     def _check_room(self, size: str, resources: dict[str, float]) -> None:
         """Fail at once when no node has the resources free (Ray would leave the actor pending)."""
@@ -128,6 +142,25 @@ class RayBackend(Backend):
                     f"No {size} render server is free: the cluster's {int(total[resource])} are all in use. "
                     "Stop a session or retry later.",
                 )
+
+    async def assign(self, state: State, session: Assignment) -> State:
+        actor = await self._handle(state["actor"])
+        if actor is None:
+            raise BackendError("RenderServerExited", "The pooled render server is gone.")
+        try:
+            check_assignable(await actor.assignment.remote(), session)
+            await actor.assign.remote(session)
+        except RayError as exc:
+            raise BackendError("RenderServerExited", f"The pooled render server is gone: {exc}") from exc
+        # Assigned once the server says so: from then on it takes the account's tokens.
+        deadline = asyncio.get_running_loop().time() + ASSIGN_TIMEOUT
+        while (served := await health(state["node"], int(state["handshake_port"]), self._trust)) is None or served.get(
+            "sessionId"
+        ) != session.session_id:
+            if asyncio.get_running_loop().time() > deadline:
+                raise BackendError("RenderServerExited", "The pooled render server did not take its session.")
+            await asyncio.sleep(0.01)
+        return {**state, "session_seq": session.session_seq}
 
     # Watching and stopping
 
@@ -159,11 +192,26 @@ class RayBackend(Backend):
     async def servers(self) -> list[State]:
         actors = await asyncio.to_thread(ray.util.list_named_actors, all_namespaces=True)
         names = [actor["name"] for actor in actors if actor["namespace"] == self.namespace]
-        return [
-            {"actor": name, "session_seq": int(name.removeprefix(ACTOR_PREFIX))}
-            for name in names
-            if name.startswith(ACTOR_PREFIX) and name.removeprefix(ACTOR_PREFIX).isdigit()
-        ]
+        found: list[State] = []
+        for name in names:
+            key = name.removeprefix(ACTOR_PREFIX)
+            if key.startswith("session-") and key.removeprefix("session-").isdigit():
+                found.append({"actor": name, "session_seq": int(key.removeprefix("session-")), "pool_id": ""})
+            elif key.startswith("pool-"):
+                found.append({"actor": name, "session_seq": None, "pool_id": key.removeprefix("pool-")})
+        # A pooled server's session is its supervisor's to tell.
+        pooled = [state for state in found if state["pool_id"]]
+        for state, seq in zip(pooled, await asyncio.gather(*(self._assigned_seq(s) for s in pooled)), strict=True):
+            state["session_seq"] = seq
+        return found
+
+    async def _assigned_seq(self, state: State) -> int | None:
+        actor = await self._handle(state["actor"])
+        try:
+            assignment = await asyncio.wait_for(actor.assignment.remote(), 2 * PROBE_TIMEOUT) if actor else None
+        except (TimeoutError, RayError):
+            return None
+        return assignment.session_seq if assignment else None
 
     def identity(self, state: State) -> str:
         return str(state["actor"])

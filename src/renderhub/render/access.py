@@ -24,11 +24,13 @@ class AccessDenied(RenderError):
 class TokenCheck:
     """Verifies tokens with the hub's public key: signature, issuer, audience, lifetime and account."""
 
-    def __init__(self, public_pem: str, account_id: str) -> None:
+    def __init__(self, public_pem: str, account_id: str | None) -> None:
         self._key = load_pem_public_key(public_pem.encode())
-        self.account_id = account_id.lower()
+        self.account_id = account_id.lower() if account_id else None  # None: a pooled server, open to nobody
 
     def check(self, authorization: str | None) -> None:
+        if self.account_id is None:
+            raise AccessDenied("This render server serves no session yet.")
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise AccessDenied("An 'Authorization: Bearer <token>' header with a hub token is required.")

@@ -12,7 +12,7 @@ from typing import Any
 class RenderConfig:
     """Who may connect, what may be loaded, how big a stream may be (ports and ids come on the command line)."""
 
-    account_id: str
+    account_id: str | None  # None: a pooled server, which accepts nobody until it is assigned a session
     size: str
     tls_cert: str
     tls_key: str

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from renderhub.render.access import AccessDenied, TokenCheck
 from renderhub.render.assets import ModelResolver
+from renderhub.render.assignment import ASSIGNED, Assignment, read_assignment
 from renderhub.render.config import RenderConfig
 from renderhub.render.http import Request, Response, serve
 from renderhub.render.inspector import INSPECTOR_PAGE
@@ -41,10 +43,17 @@ class RecentLog(logging.Handler):
 
 
 class RenderServer:
-    """One session's server: accepts one client at a time and resets when that client leaves."""
+    """One session's server: accepts one client at a time and resets when that client leaves. A pooled server
+    (no session yet) accepts nobody until it is assigned one."""
 
     def __init__(
-        self, session_id: str, config: RenderConfig, recent: RecentLog, *, renderer: str = "", encoder: str = X264
+        self,
+        session_id: str | None,
+        config: RenderConfig,
+        recent: RecentLog,
+        *,
+        renderer: str = "",
+        encoder: str = X264,
     ) -> None:
         self.session_id = session_id
         self.config = config
@@ -57,9 +66,25 @@ class RenderServer:
         self.renderer = renderer  # the GL renderer the self-check found (llvmpipe, or the GPU's name)
         self.encoder = encoder  # the H.264 encoder it chose: h264_nvenc where the GPU has one
         self.stream_options = StreamOptions.from_config(
-            config, session_id, h264_encoder=encoder, model_resolver=self.models.resolve, on_closed=self._client_left
+            config,
+            session_id or "",
+            h264_encoder=encoder,
+            model_resolver=self.models.resolve,
+            on_closed=self._client_left,
         )
         self._connecting = asyncio.Lock()
+
+    def assign(self, assignment: Assignment) -> None:
+        """Serve this session from now on: its account's tokens open the server (once: a server serves one
+        session in its life)."""
+        if self.session_id is not None:
+            if self.session_id != assignment.session_id:
+                log.warning("refused an assignment to session %s: serving %s", assignment.session_id, self.session_id)
+            return
+        self.session_id = assignment.session_id
+        self.tokens = TokenCheck(self.config.token_public_key, assignment.account_id)
+        self.stream_options = dataclasses.replace(self.stream_options, session_id=assignment.session_id)
+        log.info("assigned to session %s", assignment.session_id)
 
     def stream_settings(self, body: dict[str, Any]) -> dict[str, int]:
         """The client's resolution and frame rate, within this size's limits."""
@@ -160,24 +185,38 @@ class RenderServer:
 async def self_check(config: RenderConfig) -> tuple[str, str]:
     """Prove that the GL context and an H.264 encoder work before the handshake port opens: a session is
     Ready only once they do. Returns the GL renderer's name and the encoder chosen (NVENC where it opens)."""
-    from renderhub.render.encoder import PREFERENCE, choose_h264_encoder, probe
     from renderhub.render.worker import RenderWorker
 
-    worker = await RenderWorker.start(64, 64, fps=1, device_index=config.device_index)
+    # The encoders are probed in a thread (their imports included) while the worker process starts: about a
+    # third of a second off every session's start.
+    probes = asyncio.create_task(asyncio.to_thread(_probe_encoders))
     try:
-        renderer = str(worker.renderer_name)
-    finally:
-        await worker.close()
-    # Each probe opens the encoder and encodes a frame: it fails here, not at the first client, when it cannot run.
-    failures = {name: await asyncio.to_thread(probe, name) for name in PREFERENCE}
-    encoder = choose_h264_encoder({name: failure is None for name, failure in failures.items()})
+        worker = await RenderWorker.start(64, 64, fps=1, device_index=config.device_index)
+        try:
+            renderer = str(worker.renderer_name)
+        finally:
+            await worker.close()
+    except BaseException:
+        await asyncio.gather(probes, return_exceptions=True)  # the GL failure is the one to report
+        raise
+    encoder = await probes
+    log.info("renderer %s, encoder %s", renderer, encoder)
+    return renderer, encoder
+
+
+def _probe_encoders() -> str:
+    """The H.264 encoder to use: each one is opened and encodes a frame, so one that cannot run fails here,
+    not at the first client."""
+    from renderhub.render.encoder import PREFERENCE, choose_h264_encoder, probe
+
+    failures = {name: probe(name) for name in PREFERENCE}
     for name, failure in failures.items():
         if failure is not None:
             log.info("encoder %s unavailable: %s", name, failure)
+    encoder = choose_h264_encoder({name: failure is None for name, failure in failures.items()})
     if encoder is None:
         raise RuntimeError("no H.264 encoder could be opened")
-    log.info("renderer %s, encoder %s", renderer, encoder)
-    return renderer, encoder
+    return encoder
 
 
 def _tls(config: RenderConfig) -> ssl.SSLContext:
@@ -201,11 +240,21 @@ async def run(args: argparse.Namespace, handshake_socket: socket.socket, inspect
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
+    if args.assignment_file:
+        assignment_file = Path(args.assignment_file)
+
+        def take_assignment() -> None:
+            if (assignment := read_assignment(assignment_file)) is not None:
+                server.assign(assignment)
+
+        # The handler first, then a first look: an assignment written before the handler was there is not lost.
+        loop.add_signal_handler(ASSIGNED, take_assignment)
+        take_assignment()
     tls = _tls(server.config)
     inspector = await asyncio.start_server(serve(server.inspector), sock=inspector_socket, ssl=tls)
     # The handshake port opens last: the hub takes an answer there to mean the server is ready.
     handshake = await asyncio.start_server(serve(server.handshake), sock=handshake_socket, ssl=tls)
-    log.info("render server for session %s on %s:%d", args.session_id, args.host, handshake_port)
+    log.info("render server for session %s on %s:%d", args.session_id or "(pooled)", args.host, handshake_port)
     async with handshake, inspector:
         await stopping.wait()
         await server.close()
