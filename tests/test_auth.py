@@ -64,6 +64,17 @@ def test_rotated_key_revokes_its_tokens_only(tokens: auth.TokenService) -> None:
         auth.check_account(secondary_token, None)  # a deleted account
 
 
+def test_a_token_naming_no_key_slot_is_refused(tokens: auth.TokenService) -> None:
+    """Account.serial reads every slot but 1 as the secondary's: a validly signed slot 3 passed as slot 2."""
+    account, _, _ = auth.new_account("a", NOW)
+    for slot in (0, 3, -1, True):
+        with pytest.raises(Unauthorized, match="malformed"):
+            tokens.verify(tokens.issue(account, slot, NOW), NOW)
+    for slot in (0, 3, -1):
+        with pytest.raises(Unauthorized, match="revoked"):
+            auth.check_account(auth.TokenClaims(account.id, slot, account.secondary_serial, 0), account)
+
+
 def test_payload_decodes_with_the_standard_alphabet(tokens: auth.TokenService) -> None:
     """The SDK decodes with b64decode (standard alphabet), which silently drops '-' and '_'."""
     for i in range(500):

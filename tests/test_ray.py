@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from renderhub.backends.local import command_lines
 from renderhub.client import HubClient
 from tests.hubs import RENDERHUB, RunningHub, pid_alive, wait_for
 from tests.ray_cluster import RayCluster
+from tests.render.test_revocation import offer_status, rotate_key
 
 pytestmark = pytest.mark.ray
 
@@ -66,7 +68,13 @@ def test_a_session_runs_on_a_cluster_node_and_streams(ray_hubs: Callable[..., Ru
         assert out.returncode == 0, out.stderr
         assert json.loads(out.stdout)["fps"] > 0
         pid = render_server_on(session)
-        client.stop("on-ray")
+        # The server on the node asks the hub whether its clients' keys still hold.
+        old = client.token()
+        assert offer_status(hub, session, old) in (400, 409)  # past the token: a bad SDP, or the last client lingers
+        new_key = rotate_key(hub)
+        wait_for(lambda: offer_status(hub, session, old) == 401, timeout=10)
+    with HubClient(replace(hub.config, account_key=new_key), verify=str(hub.ca)) as renewed:
+        renewed.stop("on-ray")
         wait_for(lambda: not pid_alive(pid), timeout=10)
 
 

@@ -29,6 +29,7 @@ from renderhub.render.access import ALGORITHM, AUDIENCE, ISSUER
 # The Azure SDK decodes the payload with the standard base64 alphabet, which silently drops "-" and "_".
 # In ASCII JSON only these three characters can produce them, so no claim may contain them.
 UNSAFE_PAYLOAD_CHARS = frozenset(">?~")
+KEY_SLOTS = (1, 2)  # primary and secondary
 
 
 def new_account_key() -> str:
@@ -129,7 +130,8 @@ class TokenService:
                 claims["serial"],
                 claims["exp"],
             )
-            if not (isinstance(account_id, str) and isinstance(slot, int) and isinstance(serial, int)):
+            # Account.serial reads any slot but 1 as the secondary's: slot 3 would pass as slot 2.
+            if not (isinstance(account_id, str) and type(slot) is int and type(serial) is int and slot in KEY_SLOTS):
                 raise ValueError("malformed claims")
         except (jwt.InvalidTokenError, KeyError, ValueError) as exc:
             raise Unauthorized("The access token is malformed or its signature is invalid.") from exc
@@ -140,7 +142,7 @@ class TokenService:
 
 def check_account(claims: TokenClaims, account: Account | None) -> None:
     """A token is valid only while its account exists and its key has not been rotated since."""
-    if account is None or account.serial(claims.key_slot) != claims.key_serial:
+    if account is None or claims.key_slot not in KEY_SLOTS or account.serial(claims.key_slot) != claims.key_serial:
         raise Unauthorized("The access token has been revoked.")
 
 

@@ -13,7 +13,9 @@ from renderhub.backends import Backend
 from renderhub.client import ArrConfig
 from renderhub.clock import Clock
 from renderhub.config import Settings
+from renderhub.datadir import write_secret
 from renderhub.store import open_store
+from renderhub.terminal import private_data_dir
 from renderhub.tls import ensure_ca, ensure_certificates, install_ca
 
 
@@ -31,8 +33,7 @@ class ServeFiles:
 
 def write_arrconfig(path: Path, config: ArrConfig) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch(mode=0o600, exist_ok=True)
-    path.write_text(json.dumps(config.to_json(), indent=2) + "\n")
+    write_secret(path, json.dumps(config.to_json(), indent=2) + "\n")  # it holds an account key in clear
 
 
 def tls_files(settings: Settings, clock: Clock) -> tuple[Path | None, Path | None, Path | None]:
@@ -46,7 +47,7 @@ def tls_files(settings: Settings, clock: Clock) -> tuple[Path | None, Path | Non
 
 async def first_start(settings: Settings, clock: Clock) -> ServeFiles:
     """Make sure the database is migrated and holds an account; write arrconfig.json for a new one."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_data_dir(settings.data_dir)  # it holds the signing and CA keys: nobody else may read it
     created = None
     replaced_ca = False
     async with open_store(settings.async_database_url) as repo:
@@ -96,6 +97,7 @@ def run_hub(settings: Settings, files: ServeFiles, *, backend: Backend | None = 
     import uvicorn
 
     from renderhub.api import create_app
+    from renderhub.api.limits import guarded_http
 
     # The hub's own log lines (sessions failing, replicas taking over the reaper) beside uvicorn's.
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
@@ -115,4 +117,13 @@ def run_hub(settings: Settings, files: ServeFiles, *, backend: Backend | None = 
         log_level="info",
         access_log=access_log,
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+        # Slow or oversized request heads and connection floods are cut off (api/limits.py); TLS handshakes too.
+        http=guarded_http(settings.max_connections_per_address),
+        loop="renderhub.api.limits:HubLoop",
+        # On every answer, uvicorn's own (400, 503) included; never over plain HTTP, where it means nothing.
+        headers=[] if settings.insecure_http else [("Strict-Transport-Security", "max-age=31536000")],
+        # The client's address is the peer's: uvicorn would take X-Forwarded-For from any local process, which
+        # could then pick the address the per-address limits and the STS's throttle see. The documented load
+        # balancer passes TCP through and sets no such header.
+        proxy_headers=False,
     )

@@ -61,6 +61,13 @@ def main() -> None:
 @click.option("--insecure-http", is_flag=True, help="Serve plain HTTP (the Azure SDK refuses it).")
 @click.option("--rate-limit", type=float, default=20.0, show_default=True, help="Requests/s per account; 0: off.")
 @click.option("--page-size", type=click.IntRange(min=1), default=100, show_default=True, help="Sessions per list page.")
+@click.option(
+    "--max-connections-per-address",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Open connections one client address may hold; more are closed at once.",
+)
 @click.option("--assets-dir", type=click.Path(path_type=Path), help="Named models (default: DATA/assets).")
 @click.option(
     "--ice-server",
@@ -79,7 +86,8 @@ def serve(
     host: str, port: int, public_host: str | None, data_dir: Path, database_url: str | None, backend: str,
     ray_address: str | None, ray_namespace: str, queue_timeout: float, sizes_file: Path | None,
     tls_cert: Path | None, tls_key: Path | None, insecure_http: bool,
-    rate_limit: float, page_size: int, assets_dir: Path | None, ice_servers: tuple[str, ...],
+    rate_limit: float, page_size: int, max_connections_per_address: int, assets_dir: Path | None,
+    ice_servers: tuple[str, ...],
     allow_private_model_urls: bool, access_log: bool,
 ) -> None:  # fmt: skip
     """Run the hub: the ARR session API and token service over HTTPS."""
@@ -105,6 +113,7 @@ def serve(
         backend=backend, ray_address=ray_address, ray_namespace=ray_namespace, queue_timeout_seconds=queue_timeout,
         sizes_file=sizes_file, tls_cert=tls_cert, tls_key=tls_key,
         insecure_http=insecure_http, rate_limit_per_second=rate_limit, page_size=page_size,
+        max_connections_per_address=max_connections_per_address,
         assets_dir=assets_dir, ice_servers=ice, allow_private_model_urls=allow_private_model_urls,
     )  # fmt: skip
     try:

@@ -103,6 +103,9 @@ class HubClient:
                 params={"api-version": "2019-02-28-preview"},
                 headers={"Authorization": f"Bearer {self.config.account_id}:{self.config.account_key}"},
             )
+            if response.status_code == 429:  # too many wrong keys from this address (the STS's throttle)
+                wait = response.headers.get("retry-after", "a minute")
+                raise ApiError(429, "TooManyRequests", f"Too many failed key checks; retry after {wait} seconds.")
             if response.status_code != 200:
                 raise ApiError(response.status_code, "Unauthorized", "The account id or key was not accepted.")
             token = response.json()["AccessToken"]

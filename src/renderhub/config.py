@@ -40,6 +40,13 @@ class Settings(BaseModel):
     # Per-account request rate: a token bucket refilled at `rate_limit_per_second`, holding `rate_limit_burst`.
     rate_limit_per_second: float = 20.0
     rate_limit_burst: int = 100
+    # Failed STS key checks free per window, per (account, client address) and per address; then 429 until the
+    # window passes (api/sts_throttle.py says why these figures and why never the whole account).
+    sts_failure_window_seconds: float = Field(default=60.0, gt=0)
+    sts_failures_per_address_and_account: int = Field(default=5, ge=0)
+    sts_failures_per_address: int = Field(default=20, ge=0)
+    # Open connections one client address may hold (more are closed at once); event streams need many.
+    max_connections_per_address: int = Field(default=64, ge=1)
     page_size: int = Field(default=100, ge=1)
     retention_days: float = 30.0
     token_lifetime_hours: float = 24.0

@@ -13,6 +13,9 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
+from renderhub.datadir import make_private
+from renderhub.errors import ConfigurationError
+
 if TYPE_CHECKING:
     from renderhub.store import Repository
 
@@ -28,11 +31,21 @@ def on_store(work: Callable[[Repository], Coroutine[Any, Any, T]], data_dir: Pat
 
     async def main() -> T:
         settings = Settings(data_dir=data_dir, database_url=database_url)
-        data_dir.mkdir(parents=True, exist_ok=True)
+        private_data_dir(data_dir)
         async with open_store(settings.async_database_url) as repo:
             return await work(repo)
 
     return asyncio.run(main())
+
+
+def private_data_dir(data_dir: Path) -> None:
+    """Make the data dir private to this user (see datadir.py), or stop with why not."""
+    try:
+        make_private(data_dir)
+    except ConfigurationError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"cannot make the data dir {data_dir} private: {exc.strerror or exc}")
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

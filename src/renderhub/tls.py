@@ -11,6 +11,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from renderhub.datadir import private_dir, tighten, write_secret
+
 CA_LIFETIME = timedelta(days=3650)
 CERT_LIFETIME = timedelta(days=825)
 
@@ -26,11 +28,6 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    path.touch(mode=0o600, exist_ok=True)
-    path.write_bytes(data)
-
-
 def _san(host: str) -> x509.GeneralName:
     try:
         return x509.IPAddress(ipaddress.ip_address(host))
@@ -40,9 +37,10 @@ def _san(host: str) -> x509.GeneralName:
 
 def ensure_ca(tls_dir: Path, now: datetime) -> Path:
     """The local certificate authority, created once: ca.pem is the one file clients trust."""
-    tls_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(tls_dir)  # the keys are 0600 and the folder 0700, whatever the umask
     ca_pem, ca_key_pem = tls_dir / "ca.pem", tls_dir / "ca-key.pem"
     if ca_pem.exists() and ca_key_pem.exists():
+        tighten(ca_key_pem)  # an earlier hub's, written with its umask
         return ca_pem
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_cert = (
@@ -57,7 +55,7 @@ def ensure_ca(tls_dir: Path, now: datetime) -> Path:
         .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
         .sign(ca_key, hashes.SHA256())
     )
-    _write_private(ca_key_pem, _pem_key(ca_key))
+    write_secret(ca_key_pem, _pem_key(ca_key))
     ca_pem.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     for stale in tls_dir.glob("*.pem"):  # certificates from an earlier CA would no longer verify
         if stale.name not in ("ca.pem", "ca-key.pem"):
@@ -70,10 +68,10 @@ def install_ca(tls_dir: Path, cert_pem: str, key_pem: str) -> bool:
     ca_pem, ca_key_pem = tls_dir / "ca.pem", tls_dir / "ca-key.pem"
     if ca_pem.exists() and ca_pem.read_text() == cert_pem:
         return False
-    tls_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(tls_dir)
     for stale in tls_dir.glob("*.pem"):  # certificates from the replaced CA would no longer verify
         stale.unlink()
-    _write_private(ca_key_pem, key_pem.encode())
+    write_secret(ca_key_pem, key_pem.encode())
     ca_pem.write_text(cert_pem)
     return True
 
@@ -85,10 +83,11 @@ def ensure_certificate(tls_dir: Path, stem: str, hosts: list[str], now: datetime
     cert_pem, key_pem = tls_dir / f"{stem}.pem", tls_dir / f"{stem}-key.pem"
     wanted = sorted(set(hosts))
     if cert_pem.exists() and key_pem.exists() and _names(cert_pem) == wanted:
+        tighten(key_pem)
         return cert_pem, key_pem
     key = ec.generate_private_key(ec.SECP256R1())
     cert = _issue(tls_dir, key.public_key(), wanted, now)
-    _write_private(key_pem, _pem_key(key))
+    write_secret(key_pem, _pem_key(key))
     cert_pem.write_bytes(cert)
     return cert_pem, key_pem
 

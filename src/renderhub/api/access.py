@@ -11,6 +11,7 @@ from fastapi import Request
 
 from renderhub.accounts import Accounts
 from renderhub.api.schemas import check_api_version
+from renderhub.api.sts_throttle import KeyGuesses
 from renderhub.auth import TokenClaims, TokenService, check_account, parse_bearer
 from renderhub.clock import Clock
 from renderhub.errors import Forbidden
@@ -35,6 +36,7 @@ class Hub:
     ice_servers: list[dict[str, Any]]  # STUN/TURN, handed to clients as to render servers
     verified: dict[str, TokenClaims]
     asset_roots: list[Path] = field(default_factory=list)  # named models, served to render servers elsewhere
+    key_guesses: KeyGuesses = field(default_factory=KeyGuesses)  # the STS's failed key checks, throttled
 
 
 def hub(request: Request) -> Hub:
@@ -51,6 +53,12 @@ async def authorize(request: Request, account_id: str) -> str:
 
 async def authenticate(request: Request, account_id: str | None) -> None:
     """Check the bearer token: valid, for this account (None: any account), not revoked, within the rate limit."""
+    claims = await verified_claims(request, account_id)
+    hub(request).limiter.check(claims.account_id)
+
+
+async def verified_claims(request: Request, account_id: str | None) -> TokenClaims:
+    """The bearer token's claims once it is valid, for this account (None: any account) and not revoked."""
     h = hub(request)
     token = parse_bearer(request.headers.get("authorization"))
     now = h.clock.now()
@@ -63,4 +71,4 @@ async def authenticate(request: Request, account_id: str | None) -> None:
     if account_id is not None and claims.account_id != account_id.lower():
         raise Forbidden("The access token is for another account.")
     check_account(claims, await h.accounts.recent(claims.account_id))
-    h.limiter.check(claims.account_id)
+    return claims

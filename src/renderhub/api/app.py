@@ -11,12 +11,15 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from renderhub.accounts import Accounts
-from renderhub.api import assets, conversions, health, relay, sessions, sts, web
+from renderhub.api import assets, conversions, health, relay, render_keys, sessions, sts, web
 from renderhub.api.access import Hub
+from renderhub.api.body_limit import BodyLimit
 from renderhub.api.openapi import build_document
-from renderhub.api.responses import ArrHeaders, on_http_error, on_renderhub_error, on_unexpected
+from renderhub.api.responses import ArrHeaders, on_client_gone, on_http_error, on_renderhub_error, on_unexpected
+from renderhub.api.sts_throttle import KeyGuesses
 from renderhub.auth import TokenService, new_signing_key
 from renderhub.backends import Backend, load_backend
 from renderhub.clock import Clock
@@ -65,6 +68,12 @@ def create_app(settings: Settings, *, clock: Clock | None = None, backend: Backe
                 settings.ice_servers,
                 verified={},
                 asset_roots=settings.asset_roots,
+                key_guesses=KeyGuesses(
+                    settings.sts_failure_window_seconds,
+                    settings.sts_failures_per_address_and_account,
+                    settings.sts_failures_per_address,
+                    now=lambda: clock.now().timestamp(),  # the hub's clock: tests move it
+                ),
             )
             try:
                 async with relay, reaper.running():
@@ -82,11 +91,13 @@ def create_app(settings: Settings, *, clock: Clock | None = None, backend: Backe
         redoc_url=None,
     )
     app.router.routes.extend(sessions.routes)
-    for module in (sts, conversions, relay, assets, health, web):
+    for module in (sts, conversions, relay, render_keys, assets, health, web):
         app.include_router(module.router)
     app.add_exception_handler(RenderHubError, on_renderhub_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(ClientDisconnect, on_client_gone)
     app.add_exception_handler(Exception, on_unexpected)
+    app.add_middleware(BodyLimit)  # inside ArrHeaders: its 413s carry MS-CV too
     app.add_middleware(ArrHeaders)
     app.openapi = _document_once(app)  # type: ignore[method-assign]
     return app

@@ -62,6 +62,13 @@ async def on_http_error(_: Request, exc: Exception) -> Response:
     return error_response(error)
 
 
+async def on_client_gone(request: Request, _: Exception) -> Response:
+    """A client that hung up before its body was read: a line, not a traceback (nobody reads the answer)."""
+    client = request.client.host if request.client else "a client"
+    log.info("%s disconnected before its request body was read: %s %s", client, request.method, request.url.path)
+    return Response(status_code=400)
+
+
 async def on_unexpected(_: Request, exc: Exception) -> Response:
     log.error("unhandled error", exc_info=exc)
     return error_response(RenderHubError("An internal server error occurred."))

@@ -39,7 +39,26 @@ def render_config(settings: Settings, spec: ServerSpec, tls_cert: str, tls_key: 
         max_fps=int(profile.get("max_fps", RenderConfig.max_fps)),
         ice_servers=settings.ice_servers,
         allow_private_urls=settings.allow_private_model_urls,
+        hub_url=hub_url(settings, settings.endpoint),
+        hub_ca_pem=hub_ca_pem(settings),
     )
+
+
+def hub_url(settings: Settings, local_endpoint: str) -> str:
+    """Where a render server asks the hub about its clients' keys: `local_endpoint` (the hub as this machine or
+    the cluster reaches it), or with the operator's own certificate the public host, which that certificate names."""
+    if settings.tls_cert and not settings.insecure_http:
+        host = f"[{settings.advertised_host}]" if ":" in settings.advertised_host else settings.advertised_host
+        return f"https://{host}:{settings.port}/"
+    return local_endpoint.rstrip("/") + "/"
+
+
+def hub_ca_pem(settings: Settings) -> str | None:
+    """The CA a render server trusts the hub by: the hub's own CA, or None (the system's store) with the
+    operator's certificate or plain HTTP."""
+    if settings.tls_cert or settings.insecure_http:
+        return None
+    return (settings.tls_dir / "ca.pem").read_text()
 
 
 def config_path(config_dir: Path, spec: ServerSpec) -> Path:

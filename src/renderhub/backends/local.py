@@ -24,6 +24,7 @@ from renderhub.backends.launch import (
 )
 from renderhub.clock import Clock
 from renderhub.config import Settings
+from renderhub.datadir import private_dir, secret_file
 from renderhub.errors import BackendError
 from renderhub.render.assignment import ASSIGNED, Assignment, read_assignment, write_assignment
 from renderhub.tls import ensure_certificate
@@ -78,7 +79,8 @@ class LocalBackend(Backend):
         for existing in await self.servers():
             if _started_for(existing, spec):
                 return self.hostname, await self._launched(existing)
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.log_dir)
+        secret_file(self._log(spec))  # the server's output may carry what its clients sent: 0600 whatever the umask
         config = render_config(self.settings, spec, str(self.cert.resolve()), str(self.key.resolve()))
         config.dump(path)
         ports_path(path).unlink(missing_ok=True)  # a file from an earlier server of this seq's is not this one's
@@ -92,7 +94,7 @@ class LocalBackend(Backend):
                 {**os.environ, "PYTHONUNBUFFERED": "1"},
                 file_actions=[
                     (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                    (os.POSIX_SPAWN_OPEN, 1, str(self._log(spec)), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644),
+                    (os.POSIX_SPAWN_OPEN, 1, str(self._log(spec)), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600),
                     (os.POSIX_SPAWN_DUP2, 1, 2),
                 ],
                 setsid=True,

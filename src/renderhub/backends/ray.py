@@ -14,7 +14,7 @@ from ray.exceptions import RayError
 from renderhub.backends import check_ray_address
 from renderhub.backends.base import Backend, ServerSpec, ServerState, State
 from renderhub.backends.health import PROBE_TIMEOUT, answers, health
-from renderhub.backends.launch import ASSIGN_TIMEOUT, check_assignable, render_config
+from renderhub.backends.launch import ASSIGN_TIMEOUT, check_assignable, hub_url, render_config
 from renderhub.backends.ray_supervisor import RenderServerSupervisor
 from renderhub.clock import Clock
 from renderhub.config import Settings
@@ -68,7 +68,8 @@ class RayBackend(Backend):
         # Nodes reach this replica for named models; with its own certificate (--tls-cert) the system's
         # trust store must vouch for it, else the local CA does.
         self.ca_pem = None if settings.tls_cert else ca.read_text()
-        self.assets_url = f"{settings.scheme}://{_url_host(settings.advertised_host)}:{settings.port}/render/assets/"
+        self.hub_url = hub_url(settings, f"{settings.scheme}://{_url_host(settings.advertised_host)}:{settings.port}")
+        self.assets_url = self.hub_url + "render/assets/"
         self._handles: dict[str, Any] = {}
 
     # Starting
@@ -108,7 +109,7 @@ class RayBackend(Backend):
         # The node writes its own TLS paths into the config; the hub's paths mean nothing there, so named
         # models come from the hub over HTTPS rather than from its asset directory.
         config = dataclasses.asdict(render_config(self.settings, spec, "", ""))
-        config.update(asset_roots=[], hub_assets_url=self.assets_url, hub_ca_pem=self.ca_pem)
+        config.update(asset_roots=[], hub_assets_url=self.assets_url, hub_ca_pem=self.ca_pem, hub_url=self.hub_url)
         try:
             launched = await actor.launch.remote(spec, config, cert)  # the pid and the ports it bound on its node
         except RayError as exc:

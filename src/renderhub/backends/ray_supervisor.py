@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from renderhub.backends.base import ServerSpec
 from renderhub.backends.launch import assignment_path, config_path, ports_path, render_command, wait_for_ports
+from renderhub.datadir import secret_file, write_secret
 from renderhub.render.assignment import ASSIGNED, Assignment, read_assignment, write_assignment
 from renderhub.render.config import RenderConfig
 from renderhub.render.lifetime import die_with_parent
@@ -30,11 +31,11 @@ class RenderServerSupervisor:
         self.dir = Path(tempfile.mkdtemp(prefix=f"renderhub-{server_key}-"))
         key = ec.generate_private_key(ec.SECP256R1())
         self.key_path = self.dir / "render-key.pem"
-        self.key_path.touch(mode=0o600)
-        self.key_path.write_bytes(
+        write_secret(
+            self.key_path,
             key.private_bytes(
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
+            ),
         )
         self.public_pem = key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -67,18 +68,20 @@ class RenderServerSupervisor:
         cert_path.write_bytes(cert_pem)
         render = RenderConfig(**{**config, "tls_cert": str(cert_path), "tls_key": str(self.key_path)})
         render.dump(path)
-        log = (self.dir / "render.log").open("ab")
+        log = self.dir / "render.log"
+        secret_file(log)  # 0600 whatever the node's umask, like the local backend's logs
+        output = log.open("ab")
         process = subprocess.Popen(
             render_command(self.node, spec, str(self.dir), path),
             stdin=subprocess.DEVNULL,
-            stdout=log,
+            stdout=output,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
             # Before exec: the kernel kills the server when the supervisor dies, so a crashed actor leaves no
             # server behind (Ray runs a synchronous actor's methods on its main thread).
             preexec_fn=die_with_parent,
         )
-        log.close()
+        output.close()
         return process
 
     def assignment(self) -> Assignment | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import jwt
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
@@ -21,6 +22,15 @@ class AccessDenied(RenderError):
     code = "Unauthorized"
 
 
+@dataclass(frozen=True)
+class Grant:
+    """A token that passed the check, and the account key it was issued from (slot 1 or 2, and its serial)."""
+
+    token: str
+    key_slot: int
+    key_serial: int
+
+
 class TokenCheck:
     """Verifies tokens with the hub's public key: signature, issuer, audience, lifetime and account."""
 
@@ -28,7 +38,7 @@ class TokenCheck:
         self._key = load_pem_public_key(public_pem.encode())
         self.account_id = account_id.lower() if account_id else None  # None: a pooled server, open to nobody
 
-    def check(self, authorization: str | None) -> None:
+    def check(self, authorization: str | None) -> Grant:
         if self.account_id is None:
             raise AccessDenied("This render server serves no session yet.")
         scheme, _, token = (authorization or "").partition(" ")
@@ -37,7 +47,7 @@ class TokenCheck:
         try:
             claims = jwt.decode(
                 token.strip(), self._key, algorithms=[ALGORITHM], audience=AUDIENCE, issuer=ISSUER,  # type: ignore[arg-type]
-                options={"require": ["exp", "accountId"]},
+                options={"require": ["exp", "accountId", "slot", "serial"]},
             )  # fmt: skip
         except jwt.ExpiredSignatureError as exc:
             raise AccessDenied("The token has expired.") from exc
@@ -45,3 +55,7 @@ class TokenCheck:
             raise AccessDenied("The token is not valid for this render server.") from exc
         if str(claims["accountId"]).lower() != self.account_id or claims["exp"] <= time.time():
             raise AccessDenied("The token is for another account.")
+        slot, serial = claims["slot"], claims["serial"]
+        if type(slot) is not int or slot not in (1, 2) or type(serial) is not int:
+            raise AccessDenied("The token is not valid for this render server.")
+        return Grant(token.strip(), slot, serial)

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from renderhub.datadir import private_dir, write_secret
+
 
 @dataclass(frozen=True)
 class RenderConfig:
@@ -33,12 +35,14 @@ class RenderConfig:
     # fetched from the hub (its /render/assets/ URL, trusted through the hub's CA, with the client's token).
     hub_assets_url: str | None = None
     hub_ca_pem: str | None = None
+    # Where the server asks whether its clients' keys still hold (render/revocation.py); None: it does not ask.
+    hub_url: str | None = None
 
     @classmethod
     def load(cls, path: Path) -> RenderConfig:
         return cls(**json.loads(path.read_text()))
 
     def dump(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600, exist_ok=True)
-        path.write_text(json.dumps(self.__dict__, indent=2))
+        """Write the file 0600 in a 0700 folder, whatever the umask: it may carry TURN passwords (ice_servers)."""
+        private_dir(path.parent)
+        write_secret(path, json.dumps(self.__dict__, indent=2))

@@ -16,13 +16,14 @@ from aiortc.rtcdatachannel import RTCDataChannel
 
 from renderhub.render import protocol
 from renderhub.render.bitrate import SenderFigures
+from renderhub.render.candidates import MAX_REMOTE_CANDIDATES, filter_candidates
 from renderhub.render.compat import enable_loopback_candidates
 from renderhub.render.encoder import use_h264_preset
 from renderhub.render.errors import RenderError
 from renderhub.render.model_loader import ModelLoader
 from renderhub.render.picking import Picker
 from renderhub.render.protocol import LoadModelMessage, PingMessage, PointerMessage, PoseMessage, ProtocolError
-from renderhub.render.rtc import ice_configuration, negotiated_codec, preferred_video_codecs
+from renderhub.render.rtc import host_addresses, ice_configuration, negotiated_codec, preferred_video_codecs
 from renderhub.render.stream_options import StreamOptions
 from renderhub.render.stream_stats import StreamStats
 from renderhub.render.track import RenderTrack
@@ -113,8 +114,17 @@ class ClientStream:
         self.sent = SenderFigures(sender)
         transceiver = next(t for t in pc.getTransceivers() if t.sender is sender)
         transceiver.setCodecPreferences(preferred_video_codecs())
+        # Candidates arrive in the offer only (no trickle ICE): filtering its lines is the one place to keep the
+        # server from sending STUN wherever a client names.
+        offer = filter_candidates(offer_sdp, host_addresses())
+        if offer.dropped:
+            log.info(
+                "dropped %d of the offer's %d ICE candidates (not UDP, in a private, loopback or link-local range "
+                "this server has no address in, or past the first %d addresses)",
+                offer.dropped, offer.offered, MAX_REMOTE_CANDIDATES,
+            )  # fmt: skip
         try:
-            await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+            await pc.setRemoteDescription(RTCSessionDescription(offer.sdp, "offer"))
             await pc.setLocalDescription(await pc.createAnswer())
         except (ValueError, InternalError, InvalidAccessError, InvalidStateError, OperationError) as exc:
             raise OfferError(f"the offer cannot be answered: {exc}") from None
@@ -149,6 +159,11 @@ class ClientStream:
             return
         with contextlib.suppress(Exception):
             channel.send(text)
+
+    async def end(self, code: str, message: str) -> None:
+        """Close the stream, telling the client why first (an `error` message it can show)."""
+        self._error(code, message)
+        await self.close()
 
     def _error(self, code: str, message: str, ref: str | None = None) -> None:
         self.errors_sent += 1

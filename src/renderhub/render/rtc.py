@@ -23,6 +23,14 @@ def ice_configuration(ice_servers: Sequence[IceServer]) -> RTCConfiguration:
     return RTCConfiguration(iceServers=servers)
 
 
+def host_addresses() -> list[str]:
+    """The addresses this process's ICE agent offers as host candidates: aioice's own list, which has 127.0.0.1
+    once compat.enable_loopback_candidates ran (aioice leaves out ::1 and scoped IPv6 link-local addresses)."""
+    import aioice.ice
+
+    return aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=True)
+
+
 def negotiated_codec(sdp_text: str) -> str:
     """The video codec an SDP answer settled on ("H264", "VP8"), or "" when it has no video."""
     for media in aiortc_sdp.SessionDescription.parse(sdp_text).media:

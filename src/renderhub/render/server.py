@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import ipaddress
 import json
 import logging
 import os
@@ -16,12 +17,13 @@ from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from renderhub.render.access import AccessDenied, TokenCheck
+from renderhub.render.access import AccessDenied, Grant, TokenCheck
 from renderhub.render.assets import ModelResolver
 from renderhub.render.assignment import ASSIGNED, Assignment, read_assignment
 from renderhub.render.config import RenderConfig
-from renderhub.render.http import Request, Response, serve
-from renderhub.render.inspector import INSPECTOR_PAGE
+from renderhub.render.http import ConnectionLimits, Request, Response, serve
+from renderhub.render.inspector import INSPECTOR_HEADERS, INSPECTOR_PAGE
+from renderhub.render.revocation import FRESH_SECONDS, KeySerials, Revoked
 from renderhub.render.stream_options import X264, StreamOptions
 
 if TYPE_CHECKING:  # aiortc loads once a client comes
@@ -54,13 +56,16 @@ class RenderServer:
         *,
         renderer: str = "",
         encoder: str = X264,
+        bind_host: str = "127.0.0.1",
     ) -> None:
         self.session_id = session_id
         self.config = config
         self.recent = recent
         self.tokens = TokenCheck(config.token_public_key, config.account_id)
+        self.keys = KeySerials.asking(config.hub_url, config.hub_ca_pem)  # whether a token's key still holds
         self.started = time.time()
         self.client: ClientStream | None = None  # the one connected client's stream
+        self.client_grant: Grant | None = None  # the token it connected with
         self.clients_served = 0
         self.models = ModelResolver(config)
         self.renderer = renderer  # the GL renderer the self-check found (llvmpipe, or the GPU's name)
@@ -71,6 +76,7 @@ class RenderServer:
             h264_encoder=encoder,
             model_resolver=self.models.resolve,
             on_closed=self._client_left,
+            loopback=_is_loopback(bind_host),
         )
         self._connecting = asyncio.Lock()
 
@@ -83,6 +89,7 @@ class RenderServer:
             return
         self.session_id = assignment.session_id
         self.tokens = TokenCheck(self.config.token_public_key, assignment.account_id)
+        self.keys.vouched()
         self.stream_options = dataclasses.replace(self.stream_options, session_id=assignment.session_id)
         log.info("assigned to session %s", assignment.session_id)
 
@@ -105,9 +112,30 @@ class RenderServer:
             return await self.offer(request)
         return Response.error(404, "NotFound", f"No such endpoint: {request.path[:100]}")
 
+    async def admit(self, request: Request) -> Grant:
+        """The request's token, once it is valid for this session and its key still holds; else AccessDenied."""
+        grant = self.tokens.check(request.headers.get("authorization"))
+        await self.keys.check(grant.token, grant.key_slot, grant.key_serial)
+        return grant
+
+    async def watch_keys(self) -> None:
+        """Close the stream of a client whose token is revoked (checked as often as the hub's answer goes stale)."""
+        while True:
+            await asyncio.sleep(FRESH_SECONDS)
+            client, grant = self.client, self.client_grant
+            if client is None or grant is None:
+                continue
+            try:
+                await self.keys.check(grant.token, grant.key_slot, grant.key_serial)
+            except Revoked as exc:
+                log.info("closing the client's stream: its token was revoked")
+                await client.end("TokenRevoked", exc.message)
+            except AccessDenied:
+                pass  # the hub is unreachable past the grace: new requests are refused, the stream goes on
+
     async def offer(self, request: Request) -> Response:
         try:
-            self.tokens.check(request.headers.get("authorization"))
+            grant = await self.admit(request)
         except AccessDenied as exc:
             return Response.error(401, exc.code, exc.message)
         try:
@@ -135,9 +163,9 @@ class RenderServer:
             except WorkerError as exc:
                 log.error("the render worker did not start: %s", exc)
                 return Response.error(503, exc.code, "Rendering could not start; retry shortly.")
-            self.client = client
+            self.client, self.client_grant = client, grant
             answer = client.answer_sdp
-            self.models.client_token = request.headers["authorization"].partition(" ")[2].strip()
+            self.models.client_token = grant.token
         self.clients_served += 1
         log.info("client connected: %dx%d at %d fps", stream["width"], stream["height"], stream["fps"])
         return Response.json(200, {"type": "answer", "sdp": answer})
@@ -145,16 +173,16 @@ class RenderServer:
     def _client_left(self) -> None:
         """ARR's semantics: when the client leaves, the scene is reset for the next one (its worker is gone)."""
         log.info("client left; scene reset")
-        self.client = None
+        self.client, self.client_grant = None, None
         self.models.client_token = None
         self.models.forget()
 
     async def inspector(self, request: Request) -> Response:
         if request.path == "/" and request.method == "GET":
-            return Response.html(INSPECTOR_PAGE)
+            return Response.html(INSPECTOR_PAGE, INSPECTOR_HEADERS)
         if request.path == "/status" and request.method == "GET":
             try:
-                self.tokens.check(request.headers.get("authorization"))
+                await self.admit(request)
             except AccessDenied as exc:
                 return Response.error(401, exc.code, exc.message)
             client = self.client
@@ -180,6 +208,7 @@ class RenderServer:
         if self.client is not None:
             await self.client.close()
         self.models.forget()
+        await self.keys.close()
 
 
 async def self_check(config: RenderConfig) -> tuple[str, str]:
@@ -219,6 +248,13 @@ def _probe_encoders() -> str:
     return encoder
 
 
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def _tls(config: RenderConfig) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(config.tls_cert, config.tls_key)
@@ -235,7 +271,7 @@ async def run(args: argparse.Namespace, handshake_socket: socket.socket, inspect
     handshake_port = handshake_socket.getsockname()[1]
     config = RenderConfig.load(Path(args.config))
     renderer, encoder = await self_check(config)
-    server = RenderServer(args.session_id, config, recent, renderer=renderer, encoder=encoder)
+    server = RenderServer(args.session_id, config, recent, renderer=renderer, encoder=encoder, bind_host=args.host)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -251,11 +287,15 @@ async def run(args: argparse.Namespace, handshake_socket: socket.socket, inspect
         loop.add_signal_handler(ASSIGNED, take_assignment)
         take_assignment()
     tls = _tls(server.config)
-    inspector = await asyncio.start_server(serve(server.inspector), sock=inspector_socket, ssl=tls)
+    limits = ConnectionLimits()  # one count for both ports: a client's connections to either add up
+    # TLS is started by `serve`, not here, so the handshake counts against its deadline and its connection limits.
+    inspector = await asyncio.start_server(serve(server.inspector, tls, limits), sock=inspector_socket)
     # The handshake port opens last: the hub takes an answer there to mean the server is ready.
-    handshake = await asyncio.start_server(serve(server.handshake), sock=handshake_socket, ssl=tls)
+    handshake = await asyncio.start_server(serve(server.handshake, tls, limits), sock=handshake_socket)
     log.info("render server for session %s on %s:%d", args.session_id or "(pooled)", args.host, handshake_port)
+    watching = asyncio.create_task(server.watch_keys())
     async with handshake, inspector:
         await stopping.wait()
+        watching.cancel()
         await server.close()
     log.info("render server stopped")

@@ -39,7 +39,9 @@ class StreamOptions:
     on_closed: ClosedHandler | None = None  # called once the stream is closed, whoever closed it
     on_input: InputHandler | None = None  # pointer and key messages
     device_index: int | None = None  # the GPU the render worker uses
-    loopback: bool = True  # offer loopback ICE candidates (a client on this machine)
+    # Offer loopback ICE candidates, and so accept a client's: for a server bound to loopback only (its clients are
+    # on this machine); a server on a network address offers that one, and loopback stays out of a client's reach.
+    loopback: bool = True
     connect_timeout: float = CONNECT_TIMEOUT  # the stream closes when ICE has not connected by then
     h264_encoder: str = X264
 
@@ -52,6 +54,7 @@ class StreamOptions:
         h264_encoder: str,
         model_resolver: ModelResolver | None,
         on_closed: ClosedHandler | None,
+        loopback: bool = True,
     ) -> StreamOptions:
         return cls(
             session_id=session_id,
@@ -63,4 +66,5 @@ class StreamOptions:
             on_closed=on_closed,
             device_index=config.device_index,
             h264_encoder=h264_encoder,
+            loopback=loopback,
         )

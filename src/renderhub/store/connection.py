@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from renderhub.datadir import secret_file, tighten
 from renderhub.errors import StoreUnavailable
 from renderhub.store import migrate
 from renderhub.store.repository import Repository
@@ -24,11 +25,23 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _private_database(path: Path) -> None:
+    """The database file 0600 before SQLite opens it: it holds the signing key and the CA's key. SQLite gives its
+    -wal and -shm files the database's mode; ones an earlier, looser hub left are tightened."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        secret_file(path)
+        for companion in ("-wal", "-shm", "-journal"):
+            tighten(path.with_name(path.name + companion))
+    except OSError as exc:
+        raise StoreUnavailable(f"Cannot open the database: {type(exc).__name__}") from exc
+
+
 def _engine(url: str) -> AsyncEngine:
     if url.startswith("sqlite"):
         database = sa.engine.make_url(url).database
         if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            _private_database(Path(database))
         engine = create_async_engine(url, connect_args={"timeout": 30})
         sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine

@@ -86,7 +86,9 @@ export async function signIn(accountId, accountKey) {
   });
   if (response.status === 401) throw new HubError("The account id or key is not right.", { status: 401 });
   if (response.status === 429) {
-    throw new HubError("Too many sign-in attempts. Please wait a few seconds and try again.", { status: 429 });
+    // The STS throttles an address after several wrong keys, for up to a minute (Retry-After says how long).
+    const wait = Number(response.headers.get("Retry-After")) || 60;
+    throw new HubError(`Too many failed sign-ins. Please try again in ${wait} seconds.`, { status: 429 });
   }
   if (!response.ok) {
     throw new HubError(explain(response.status, await readError(response), "Sign-in"), { status: response.status });
