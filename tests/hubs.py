@@ -99,6 +99,14 @@ class HubEndpoint:
     def client(self) -> HubClient:
         return HubClient(self.config, verify=str(self.ca))
 
+    def set_quota(self, size: str, max_sessions: int, *extra: str) -> None:
+        """`renderhub account set-quota` for the hub's first account (`extra`: e.g. --database-url URL)."""
+        subprocess.run(
+            [RENDERHUB, "account", "set-quota", self.config.account_id, "--size", size, "--max", str(max_sessions),
+             "--data-dir", str(self.data_dir), *extra],
+            check=True, capture_output=True,
+        )  # fmt: skip
+
     def sdk(self, polling_interval: float = 0.2):  # type: ignore[no-untyped-def]
         """The official Azure SDK client for this hub's account (REQUESTS_CA_BUNDLE is set by conftest)."""
         from azure.core.credentials import AzureKeyCredential

@@ -80,6 +80,7 @@ def test_a_session_runs_on_a_cluster_node_and_streams(ray_hubs: Callable[..., Ru
 
 def test_a_full_cluster_fails_a_session_with_a_capacity_error(ray_hubs: Callable[..., RunningHub]) -> None:
     hub = ray_hubs()
+    hub.set_quota("Standard", 8)  # the cluster, not the account's quota, must be what runs out
     with hub.client() as client:
         for n in range(4):  # two Standard servers on each of the two nodes
             client.create(f"s{n}", "Standard", 30)
@@ -96,6 +97,7 @@ def test_a_full_cluster_fails_a_session_with_a_capacity_error(ray_hubs: Callable
 
 def test_a_queue_timeout_lets_a_session_wait_for_room(ray_hubs: Callable[..., RunningHub]) -> None:
     hub = ray_hubs("--queue-timeout", "30")
+    hub.set_quota("Standard", 8)
     with hub.client() as client:
         for n in range(4):
             client.create(f"s{n}", "Standard", 30)
@@ -159,7 +161,13 @@ def test_a_named_model_reaches_a_render_server_on_another_node(
                "--data-dir", str(hub.data_dir)]  # fmt: skip
     loaded = subprocess.run([*connect, "--model", "box/BoxTextured"], capture_output=True, text=True, timeout=60)
     assert loaded.returncode == 0, loaded.stderr
-    missing = subprocess.run([*connect, "--model", "no-such-model"], capture_output=True, text=True, timeout=60)
+
+    def refused_model() -> subprocess.CompletedProcess[str] | None:
+        """The next client's run, once the server has noticed that the last one left (409 until then)."""
+        run = subprocess.run([*connect, "--model", "no-such-model"], capture_output=True, text=True, timeout=60)
+        return None if "ClientAlreadyConnected" in run.stderr else run
+
+    missing = wait_for(refused_model, timeout=20)
     assert missing.returncode != 0 and "ModelNotFound" in missing.stderr
 
 

@@ -148,7 +148,8 @@ def test_retried_create_returns_the_same_session(client: RemoteRenderingClient) 
     assert list(client.list_rendering_sessions()) == []
 
 
-def test_session_ids_are_case_sensitive(client: RemoteRenderingClient) -> None:
+def test_session_ids_are_case_sensitive(client: RemoteRenderingClient, served_hub: ServedHub) -> None:
+    served_hub.set_quota("Standard", 3)  # above the default quota (half the capacity of 4)
     for session_id in ("Case-1", "case-1", "CASE-1"):
         client.begin_rendering_session(session_id, RenderingSessionSize.STANDARD, 5)
     assert sorted(s.id for s in client.list_rendering_sessions()) == ["CASE-1", "Case-1", "case-1"]
@@ -173,6 +174,7 @@ def test_list_follows_next_links_and_leaves_out_stopped_sessions(
 ) -> None:
     # Room for all five sessions (the packaged Standard capacity is 4); a list page of two.
     hub = hub_factory("--rate-limit", "0", "--page-size", "2", "--sizes", str(sizes_file(tmp_path, 8)))
+    hub.set_quota("Standard", 5)  # above the default quota (half the capacity)
     client = open_sdk(hub)
     ids = [f"page-{i}" for i in range(5)]
     for session_id in ids:

@@ -13,9 +13,11 @@ from rich.table import Column, Table
 
 from renderhub.client import ArrConfig
 from renderhub.clock import Clock
+from renderhub.models import ServerSize
 from renderhub.terminal import console, data_dir_option, database_option, fail, on_store
 
 if TYPE_CHECKING:
+    from renderhub.models import Account
     from renderhub.store import Repository
 
 
@@ -57,16 +59,64 @@ def _hub_endpoint(data_dir: Path) -> str:
         return Settings(data_dir=data_dir).endpoint
 
 
+SIZE_CHOICE = click.Choice([size.value for size in ServerSize], case_sensitive=False)
+sizes_option = click.option(
+    "--sizes", "sizes_file", type=click.Path(exists=True, path_type=Path),
+    help="The sizes file the hub serves with, for the default quotas (default: the packaged one).",
+)  # fmt: skip
+
+
 @account.command("list")
+@sizes_option
 @data_dir_option
 @database_option
-def account_list(data_dir: Path, database_url: str | None) -> None:
-    """List accounts."""
-    accounts = on_store(lambda repo: repo.list_accounts(), data_dir, database_url)
-    table = Table(Column("id", overflow="fold"), "name", "created")
+def account_list(sizes_file: Path | None, data_dir: Path, database_url: str | None) -> None:
+    """List accounts and their quotas: live sessions per size ("default": half the size's capacity, at least one)."""
+    from renderhub.config import Settings
+
+    async def work(repo: Repository) -> tuple[list[Account], dict[str, dict[ServerSize, int]]]:
+        return await repo.list_accounts(), await repo.quotas()
+
+    try:
+        sizes = Settings(sizes_file=sizes_file).load_sizes()
+    except (OSError, ValueError) as exc:
+        fail(f"--sizes {sizes_file}: {exc}" if sizes_file else str(exc))
+    accounts, quotas = on_store(work, data_dir, database_url)
+    table = Table(Column("id", overflow="fold"), "name", "created", *(f"{size} quota" for size in ServerSize))
     for a in accounts:
-        table.add_row(a.id, a.name, a.created_at.isoformat(timespec="seconds"))
+        set_here = quotas.get(a.id, {})
+        shown = [
+            str(set_here[size]) if size in set_here else f"{sizes[size].default_quota} (default)" for size in ServerSize
+        ]
+        table.add_row(a.id, a.name, a.created_at.isoformat(timespec="seconds"), *shown)
     console.print(table)
+
+
+@account.command("set-quota")
+@click.argument("account_id")
+@click.option("--size", "size_name", type=SIZE_CHOICE, required=True)
+@click.option("--max", "max_sessions", type=click.IntRange(min=0), help="Live sessions of the size it may hold.")
+@click.option(
+    "--default", "to_default", is_flag=True, help="Back to the default: half the size's capacity, at least one."
+)
+@data_dir_option
+@database_option
+def account_set_quota(account_id: str, size_name: str, max_sessions: int | None, to_default: bool,
+                      data_dir: Path, database_url: str | None) -> None:  # fmt: skip
+    """Set how many live sessions of a size an account may hold (creates beyond it: 403 QuotaExceeded). Sessions
+    already live stay; the hubs apply it to the next create."""
+    if (max_sessions is None) == (not to_default):
+        fail("give either --max N or --default")
+    size = ServerSize.parse(size_name)
+    account_id = account_id.lower()
+    if not on_store(lambda repo: repo.set_quota(account_id, size, max_sessions), data_dir, database_url):
+        fail(f"no account {account_id}")
+    if max_sessions is None:
+        console.print(
+            f"account {account_id}: {size} quota back to the default (half the size's capacity, at least one)"
+        )
+    else:
+        console.print(f"account {account_id}: at most {max_sessions} live {size} session(s)")
 
 
 @account.command("rotate-key")

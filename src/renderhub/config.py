@@ -49,6 +49,10 @@ class Settings(BaseModel):
     max_connections_per_address: int = Field(default=64, ge=1)
     page_size: int = Field(default=100, ge=1)
     retention_days: float = 30.0
+    # Sessions that failed before they were ever Ready (they bill nothing) are forgotten sooner: after this
+    # long (the SDK's poller and a person have read the error by then), and beyond each account's newest few.
+    failed_start_retention_minutes: float = Field(default=10.0, ge=0)
+    failed_starts_kept: int = Field(default=100, ge=1)
     token_lifetime_hours: float = 24.0
     # How long a hub trusts an account it read: the most a rotated or deleted key's tokens outlive it.
     account_cache_seconds: float = 1.0

@@ -30,6 +30,13 @@ class Forbidden(RenderHubError):
     code = "Forbidden"
 
 
+class QuotaExceeded(Forbidden):
+    """The account holds as many live sessions of a size as its quota allows: 403, not 429, which the SDK would
+    retry; nothing was started."""
+
+    code = "QuotaExceeded"
+
+
 class NotFound(RenderHubError):
     status = 404
     code = "NotFound"

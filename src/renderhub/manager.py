@@ -13,9 +13,9 @@ from renderhub import leases, metering
 from renderhub.backends.base import Assignment, Backend, ServerSpec, ServerState, State
 from renderhub.clock import Clock
 from renderhub.config import Settings
-from renderhub.errors import BackendError, Conflict, NotFound
+from renderhub.errors import BackendError, Conflict, NotFound, QuotaExceeded
 from renderhub.models import ServerSize, Session, SessionError, SessionStatus, SizeProfile
-from renderhub.store.repository import DuplicateSession, Repository
+from renderhub.store.repository import DuplicateSession, OverQuota, Repository
 
 log = logging.getLogger("renderhub.manager")
 
@@ -55,9 +55,10 @@ class SessionManager:
     # The five session operations
 
     async def create(self, account_id: str, session_id: str, size: ServerSize, lease: int) -> tuple[Session, bool]:
-        """A new Starting session, or the existing one for a retried create with the same settings."""
+        """A new Starting session, or the existing one for a retried create with the same settings; QuotaExceeded,
+        before anything starts, when the account already holds its quota of live sessions of the size."""
         leases.check_new_lease(lease)
-        # Insert first, look second: a new session (the usual case) costs one statement.
+        # Insert first, look second: a new session (the usual case) costs one statement, its quota check included.
         fresh = Session(
             account_id=account_id,
             id=session_id,
@@ -69,9 +70,14 @@ class SessionManager:
             watcher=self.replica_id,
         )
         try:
-            session = await self.repo.insert_session(fresh)
+            session = await self.repo.insert_session(fresh, self.sizes[size].default_quota)
         except DuplicateSession:
             existing = await self.repo.get_session(account_id, session_id)
+        except OverQuota:
+            # A retried create of a session that exists is answered as one, quota or not.
+            existing = await self.repo.get_session(account_id, session_id)
+            if existing is None:
+                raise await self._over_quota(account_id, size) from None
         else:
             self._watch(session, self._start(session), "start")
             return session, True
@@ -83,6 +89,13 @@ class SessionManager:
                 f"(size {existing.size}, maxLeaseTimeMinutes {existing.max_lease_minutes})."
             )
         return existing, False
+
+    async def _over_quota(self, account_id: str, size: ServerSize) -> QuotaExceeded:
+        quota = (await self.repo.quotas(account_id)).get(account_id, {}).get(size, self.sizes[size].default_quota)
+        return QuotaExceeded(
+            f"The account already has {quota} live {size} session(s), its quota; nothing was started. Stop one of "
+            "them, or ask the hub's administrator to raise the quota (renderhub account set-quota)."
+        )
 
     async def get(self, account_id: str, session_id: str) -> Session:
         session = await self.repo.get_session(account_id, session_id)
@@ -232,7 +245,8 @@ class SessionManager:
     ) -> bool:
         """Move the session from the status we read to a terminal one, bill it, stop its server."""
         ended_at = at or self.clock.now()
-        usage = metering.usage_record(session, ended_at, self.sizes[session.size])
+        # Conditional on the status we read: a session read as Starting is billed nothing only if it still is.
+        usage = metering.usage_record(session, ended_at, self.sizes[session.size]) if metering.bills(session) else None
         ended = await self.repo.end_session(session, status, ended_at, usage, error, from_statuses=(session.status,))
         if ended and session.backend_state:
             await self.backend.stop(session.backend_state)

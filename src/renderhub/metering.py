@@ -1,7 +1,9 @@
 """Pure metering: billable time times the size's rate.
 
 The rounding rule: time is billed from Ready to the session's end (stop, expiry or failure), in whole
-minutes rounded up, so a started minute is billed; a session that never became Ready bills nothing.
+minutes rounded up, so a started minute is billed. One usage record per session that reached Ready: a
+session that never became Ready bills nothing and leaves no record (a loop of failing creates would
+otherwise leave a record each).
 Cost is billable minutes times the size's price per minute, rounded half-up to 4 decimal places.
 """
 
@@ -25,6 +27,11 @@ def billable_minutes(ready_at: datetime | None, ended_at: datetime) -> int:
 
 def cost(minutes: int, price_per_minute: Decimal) -> Decimal:
     return (price_per_minute * minutes).quantize(COST_QUANTUM, rounding=ROUND_HALF_UP)
+
+
+def bills(session: Session) -> bool:
+    """Whether a session leaves a usage record when it ends: only once it has been Ready."""
+    return session.ready_at is not None
 
 
 def usage_record(session: Session, ended_at: datetime, size: SizeProfile) -> UsageRecord:

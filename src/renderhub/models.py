@@ -51,6 +51,12 @@ class SizeProfile:
     capacity: int
     profile: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def default_quota(self) -> int:
+        """How many live sessions of this size one account may hold unless told otherwise: half the capacity,
+        at least one (so no account can take every server and leave the others CapacityExceeded)."""
+        return max(1, self.capacity // 2)
+
 
 @dataclass(frozen=True)
 class Account:

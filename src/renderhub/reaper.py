@@ -134,19 +134,25 @@ class Reconcile:
 
 
 class Purge:
-    """Forget ended sessions older than the retention period, once a minute (their usage records stay)."""
+    """Forget ended sessions older than the retention period, once a minute (their usage records stay), and
+    sessions that failed before they were Ready after a short retention, beyond each account's newest few."""
 
     name = "purge"
 
     def __init__(self, manager: SessionManager, retention: timedelta, now: datetime) -> None:
         self.manager = manager
         self.retention = retention
+        settings = manager.settings
+        self.failed_retention = timedelta(minutes=settings.failed_start_retention_minutes)
+        self.failed_kept = settings.failed_starts_kept
         self._last = now - PURGE_EVERY
 
     async def run(self, now: datetime) -> None:
         if now - self._last >= PURGE_EVERY:
             self._last = now
-            await self.manager.repo.purge_ended(now - self.retention)
+            repo = self.manager.repo
+            await repo.purge_ended(now - self.retention)
+            await repo.purge_failed_starts(now - self.failed_retention, self.failed_kept)
 
 
 async def reconcile(manager: SessionManager) -> list[State]:

@@ -15,7 +15,7 @@ import pytest
 
 from renderhub.auth import hash_key
 from renderhub.clock import Clock, FakeClock
-from renderhub.models import SessionStatus
+from renderhub.models import ServerSize, SessionStatus
 from tests.conftest import InProcessHub, hub_settings, in_process_hub
 
 V = {"api-version": "2021-01-01"}
@@ -137,6 +137,7 @@ async def test_expired_tokens_are_refused(fake_clock_api: InProcessHub) -> None:
 
 async def test_list_pages_with_complete_next_links(api: InProcessHub) -> None:
     auth = await api.auth()
+    await api.repo.set_quota(api.account.id, ServerSize.STANDARD, 8)  # above the default quota: 4 at once
     for i in range(4):
         await api.http.put(api.url(f"/s{i}"), params=V, headers=auth, json=CREATE)
     await api.http.post(api.url("/s3/:stop"), params=V, headers=auth)
@@ -161,6 +162,10 @@ async def test_ended_sessions_stay_readable_for_the_retention_period(fake_clock_
     api = fake_clock_api
     auth = await api.auth()
     await api.http.put(api.url("/old"), params=V, headers=auth, json=CREATE)
+    deadline = asyncio.get_running_loop().time() + 10  # billed only once Ready: wait for it
+    while (await api.http.get(api.url("/old"), params=V, headers=auth)).json()["status"] != "Ready":
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.01)
     await api.http.post(api.url("/old/:stop"), params=V, headers=auth)
     assert isinstance(api.clock, FakeClock)
     api.clock.advance(days=29)

@@ -139,6 +139,24 @@ def _walk(header: dict[str, Any]) -> Iterator[int]:
         yield n
 
 
+def _sparse(sparse: object, count: int, size: int, views: list[dict[str, Any]], i: int) -> None:
+    """A sparse accessor's substitutions: no more than its elements, each array inside its bufferView."""
+    if not isinstance(sparse, dict):
+        raise invalid(f"accessor {i}: 'sparse' must be an object")
+    (substituted,) = _uints(sparse, f"accessor {i} sparse", count=None)
+    if substituted > count:
+        raise invalid(f"accessor {i} substitutes {substituted:,} of its {count:,} elements")
+    for part in ("indices", "values"):
+        item = sparse.get(part)
+        if not isinstance(item, dict):
+            raise invalid(f"accessor {i}: sparse '{part}' must be an object")
+        view = views[_index(item.get("bufferView"), len(views), f"accessor {i} sparse {part}")]
+        (offset,) = _uints(item, f"accessor {i} sparse {part}", byteOffset=0)
+        each = _COMPONENT_BYTES.get(item.get("componentType"), 4) if part == "indices" else size  # type: ignore[arg-type]
+        if offset + substituted * each > view["byteLength"]:
+            raise invalid(f"accessor {i}: sparse {part} run past the end of their bufferView")
+
+
 @dataclass
 class Estimate:
     triangles: int = 0
@@ -182,11 +200,21 @@ def check_header(header: dict[str, Any], binary: bytes | None, folder: Path) -> 
             raise invalid(f"accessor {i} has an invalid type or componentType")
         if "bufferView" in a:
             view = views[_index(a["bufferView"], len(views), f"accessor {i}")]
-            stride = view.get("byteStride") or size
-            if not isinstance(stride, int) or (count and offset + stride * (count - 1) + size > view["byteLength"]):
-                raise invalid(f"accessor {i} runs past the end of its bufferView")
+            stride = view.get("byteStride", size)
+            # A stride under the element size overlaps elements: count x size bytes decoded from far fewer in the file.
+            if (
+                isinstance(stride, bool)
+                or not isinstance(stride, int)
+                or stride < size
+                or ("byteStride" in view and (stride > 252 or stride % 4))  # the spec's bounds for a given stride
+            ):
+                raise invalid(f"accessor {i}: its bufferView's byteStride {stride!r} does not fit {size}-byte elements")
+            if count and offset + stride * (count - 1) + size > view["byteLength"]:
+                raise invalid(f"accessor {i} runs past the end of its bufferView ({count:,} elements)")
         else:
             estimate.data_bytes += count * size  # decoded as zeros (or sparse values) in memory: count it
+        if "sparse" in a:
+            _sparse(a["sparse"], count, size, views, i)
         counts.append(count)
     for i, image in enumerate(_items(header, "images")):
         if "uri" in image:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 from renderhub.render import protocol
 from renderhub.render.camera import Pose
 from renderhub.render.gltf import ModelError
+from renderhub.render.model_limits import LOAD_OVERHEAD_BYTES
 from renderhub.render.protocol import LoadModelMessage
 from renderhub.render.stream_options import StreamOptions
 from renderhub.render.track import RenderTrack
@@ -96,6 +98,9 @@ class ModelLoader:
             self._error(exc.code, exc.message, message.ref)
             return
         except WorkerError:
+            if in_worker:
+                await self._died_loading(message)
+                return
             self._error(protocol.INTERNAL, "rendering stopped while loading; reconnect", message.ref)
             self._lost()
             return
@@ -113,17 +118,48 @@ class ModelLoader:
         text = f"the model did not load within {timeout:g} s"
         if in_worker:
             # The worker may be stuck in native code (a parser, a driver) where no request reaches it: replace it.
-            try:
-                await self._restart_worker()
-            except WorkerError:
-                self._error(protocol.INTERNAL, "rendering stopped while loading; reconnect", message.ref)
-                self._lost()
+            if not await self._replace_worker(message):
                 return
             text += "; the renderer was restarted and the scene is empty"
             self.model = None
         else:
             text += " (still downloading); the scene is unchanged"
         self._error(protocol.LOAD_TIMEOUT, text, message.ref)
+
+    async def _replace_worker(self, message: LoadModelMessage) -> bool:
+        """A fresh render worker in place of one a load hung or killed; False (the client told, the stream lost)
+        when none starts."""
+        try:
+            await self._restart_worker()
+        except WorkerError:
+            self._error(protocol.INTERNAL, "rendering stopped while loading; reconnect", message.ref)
+            self._lost()
+            return False
+        return True
+
+    async def _died_loading(self, message: LoadModelMessage) -> None:
+        """The worker died in a load: past its memory limit, the kernel's OOM killer or the allocator ended it.
+
+        The model is refused, not the session: a new worker takes over, as after a hung load.
+        """
+        deadline = asyncio.get_running_loop().time() + 2.0
+        while (code := self.worker.exitcode) is None and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)  # its pipe closes a moment before it can be reaped
+        log.warning("session %s: the render worker died loading a model (exit %s)", self.options.session_id, code)
+        if not await self._replace_worker(message):
+            return
+        self.model = None
+        how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
+        # The signals a process gets for memory: SIGKILL from the OOM killer, the others from a failed allocation.
+        memory = code is not None and -code in (signal.SIGKILL, signal.SIGABRT, signal.SIGSEGV, signal.SIGBUS)
+        cause = (
+            f", most likely out of memory (its limit is this session's {self.options.max_bytes:,} bytes for models"
+            f" plus {LOAD_OVERHEAD_BYTES:,} for loading them)"
+            if memory
+            else ""
+        )
+        text = f"the render worker {how} while loading the model{cause}; the renderer was restarted, the scene is empty"
+        self._error("ModelTooLarge" if memory else "LoadFailed", text, message.ref)
 
     async def _restart_worker(self) -> None:
         """Kill the worker and start a new one of the same size; the video track carries on with it."""

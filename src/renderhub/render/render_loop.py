@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -20,6 +21,7 @@ from renderhub.render import pose_tag
 from renderhub.render.camera import Pose
 from renderhub.render.gltf import ModelError
 from renderhub.render.lifetime import die_with_parent
+from renderhub.render.model_limits import HardLimit, out_of_memory
 from renderhub.render.worker_messages import (
     Clear,
     Cleared,
@@ -151,6 +153,7 @@ class RenderLoop:
         self.latest: tuple[int, Pose] | None = None
         self.shown: int | None = None  # the pose id of the frame in the framebuffer, which picks answer for
         self.running = True
+        self.memory = HardLimit()  # measured now: the renderer is up, no model is loaded
         self.handlers: dict[type[Any], Callable[[Any], None]] = {
             Load: self.load,
             Pick: self.pick,
@@ -222,11 +225,18 @@ class RenderLoop:
         from renderhub.render.scene import load_scene
 
         load_started = time.perf_counter()
+        self.memory.apply(request.max_bytes)  # the size's limit comes with the first load: set it before any
         try:
             self.conn.send(Progress(request.id, "parse", 0.0))
             scene = load_scene(Path(request.path), max_primitives=request.max_primitives, max_bytes=request.max_bytes)
             self.conn.send(Progress(request.id, "upload", 0.7))
             self.renderer.upload(scene)
+        except MemoryError:  # the hard limit during the upload (load_scene turns its own into ModelTooLarge)
+            self.renderer.clear()  # a half-uploaded model is no model: free it all (the scene goes on return)
+            gc.collect()
+            refusal = out_of_memory()
+            self.conn.send(Loaded(request.id, (refusal.code, refusal.message), None))
+            return
         except ModelError as exc:
             self.conn.send(Loaded(request.id, (exc.code, exc.message), None))
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import warnings
 from collections.abc import Callable, Iterator
@@ -15,10 +16,17 @@ from PIL import Image
 
 from renderhub.render import compat
 from renderhub.render.gltf import ModelError, check_header, encode, invalid, read_header, without_specular_glossiness
+from renderhub.render.model_limits import (
+    INDEX_BYTES,
+    MAX_TEXTURE_PIXELS,
+    MAX_TEXTURE_SIZE,
+    VERTEX_BYTES,
+    check_load,
+    out_of_memory,
+)
 
 STANDARD_MAX_PRIMITIVES = 20_000_000  # ARR's limit for Standard sessions
-MAX_TEXTURE_SIZE = 4096  # larger textures are downscaled: sharper than any streamed frame needs
-VERTEX_BYTES = 36  # position, normal, texcoord (floats) and an RGBA8 colour, as the renderer uploads them
+_NORMALS_SLICE = 1 << 21  # faces per slice when computing normals: about 100 MB of temporaries
 
 FloatArray = NDArray[np.float32]
 
@@ -70,7 +78,8 @@ class Scene:
             id(b.material.texture): b.material.texture.nbytes for b in self.batches if b.material.texture is not None
         }
         vertices = sum(len(b.positions) for b in self.batches)
-        return vertices * VERTEX_BYTES + self.triangles * 12 + sum(textures.values()) * 4 // 3  # mipmaps: a third more
+        mipmapped = sum(textures.values()) * 4 // 3  # mipmaps: a third more
+        return vertices * VERTEX_BYTES + self.triangles * INDEX_BYTES + mipmapped
 
 
 def _limits(triangles: int, gpu_bytes: int, max_primitives: int | None, max_bytes: int) -> None:
@@ -83,7 +92,7 @@ def _limits(triangles: int, gpu_bytes: int, max_primitives: int | None, max_byte
 
 def _texture(image: Any, max_bytes: int) -> NDArray[np.uint8]:
     width, height = image.size  # read from the image header: nothing is decoded yet
-    if width * height * 4 > max_bytes:
+    if width * height > MAX_TEXTURE_PIXELS or width * height * 4 > max_bytes:  # check_load refused these already
         raise ModelError("ModelTooLarge", f"a {width}x{height} texture exceeds the memory limit")
     image = image.convert("RGBA")
     if max(width, height) > MAX_TEXTURE_SIZE:
@@ -108,17 +117,25 @@ def _material(source: Any, textures: dict[int, NDArray[np.uint8]], max_bytes: in
     )
 
 
-def _computed_normals(vertices: NDArray[np.float64], faces: NDArray[np.int64]) -> NDArray[np.float64]:
-    """Area-weighted vertex normals with plain numpy (trimesh wants scipy for this, which we do not ship)."""
-    corners = vertices[faces]
-    face_normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
-    sums = [np.bincount(faces.ravel(), np.repeat(face_normals[:, k], 3), minlength=len(vertices)) for k in range(3)]
-    return np.stack(sums, 1).astype(np.float64)
+def _computed_normals(vertices: NDArray[np.float32], faces: NDArray[np.int64]) -> NDArray[np.float32]:
+    """Area-weighted vertex normals with plain numpy (trimesh wants scipy for this, which we do not ship).
+
+    In slices of faces: gathering every corner at once took 72 bytes a triangle, the largest single cost of a load.
+    """
+    sums = np.zeros((len(vertices), 3), np.float32)
+    for start in range(0, len(faces), _NORMALS_SLICE):
+        part = faces[start : start + _NORMALS_SLICE]
+        first = vertices[part[:, 0]]
+        face_normals = np.cross(vertices[part[:, 1]] - first, vertices[part[:, 2]] - first)
+        del first
+        for k in range(3):
+            sums[:, k] += np.bincount(part.ravel(), np.repeat(face_normals[:, k], 3), minlength=len(vertices))
+    return sums
 
 
 def _unit(
-    vectors: NDArray[np.float64], fallback: Callable[[], NDArray[np.float64]] | None = None
-) -> NDArray[np.float64]:
+    vectors: NDArray[np.float32], fallback: Callable[[], NDArray[np.float32]] | None = None
+) -> NDArray[np.float32]:
     """Unit vectors; zero or non-finite ones (bad normals in a file, degenerate faces) come from `fallback`, else +Y."""
     length = np.linalg.norm(vectors, axis=1, keepdims=True)
     bad = ~np.isfinite(length) | (length < 1e-12)
@@ -127,12 +144,16 @@ def _unit(
         length = np.linalg.norm(vectors, axis=1, keepdims=True)
         bad = ~np.isfinite(length) | (length < 1e-12)
         vectors, length = np.where(bad, [0.0, 1.0, 0.0], vectors), np.where(bad, 1.0, length)
-    unit: NDArray[np.float64] = vectors / length  # numpy types the quotient as Any
+    unit: NDArray[np.float32] = (vectors / length).astype(np.float32, copy=False)  # numpy types the quotient as Any
     return unit
 
 
 def _parts(scene: Any, max_bytes: int) -> Iterator[tuple[Material | None, dict[str, np.ndarray]]]:
-    """Each mesh instance with its node transform baked, checked for what trimesh does not check."""
+    """Each mesh instance with its node transform baked, checked for what trimesh does not check.
+
+    Every array leaves here in the type the GPU takes (float32, uint8): float64 copies of a 20 M-triangle model
+    cost gigabytes that the render worker's memory limit does not have.
+    """
     textures: dict[int, NDArray[np.uint8]] = {}
     materials: dict[int, Material] = {}
     for node in scene.graph.nodes_geometry:
@@ -140,8 +161,8 @@ def _parts(scene: Any, max_bytes: int) -> Iterator[tuple[Material | None, dict[s
         mesh = scene.geometry[name]
         if len(getattr(mesh, "faces", ())) == 0:
             continue  # points and lines, already counted as skipped
-        vertices = np.asarray(mesh.vertices, dtype=np.float64)
-        faces = np.asarray(mesh.faces, dtype=np.int64)
+        vertices = np.asarray(mesh.vertices)
+        faces = np.asarray(mesh.faces)
         if faces.min() < 0 or faces.max() >= len(vertices):
             raise invalid(f"mesh {name!r} has indices outside its {len(vertices)} vertices")
         if not np.isfinite(vertices).all() or not np.isfinite(transform).all():
@@ -149,15 +170,20 @@ def _parts(scene: Any, max_bytes: int) -> Iterator[tuple[Material | None, dict[s
         linear = transform[:3, :3]
         if abs(np.linalg.det(linear)) < 1e-30:
             continue  # a zero scale hides the instance, as glTF viewers do
+        moved = not np.array_equal(transform, np.eye(4))
+        positions = (vertices @ linear.T + transform[:3, 3]) if moved else vertices
+        positions = positions.astype(np.float32)
+        local = vertices.astype(np.float32) if moved else positions
 
-        def computed(vertices: NDArray[np.float64] = vertices, faces: NDArray[np.int64] = faces) -> NDArray[np.float64]:
+        def computed(vertices: NDArray[np.float32] = local, faces: NDArray[np.int64] = faces) -> NDArray[np.float32]:
             return _computed_normals(vertices, faces)
 
         # Only the normals the file gave: asking trimesh for normals would compute them itself.
         given = compat.loaded_vertex_normals(mesh)
         usable = given is not None and len(given) == len(vertices)
-        normals = _unit(np.asarray(given, np.float64), computed) if usable else _unit(computed(), computed)
-        normals = _unit(normals @ np.linalg.inv(linear))  # the inverse transpose, applied to rows
+        normals = _unit(np.asarray(given, np.float32), computed) if usable else _unit(computed(), computed)
+        if moved:
+            normals = _unit(normals @ np.linalg.inv(linear).astype(np.float32))  # the inverse transpose, on rows
         if np.linalg.det(linear) < 0:
             faces = faces[:, ::-1]  # a mirroring transform turns the winding inside out
         visual, material = mesh.visual, None
@@ -166,14 +192,15 @@ def _parts(scene: Any, max_bytes: int) -> Iterator[tuple[Material | None, dict[s
                 materials[id(visual.material)] = _material(visual.material, textures, max_bytes)
             material = materials[id(visual.material)]
         uv = getattr(visual, "uv", None)
-        texcoords = np.zeros((len(vertices), 2)) if uv is None or len(uv) != len(vertices) else np.asarray(uv)
-        texcoords = np.column_stack([texcoords[:, 0], 1.0 - texcoords[:, 1]])  # trimesh flips v; flip it back
+        texcoords = np.zeros((len(vertices), 2), np.float32)
+        texcoords[:, 1] = 1.0  # without texture coordinates every vertex samples glTF's (0, 1), as it always did
+        if uv is not None and len(uv) == len(vertices):
+            texcoords[:, 0], texcoords[:, 1] = uv[:, 0], 1.0 - np.asarray(uv[:, 1])  # trimesh flips v; flip it back
         attributes = getattr(visual, "vertex_attributes", None)
         colors = attributes.get("color") if attributes is not None else None
         if colors is None and getattr(visual, "kind", None) == "vertex":
             colors = visual.vertex_colors
-        yield material, {"p": vertices @ linear.T + transform[:3, 3], "n": normals, "t": texcoords, "f": faces,
-                         "c": _colors(colors, len(vertices))}  # fmt: skip
+        yield material, {"p": positions, "n": normals, "t": texcoords, "f": faces, "c": _colors(colors, len(vertices))}
 
 
 def _colors(colors: Any, count: int) -> NDArray[np.uint8]:
@@ -191,17 +218,21 @@ def _batches(scene: Any, max_bytes: int) -> list[Batch]:
     groups: dict[int, tuple[Material, list[dict[str, np.ndarray]]]] = {}
     default = Material("default", base_color=(0.8, 0.8, 0.8, 1.0))
     for material, part in _parts(scene, max_bytes):
+        part["f"] = part["f"].astype(np.uint32)  # the GPU's index type, at half the size of trimesh's int64
         groups.setdefault(id(material or default), (material or default, []))[1].append(part)
     batches = []
     for material, parts in groups.values():
-        offsets = np.cumsum([0] + [len(p["p"]) for p in parts[:-1]])
-        joined = {k: np.concatenate([p[k] for p in parts]) for k in "pntc"}
-        faces = np.concatenate([p["f"] + o for p, o in zip(parts, offsets, strict=True)])
-        positions = joined["p"].astype(np.float32)
-        if not np.isfinite(positions).all():  # finite in float64 but beyond float32, as the GPU takes them
+        if len(parts) == 1:
+            joined = parts.pop()  # nothing to join: no copy
+        else:
+            offsets = np.cumsum([0] + [len(p["p"]) for p in parts[:-1]]).astype(np.uint32)
+            for part, offset in zip(parts, offsets, strict=True):
+                part["f"] += offset
+            joined = {k: np.concatenate([p.pop(k) for p in parts]) for k in "pntcf"}
+            parts.clear()
+        if not np.isfinite(joined["p"]).all():  # finite in float64 but beyond float32, as the GPU takes them
             raise invalid("positions are too large for single precision")
-        batches.append(Batch(material, positions, joined["n"].astype(np.float32), joined["t"].astype(np.float32),
-                             joined["c"], faces.astype(np.uint32)))  # fmt: skip
+        batches.append(Batch(material, joined["p"], joined["n"], joined["t"], joined["c"], joined["f"]))
     return batches
 
 
@@ -212,9 +243,11 @@ def load_scene(path: Path, *, max_primitives: int | None, max_bytes: int) -> Sce
     except ModelError:
         raise
     except (MemoryError, Image.DecompressionBombError):
-        raise ModelError("ModelTooLarge", "the model (or one of its textures) does not fit in memory") from None
+        raise out_of_memory() from None
     except Exception as e:  # trimesh's failures on bad files are asserts, KeyErrors, IndexErrors, RecursionErrors...
         raise invalid(f"the model could not be read ({type(e).__name__}: {str(e)[:200]})") from None
+    finally:
+        gc.collect()  # trimesh's objects hold cycles: give a failed or finished load's memory back before the next
 
 
 def _load(path: Path, max_primitives: int | None, max_bytes: int) -> Scene:
@@ -229,18 +262,23 @@ def _load(path: Path, max_primitives: int | None, max_bytes: int) -> Scene:
     estimate = check_header(header, binary, path.parent)
     if size + estimate.data_bytes > max_bytes:
         raise ModelError("ModelTooLarge", f"the model's data totals {size + estimate.data_bytes:,} bytes")
-    _limits(estimate.triangles, estimate.vertices * VERTEX_BYTES + estimate.triangles * 12, max_primitives, max_bytes)
+    drawn = estimate.vertices * VERTEX_BYTES + estimate.triangles * INDEX_BYTES
+    _limits(estimate.triangles, drawn, max_primitives, max_bytes)
     glb = data[:4] == b"glTF"
-    if without_specular_glossiness(header):
-        data = encode(header, binary, glb)
+    # Unchanged, the file is read again by trimesh rather than kept here: a copy less at the peak of a load.
+    rewritten = encode(header, binary, glb) if without_specular_glossiness(header) else None
+    check_load(header, binary, path.parent, estimate, size, max_bytes)
+    del data, binary
     import trimesh  # here, not at import: the render server starts without paying for it
 
     # trimesh warns (NaN math, decompression-bomb checks) where we check ourselves and refuse below.
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), io.BytesIO(rewritten) if rewritten else path.open("rb") as source:
         warnings.simplefilter("ignore")
         resolver = trimesh.resolvers.FilePathResolver(str(path))
-        loaded = trimesh.load(io.BytesIO(data), file_type="glb" if glb else "gltf", force="scene", resolver=resolver)
+        loaded = trimesh.load(source, file_type="glb" if glb else "gltf", force="scene", resolver=resolver)
+        del rewritten
         batches = _batches(loaded, max_bytes)
+        del loaded
     if not batches:
         if estimate.skipped:
             modes = ", ".join(sorted(estimate.skipped_modes))

@@ -145,6 +145,11 @@ class RenderWorker:
         return self._process.pid
 
     @property
+    def exitcode(self) -> int | None:
+        """The worker's exit status once it has ended (minus the signal that ended it), else None."""
+        return self._process.exitcode
+
+    @property
     def alive(self) -> bool:
         return not self._closed and self.error is None and self._process.is_alive()
 

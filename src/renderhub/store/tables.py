@@ -61,6 +61,18 @@ sessions = sa.Table(
     sa.Column("backend_state", sa.JSON),
     sa.Column("watcher", sa.String(36)),  # the replica whose task brings this session up while it starts
     sa.UniqueConstraint("account_id", "id", name="uq_sessions_account_id"),
+    # The quota check counts an account's live sessions of one size on every create.
+    sa.Index("ix_sessions_account_size_status", "account_id", "size", "status"),
+)
+
+# An account's quota for a size, where it differs from the default (half the size's capacity): how many live
+# sessions of that size it may hold. No row: the default.
+account_quotas = sa.Table(
+    "account_quotas",
+    metadata,
+    sa.Column("account_id", sa.String(36), primary_key=True),
+    sa.Column("size", sa.String(16), primary_key=True),
+    sa.Column("max_sessions", sa.Integer, nullable=False),
 )
 
 usage_records = sa.Table(
