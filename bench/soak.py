@@ -238,11 +238,12 @@ def running_hub(work: Path) -> Iterator[Hub]:
 
 
 def chaos(
-    hub: Hub, rng: random.Random, until: float, stop: threading.Event, log: Callable[[str], None]
+    hub: Hub, rng: random.Random, until: float, stop: threading.Event, log: Callable[[str], None], hub_kills: bool
 ) -> Counter[str]:
     """Now and then a render server is SIGKILLed (every ~45 s) or the hub (every ~120 s), then restarted."""
     done: Counter[str] = Counter()
-    next_server, next_hub = time.monotonic() + rng.uniform(20, 45), time.monotonic() + rng.uniform(60, 120)
+    next_server = time.monotonic() + rng.uniform(20, 45)
+    next_hub = time.monotonic() + rng.uniform(60, 120) if hub_kills else float("inf")
     while not stop.wait(1.0) and time.monotonic() < until:
         now = time.monotonic()
         if now >= next_server:
@@ -311,6 +312,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=15.0, help="how long to drive the hub")
     parser.add_argument("--workers", type=int, default=2, help="concurrent clients")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--no-hub-kills", action="store_true", help="kill render servers only: one hub life, for its growth figures"
+    )
     args = parser.parse_args()
     stop_after(args.minutes * 60 + 600)
     rng = random.Random(args.seed)
@@ -340,7 +344,9 @@ def main() -> None:
 
         async def drive() -> Counter[str]:
             workers = [asyncio.to_thread(work, f"w{n}") for n in range(args.workers)]
-            chaos_done = asyncio.to_thread(chaos, hub, random.Random(rng.random()), until, stop, log)
+            chaos_done = asyncio.to_thread(
+                chaos, hub, random.Random(rng.random()), until, stop, log, not args.no_hub_kills
+            )
             sampling = asyncio.create_task(sample_every(10.0))
             try:
                 done, *_ = await asyncio.gather(chaos_done, *workers)
