@@ -57,6 +57,7 @@ def postgres_url() -> Iterator[str]:
 INTEGRATION_FIXTURES = {"hub_factory", "rendering_api", "browser", "network"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns xdist_group marks into the groups it deals out
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests that use the PostgreSQL server or the Ray cluster carry its marker, so `-m "not postgres"` and
     `-m "not ray"` really leave them out (parameters that reach them dynamically are marked where defined);
