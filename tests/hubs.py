@@ -22,7 +22,7 @@ import uvicorn
 from renderhub.api import create_app
 from renderhub.backends import local
 from renderhub.backends.memory import MemoryBackend
-from renderhub.bootstrap import first_start
+from renderhub.bootstrap import first_start, server_config
 from renderhub.client import ArrConfig, HubClient
 from renderhub.clock import Clock
 from renderhub.config import Settings
@@ -172,15 +172,7 @@ class ServedHub(HubEndpoint):
         hub_settings = Settings(data_dir=self.data_dir, port=self.port, rate_limit_per_second=0, **settings)
         files = asyncio.run(first_start(hub_settings, Clock()))
         app = create_app(hub_settings, backend=MemoryBackend(hub_settings))
-        config = uvicorn.Config(
-            app,
-            host=hub_settings.host,
-            port=self.port,
-            ssl_certfile=str(files.cert),
-            ssl_keyfile=str(files.key),
-            log_level="warning",
-            timeout_graceful_shutdown=int(hub_settings.shutdown_grace_seconds),
-        )
+        config = server_config(hub_settings, files, app, log_level="warning", access_log=False)
         self.server = server = uvicorn.Server(config)
         self.thread = threading.Thread(target=server.run, name=f"hub on port {self.port}", daemon=True)
         self.thread.start()
@@ -194,6 +186,8 @@ class ServedHub(HubEndpoint):
         if self.server and self.thread:
             self.server.should_exit = True
             self.thread.join(30)
+            if self.thread.is_alive():
+                raise RuntimeError(f"the hub on port {self.port} did not stop within 30 s")
 
 
 def hub_dir(data_dir: Path, shared_tls: Path) -> Path:

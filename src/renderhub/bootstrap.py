@@ -7,6 +7,7 @@ import json
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from renderhub.auth import new_account
 from renderhub.backends import Backend
@@ -17,6 +18,9 @@ from renderhub.datadir import write_secret
 from renderhub.store import open_store
 from renderhub.terminal import private_data_dir
 from renderhub.tls import ensure_ca, ensure_certificates, install_ca
+
+if TYPE_CHECKING:
+    import uvicorn
 
 
 @dataclass(frozen=True)
@@ -94,10 +98,11 @@ def _follow_endpoint(settings: Settings) -> None:
 
 def run_hub(settings: Settings, files: ServeFiles, *, backend: Backend | None = None, access_log: bool = False) -> None:
     """Serve the hub until it is told to stop (SIGINT or SIGTERM), with its log lines beside uvicorn's."""
+    import sys
+
     import uvicorn
 
     from renderhub.api import create_app
-    from renderhub.api.limits import guarded_http
 
     # The hub's own log lines (sessions failing, replicas taking over the reaper) beside uvicorn's.
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
@@ -108,13 +113,30 @@ def run_hub(settings: Settings, files: ServeFiles, *, backend: Backend | None = 
     # whose full sweeps otherwise stall requests (bench/scale.py: p99 create latency 130-200 -> 75-105 ms).
     gc.collect()
     gc.freeze()
-    uvicorn.run(
-        app,
+    server = uvicorn.Server(server_config(settings, files, app, log_level="info", access_log=access_log))
+    try:
+        server.run()
+    except KeyboardInterrupt:  # a second Ctrl-C during the graceful stop
+        pass
+    if not server.started:
+        sys.exit(3)  # uvicorn.run's code for a server that could not start (the port taken, say)
+
+
+def server_config(
+    settings: Settings, files: ServeFiles, app: object, *, log_level: str, access_log: bool
+) -> uvicorn.Config:
+    """uvicorn's configuration for the hub: TLS, the connection limits, the graceful stop, no proxy headers."""
+    import uvicorn
+
+    from renderhub.api.limits import guarded_http
+
+    return uvicorn.Config(
+        app,  # type: ignore[arg-type]
         host=settings.host,
         port=settings.port,
         ssl_certfile=str(files.cert) if files.cert else None,
         ssl_keyfile=str(files.key) if files.key else None,
-        log_level="info",
+        log_level=log_level,
         access_log=access_log,
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
         # Slow or oversized request heads and connection floods are cut off (api/limits.py); TLS handshakes too.

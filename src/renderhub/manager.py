@@ -13,7 +13,7 @@ from renderhub import leases, metering
 from renderhub.backends.base import Assignment, Backend, ServerSpec, ServerState, State
 from renderhub.clock import Clock
 from renderhub.config import Settings
-from renderhub.errors import BackendError, Conflict, NotFound, QuotaExceeded
+from renderhub.errors import BackendError, Conflict, NotFound, QuotaExceeded, StoreUnavailable
 from renderhub.models import ServerSize, Session, SessionError, SessionStatus, SizeProfile
 from renderhub.store.repository import DuplicateSession, OverQuota, Repository
 
@@ -21,6 +21,7 @@ log = logging.getLogger("renderhub.manager")
 
 POLL_INTERVAL = 0.02
 BACKGROUND_TRANSACTIONS = 1
+STORE_RETRY_SECONDS = 1.0  # a failed start's Error waits for a store that cannot be written
 
 
 class SessionManager:
@@ -139,7 +140,7 @@ class SessionManager:
         """Finish a dead replica's start: with the server it launched, or by launching again (a backend's start is
         idempotent per session). The caller has claimed the session."""
         if session.backend_state is not None:
-            self._watch(session, self._await_ready(session, session.backend_state), "adopt")
+            self._watch(session, self._start(session, session.backend_state), "adopt")
         else:
             self._watch(session, self._start(session), "relaunch")
 
@@ -148,18 +149,38 @@ class SessionManager:
         key = (session.account_id, session.id)
         task = asyncio.create_task(work, name=f"{what} {session.id}")
         self._starting[key] = task
-        task.add_done_callback(lambda _: self._starting.pop(key, None))
 
-    async def _start(self, session: Session) -> None:
+        def done(task: asyncio.Task[None]) -> None:
+            self._starting.pop(key, None)
+            # _start handles its failures; anything past it is a bug, logged here rather than at garbage collection
+            if not task.cancelled() and (exc := task.exception()) is not None:
+                log.error("%s ended with an error", task.get_name(), exc_info=exc)
+
+        task.add_done_callback(done)
+
+    async def _start(self, session: Session, launched: State | None = None) -> None:
+        """Launch the session's server (unless `launched` already) and wait until it is Ready. Whatever fails on
+        the way (the store, the backend), the server is stopped and the session ends in Error."""
+        state = launched
         try:
-            await self._bring_up(session)
+            if state is None:
+                state = await self._launch(session)
+                if state is None:
+                    return  # failed, or another watcher's: handled
+            await self._await_ready(session, state)
         except asyncio.CancelledError:
-            raise
+            raise  # the hub is closing: the next hub adopts the start (see close)
         except Exception:
             log.exception("starting session %s failed", session.id)
+            if state is not None:
+                try:
+                    await self.backend.stop(state)  # no server runs for a session that will not be Ready
+                except Exception:
+                    log.exception("stopping the render server of session %s failed", session.id)
             await self._fail(session, SessionError("InternalServerError", "The render server could not be started."))
 
-    async def _bring_up(self, session: Session) -> None:
+    async def _launch(self, session: Session) -> State | None:
+        """Launch the session's server and record it on the session; None when the start ended here."""
         profile = self.sizes[session.size]
         if not self.backend.places_servers and await self._host_is_full(session):
             await self._fail(
@@ -170,7 +191,7 @@ class SessionManager:
                     "Stop a session or retry later.",
                 ),
             )
-            return
+            return None
         spec = ServerSpec(
             size=session.size.value,
             token_public_key=self.token_public_key,
@@ -181,13 +202,17 @@ class SessionManager:
             hostname, state = await self.backend.start(spec)
         except BackendError as exc:
             await self._fail(session, SessionError(exc.code, exc.message))
-            return
-        async with self._background:
-            recorded = await self.repo.set_backend_state(session, state, hostname)
+            return None
+        try:
+            async with self._background:
+                recorded = await self.repo.set_backend_state(session, state, hostname)
+        except Exception:
+            await self.backend.stop(state)  # the store does not know of this server: nothing else could stop it
+            raise
         if not recorded:
             await self._release_unless_live(session, state)
-            return
-        await self._await_ready(session, state)
+            return None
+        return state
 
     async def _host_is_full(self, session: Session) -> bool:
         """Whether the sessions before this one already take every server of its size this host may run."""
@@ -253,14 +278,22 @@ class SessionManager:
         return ended
 
     async def _fail(self, session: Session, error: SessionError) -> None:
-        """End the session in Error, whatever live status it is in now."""
+        """End the session in Error, whatever live status it is in now; a store that cannot be written (or
+        reached) is waited out, so that the session does not stay Starting once it is back."""
+        waiting = False
         while True:
-            current = await self.repo.get_session(session.account_id, session.id)
-            if current is None or not current.status.live:
-                return
-            if await self.end(current, SessionStatus.ERROR, error):
-                log.warning("session %s failed: %s", session.id, error.message)
-                return
+            try:
+                current = await self.repo.get_session(session.account_id, session.id)
+                if current is None or not current.status.live:
+                    return
+                if await self.end(current, SessionStatus.ERROR, error):
+                    log.warning("session %s failed: %s", session.id, error.message)
+                    return
+            except StoreUnavailable:
+                if not waiting:
+                    log.warning("session %s failed; the store is unavailable: retrying to record it", session.id)
+                    waiting = True
+                await asyncio.sleep(STORE_RETRY_SECONDS)
 
     async def close(self) -> None:
         """Cancel start tasks; their sessions are adopted by the next hub or failed by its reaper."""

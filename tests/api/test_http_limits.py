@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import select
+import signal
 import socket
 import ssl
 import subprocess
@@ -130,6 +131,21 @@ def test_a_head_trickled_a_byte_a_second_is_cut_off(hub: RunningHub) -> None:
 def test_an_idle_connection_without_a_request_is_closed(hub: RunningHub) -> None:
     with tls(hub) as conn:
         assert closed_by_peer(conn, HEAD_TIMEOUT_SECONDS + SLACK)
+
+
+def test_a_hub_with_an_idle_keep_alive_client_stops_at_once_and_cleanly(hub: RunningHub) -> None:
+    """A pooled client that is not reading (an SDK between calls) never answers a TLS close: the hub cuts its
+    connection when told to stop, instead of waiting it out and then failing to close its event loop."""
+    with tls(hub) as conn:
+        conn.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert read_response(conn)[0] == 200
+        assert hub.process is not None
+        started = time.monotonic()
+        hub.process.terminate()
+        assert hub.process.wait(30) == -signal.SIGTERM  # uvicorn's graceful stop ends by re-raising the signal
+        assert time.monotonic() - started < SLACK  # not the graceful stop's whole wait (5 s) or more
+        assert closed_by_peer(conn, 1)
+    assert "Traceback" not in hub.log and "timeout graceful shutdown exceeded" not in hub.log
 
 
 def test_a_connection_that_never_starts_tls_is_closed(hub: RunningHub) -> None:

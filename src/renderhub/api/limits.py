@@ -17,6 +17,9 @@ log = logging.getLogger("renderhub.api")
 
 HEAD_TIMEOUT_SECONDS = 5.0  # from the connection (or the last answer) to a complete request head
 HANDSHAKE_TIMEOUT_SECONDS = 5.0  # the TLS handshake, before a request head can even start
+# A TLS close waits for the peer's close_notify; one that is reading answers within a round trip. Shorter than the
+# graceful stop's wait, so a connection closed when the stop begins is gone before the event loop closes.
+TLS_CLOSE_TIMEOUT_SECONDS = 2.0
 MAX_HEAD_BYTES = 16 * 1024  # request line and headers together
 MAX_HEADER_LINES = 100
 LINGER_SECONDS = 1.0  # after a 431: read and drop what the client still sends, so it can read the answer
@@ -24,12 +27,13 @@ REFUSAL_LOG_SECONDS = 10.0  # a refused flood gets a line now and then, not one 
 
 
 class HubLoop(uvloop.Loop):
-    """uvloop whose TLS listeners give a handshake seconds, not asyncio's minute (uvicorn has no such setting)."""
+    """uvloop whose TLS listeners give a handshake and a close seconds, not asyncio's minute and half minute
+    (uvicorn has no such settings)."""
 
     async def create_server(self, *args: Any, **kwargs: Any) -> asyncio.Server:
         if kwargs.get("ssl") is not None:
             kwargs.setdefault("ssl_handshake_timeout", HANDSHAKE_TIMEOUT_SECONDS)
-            kwargs.setdefault("ssl_shutdown_timeout", HANDSHAKE_TIMEOUT_SECONDS)
+            kwargs.setdefault("ssl_shutdown_timeout", TLS_CLOSE_TIMEOUT_SECONDS)
         return await super().create_server(*args, **kwargs)  # type: ignore[return-value]
 
 
@@ -122,6 +126,16 @@ class GuardedHttp(HttpToolsProtocol):
         # Ready for the next head; a body the answer did not wait for (a 413) must also be through by then.
         if not self.transport.is_closing() and self.cycle.response_complete:
             self._arm_head_timer()
+
+    def shutdown(self) -> None:
+        # The hub is stopping. An idle connection is cut rather than closed: a TLS close waits for the peer's
+        # close_notify, which a pooled client that is not reading never sends, and a connection still open
+        # when the event loop closes makes the hub's exit fail (EBUSY) after the whole graceful wait.
+        if self.cycle is None or self.cycle.response_complete:
+            self._cancel_head_timer()
+            self.transport.abort()
+        else:
+            super().shutdown()  # an answer is being written: it ends, then the connection closes
 
     def handle_websocket_upgrade(self) -> None:
         self._release()  # the connection is the WebSocket protocol's from here on
