@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+from collections.abc import Callable
 from typing import Any
+
+from renderhub.errors import BackendError
 
 PROBE_TIMEOUT = 0.5
 
@@ -42,3 +45,15 @@ async def _read_until_closed(reader: asyncio.StreamReader, limit: int = 64 * 102
 async def answers(host: str, port: int, trust: ssl.SSLContext) -> bool:
     """Whether the render server answers its health check on this port."""
     return await health(host, port, trust) is not None
+
+
+async def until_assigned(
+    host: str, port: int, trust: ssl.SSLContext, session_id: str, timeout: float, alive: Callable[[], bool]
+) -> None:
+    """Wait until a pooled render server's health names its new session: from then on it takes the account's
+    tokens. BackendError when it dies or does not take it within `timeout` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (served := await health(host, port, trust)) is None or served.get("sessionId") != session_id:
+        if not alive() or asyncio.get_running_loop().time() > deadline:
+            raise BackendError("RenderServerExited", "The pooled render server did not take its session.")
+        await asyncio.sleep(0.01)

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from renderhub.backends.base import Backend, ServerSpec, ServerState, State
-from renderhub.backends.health import answers, health
+from renderhub.backends.health import answers, until_assigned
 from renderhub.backends.launch import (
     ASSIGN_TIMEOUT,
     assignment_path,
@@ -137,23 +137,14 @@ class LocalBackend(Backend):
         check_assignable(read_assignment(path), session)
         write_assignment(path, session)
         os.kill(int(state["pid"]), ASSIGNED)
-        # Assigned once the server says so: from then on it takes the account's tokens.
-        deadline = asyncio.get_running_loop().time() + ASSIGN_TIMEOUT
-        while (served := await self._health(state)) is None or served.get("sessionId") != session.session_id:
-            if not _alive(state) or asyncio.get_running_loop().time() > deadline:
-                raise BackendError("RenderServerExited", "The pooled render server did not take its session.")
-            await asyncio.sleep(0.01)
+        host, port = _probe_host(state), int(state["handshake_port"])
+        await until_assigned(host, port, self._trust, session.session_id, ASSIGN_TIMEOUT, lambda: _alive(state))
         return {**state, "session_seq": session.session_seq}
-
-    async def _health(self, state: State) -> dict[str, object] | None:
-        probe_host = "127.0.0.1" if state["host"] in ("0.0.0.0", "::") else state["host"]
-        return await health(probe_host, int(state["handshake_port"]), self._trust)
 
     async def poll(self, state: State) -> ServerState:
         if not _alive(state):
             return ServerState.GONE
-        probe_host = "127.0.0.1" if state["host"] in ("0.0.0.0", "::") else state["host"]
-        if await answers(probe_host, int(state["handshake_port"]), self._trust):
+        if await answers(_probe_host(state), int(state["handshake_port"]), self._trust):
             return ServerState.RUNNING
         return ServerState.STARTING
 
@@ -182,6 +173,11 @@ class LocalBackend(Backend):
 
     def identity(self, state: State) -> str:
         return f"{state['pid']}@{state['started']}"
+
+
+def _probe_host(state: State) -> str:
+    """Where this host reaches a server listening on every address: loopback."""
+    return "127.0.0.1" if state["host"] in ("0.0.0.0", "::") else str(state["host"])
 
 
 def render_servers(hub_dir: str) -> dict[int, tuple[int | None, str]]:

@@ -13,7 +13,7 @@ from ray.exceptions import RayError
 
 from renderhub.backends import check_ray_address
 from renderhub.backends.base import Backend, ServerSpec, ServerState, State
-from renderhub.backends.health import PROBE_TIMEOUT, answers, health
+from renderhub.backends.health import PROBE_TIMEOUT, answers, until_assigned
 from renderhub.backends.launch import ASSIGN_TIMEOUT, check_assignable, hub_url, render_config
 from renderhub.backends.ray_supervisor import RenderServerSupervisor
 from renderhub.clock import Clock
@@ -153,14 +153,8 @@ class RayBackend(Backend):
             await actor.assign.remote(session)
         except RayError as exc:
             raise BackendError("RenderServerExited", f"The pooled render server is gone: {exc}") from exc
-        # Assigned once the server says so: from then on it takes the account's tokens.
-        deadline = asyncio.get_running_loop().time() + ASSIGN_TIMEOUT
-        while (served := await health(state["node"], int(state["handshake_port"]), self._trust)) is None or served.get(
-            "sessionId"
-        ) != session.session_id:
-            if asyncio.get_running_loop().time() > deadline:
-                raise BackendError("RenderServerExited", "The pooled render server did not take its session.")
-            await asyncio.sleep(0.01)
+        port = int(state["handshake_port"])
+        await until_assigned(state["node"], port, self._trust, session.session_id, ASSIGN_TIMEOUT, lambda: True)
         return {**state, "session_seq": session.session_seq}
 
     # Watching and stopping

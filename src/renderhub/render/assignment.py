@@ -8,6 +8,8 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
+from renderhub.datadir import write_secret
+
 # The signal a backend sends once it has written the assignment file; the server then reads the file.
 ASSIGNED = signal.SIGUSR1
 
@@ -24,16 +26,12 @@ class Assignment:
 def write_assignment(path: Path, assignment: Assignment) -> None:
     """Written whole (owner-only: it names an account), then renamed into place: a reader never sees half."""
     partial = path.with_name(path.name + ".partial")
-    partial.unlink(missing_ok=True)
-    with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
-        json.dump(
-            {
-                "accountId": assignment.account_id,
-                "sessionId": assignment.session_id,
-                "sessionSeq": assignment.session_seq,
-            },
-            file,
-        )
+    payload = {
+        "accountId": assignment.account_id,
+        "sessionId": assignment.session_id,
+        "sessionSeq": assignment.session_seq,
+    }
+    write_secret(partial, json.dumps(payload))
     os.replace(partial, path)
 
 
