@@ -30,6 +30,7 @@ from renderhub.store.repository import Repository
 from renderhub.tls import ensure_certificates
 from tests.hubs import RunningHub, ServedHub, free_port, hub_dir, kill_render_servers, new_hub
 from tests.ray_cluster import RayCluster
+from tests.storage.azurite import Azurite, start
 
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -54,7 +55,7 @@ def postgres_url() -> Iterator[str]:
 
 
 # Fixtures that start real processes (hubs, render servers, a browser) or network namespaces.
-INTEGRATION_FIXTURES = {"hub_factory", "rendering_api", "browser", "network"}
+INTEGRATION_FIXTURES = {"hub_factory", "rendering_api", "browser", "network", "azurite", "azurite_https"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns xdist_group marks into the groups it deals out
@@ -232,3 +233,26 @@ def ray_cluster() -> Iterator[RayCluster]:
         ray.shutdown()  # the test process may have joined as a driver (the backend contract tests)
         cluster.stop()
         shutil.rmtree(cluster.temp_dir, ignore_errors=True)
+
+
+# Azure Blob storage for conversions: one Azurite per test worker (tests use containers of their own).
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    """Azurite's blob service over HTTP on 127.0.0.1 (tests use containers of their own)."""
+    service = start(tmp_path_factory.mktemp("azurite"))
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+@pytest.fixture(scope="session")
+def azurite_https(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    """The same over HTTPS, with a certificate from a local CA (`ca_file`)."""
+    service = start(tmp_path_factory.mktemp("azurite-https"), https=True)
+    try:
+        yield service
+    finally:
+        service.stop()

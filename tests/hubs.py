@@ -107,6 +107,16 @@ class HubEndpoint:
             check=True, capture_output=True,
         )  # fmt: skip
 
+    def new_account(self, name: str) -> ArrConfig:
+        """`renderhub account create` on the hub's database: a second account's config."""
+        path = self.data_dir / f"{name}.arrconfig.json"
+        subprocess.run(
+            [RENDERHUB, "account", "create", "--name", name, "--data-dir", str(self.data_dir),
+             "--arrconfig", str(path)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        return ArrConfig.load(path)
+
     def sdk(self, polling_interval: float = 0.2):  # type: ignore[no-untyped-def]
         """The official Azure SDK client for this hub's account (REQUESTS_CA_BUNDLE is set by conftest)."""
         from azure.core.credentials import AzureKeyCredential

@@ -1,4 +1,5 @@
-"""The `renderhub` command: serve, session and connect (account and usage live in admin.py)."""
+"""The `renderhub` command: serve, session and connect (account and usage in admin.py, conversions in
+conversion_cli.py)."""
 
 from __future__ import annotations
 
@@ -6,18 +7,17 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
-import httpx
 import yaml
 from rich.markup import escape
 from rich.table import Column, Table
 
-from renderhub import admin
-from renderhub.client import ApiError, ArrConfig, HubClient
+from renderhub import admin, conversion_cli
+from renderhub.cli_client import api_command, hub_client
+from renderhub.client import HubClient
 from renderhub.clock import Clock
 from renderhub.terminal import console, data_dir_option, database_option, errors, fail
 
@@ -81,6 +81,49 @@ def main() -> None:
     is_flag=True,
     help="Let model URLs point at loopback, link-local and private addresses (off: no SSRF).",
 )
+@click.option(
+    "--conversions",
+    "conversion_concurrency",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="Conversions this hub runs at once (0: none; another replica runs them).",
+)
+@click.option(
+    "--conversion-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    metavar="MINUTES",
+    help="Wall and CPU time a conversion may take.",
+)
+@click.option(
+    "--conversion-memory",
+    type=click.IntRange(min=256),
+    default=8192,
+    show_default=True,
+    metavar="MB",
+    help="Address space a conversion process may take.",
+)
+@click.option(
+    "--upload-limit",
+    type=click.IntRange(min=1),
+    default=2048,
+    show_default=True,
+    metavar="MB",
+    help="The largest upload (or unpacked .zip) the hub's own storage takes.",
+)
+@click.option(
+    "--linked-storage",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A JSON file of Azure Blob accounts conversions reach without a SAS: "
+    '[{"name", "endpoint", "key", "accounts": [ids] (default: every account)}].',
+)
+@click.option(
+    "--allow-private-storage",
+    is_flag=True,
+    help="Let conversions' storage URIs point at loopback and private addresses (an Azurite here).",
+)
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
 def serve(
     host: str, port: int, public_host: str | None, data_dir: Path, database_url: str | None, backend: str,
@@ -88,11 +131,12 @@ def serve(
     tls_cert: Path | None, tls_key: Path | None, insecure_http: bool,
     rate_limit: float, page_size: int, max_connections_per_address: int, assets_dir: Path | None,
     ice_servers: tuple[str, ...],
-    allow_private_model_urls: bool, access_log: bool,
+    allow_private_model_urls: bool, conversion_concurrency: int, conversion_timeout: float, conversion_memory: int,
+    upload_limit: int, linked_storage: Path | None, allow_private_storage: bool, access_log: bool,
 ) -> None:  # fmt: skip
     """Run the hub: the ARR session API and token service over HTTPS."""
     from renderhub.bootstrap import first_start, run_hub
-    from renderhub.config import Settings, parse_ice_server
+    from renderhub.config import Settings, load_linked_storage, parse_ice_server
 
     if bool(tls_cert) != bool(tls_key):
         fail("--tls-cert and --tls-key go together")
@@ -108,6 +152,11 @@ def serve(
         ice = [parse_ice_server(url) for url in ice_servers]
     except ValueError as exc:
         fail(str(exc))
+    try:
+        if linked_storage:
+            load_linked_storage(linked_storage)
+    except (OSError, ValueError) as exc:
+        fail(f"--linked-storage {linked_storage}: {exc}")
     settings = Settings(
         host=host, port=port, public_host=public_host, data_dir=data_dir, database_url=database_url,
         backend=backend, ray_address=ray_address, ray_namespace=ray_namespace, queue_timeout_seconds=queue_timeout,
@@ -115,6 +164,10 @@ def serve(
         insecure_http=insecure_http, rate_limit_per_second=rate_limit, page_size=page_size,
         max_connections_per_address=max_connections_per_address,
         assets_dir=assets_dir, ice_servers=ice, allow_private_model_urls=allow_private_model_urls,
+        conversion_concurrency=conversion_concurrency, conversion_timeout_minutes=conversion_timeout,
+        conversion_memory_mb=conversion_memory, storage_upload_limit_mb=upload_limit,
+        linked_storage=load_linked_storage(linked_storage) if linked_storage else [],
+        allow_private_storage=allow_private_storage,
     )  # fmt: skip
     try:
         settings.load_sizes()  # a broken sizes file should fail here, not at the first session
@@ -143,22 +196,6 @@ def serve(
 # Sessions: clients of the API, like RenderingSession.ps1
 
 
-def _client(config: Path | None, data_dir: Path) -> HubClient:
-    path = config or data_dir / "arrconfig.json"
-    if not path.exists():
-        fail(f"no account config at {path} (run `renderhub serve` once, or pass --config)")
-    try:
-        arr = ArrConfig.load(path)
-    except KeyError as exc:
-        fail(f"{path} is not a usable arrconfig.json: it has no {exc} setting")
-    except (OSError, ValueError, TypeError) as exc:
-        fail(f"{path} is not a usable arrconfig.json: {exc}")
-    # The hub's CA: beside the config (in tls/ as in a data dir, or as it is), else the data dir's.
-    cas = [path.parent / "tls" / "ca.pem", path.parent / "ca.pem", data_dir / "tls" / "ca.pem"]
-    ca = next((c for c in cas if c.exists()), None)
-    return HubClient(arr, verify=str(ca) if ca else True)
-
-
 def _show(session: dict[str, Any], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(session, indent=2))
@@ -173,40 +210,6 @@ def _show(session: dict[str, Any], as_json: bool) -> None:
     console.print(table)
 
 
-def _origin(exc: httpx.HTTPError) -> str:
-    try:
-        url = exc.request.url
-    except RuntimeError:  # no request attached
-        return "the hub"
-    return f"{url.scheme}://{url.netloc.decode()}"
-
-
-def _session_command(func: Callable[..., None]) -> Callable[..., None]:
-    """Options every session command shares, and ApiError as a message with exit code 1."""
-    func = click.option("--json", "as_json", is_flag=True, help="Print the ARR JSON.")(func)
-    func = click.option("--config", type=click.Path(path_type=Path), help="arrconfig.json (default: data dir's).")(func)
-    func = data_dir_option(func)
-
-    def wrapper(**kwargs: Any) -> None:
-        try:
-            func(**kwargs)
-        except ApiError as exc:
-            fail(f"{exc.code}: {exc.message} (HTTP {exc.status})")
-        except httpx.HTTPError as exc:  # not reachable, TLS not trusted, timeout
-            hub = _origin(exc)
-            hint = ""
-            if "mismatch, certificate is not valid for" in str(exc):
-                # Trusted, but issued for other names: the hub does not know this is one of its addresses.
-                hint = " (the hub's certificate does not name this address: start the hub with --public-host ADDRESS)"
-            elif "CERTIFICATE_VERIFY_FAILED" in str(exc):
-                hint = " (trust the hub's tls/ca.pem: pass its --data-dir, or set SSL_CERT_FILE to it)"
-            fail(f"cannot reach {hub}: {exc or type(exc).__name__}{hint}")
-
-    wrapper.__doc__, wrapper.__name__ = func.__doc__, func.__name__
-    wrapper.__click_params__ = func.__click_params__  # type: ignore[attr-defined]
-    return wrapper
-
-
 @main.group()
 def session() -> None:
     """Create, inspect, extend and stop rendering sessions."""
@@ -217,13 +220,13 @@ def session() -> None:
 @click.option("--lease-minutes", type=int, default=None, help="Lease in minutes (default: the config's).")
 @click.option("--id", "session_id", default=None, help="Session id (default: a new one).")
 @click.option("--wait", is_flag=True, help="Show progress until the session is Ready or fails.")
-@_session_command
+@api_command
 def session_create(size: str | None, lease_minutes: int | None, session_id: str | None, wait: bool,
                    config: Path | None, data_dir: Path, as_json: bool) -> None:  # fmt: skip
     """Start a session."""
     import uuid
 
-    with _client(config, data_dir) as client:
+    with hub_client(config, data_dir) as client:
         session_id = session_id or f"session-{uuid.uuid4()}"
         lease = lease_minutes if lease_minutes is not None else client.config.max_lease_minutes
         body = client.create(session_id, size or client.config.vm_size, lease)
@@ -249,18 +252,18 @@ def _wait(client: HubClient, body: dict[str, Any], quiet: bool) -> dict[str, Any
 
 @session.command("get")
 @click.argument("session_id")
-@_session_command
+@api_command
 def session_get(session_id: str, config: Path | None, data_dir: Path, as_json: bool) -> None:
     """Show one session."""
-    with _client(config, data_dir) as client:
+    with hub_client(config, data_dir) as client:
         _show(client.get(session_id), as_json)
 
 
 @session.command("list")
-@_session_command
+@api_command
 def session_list(config: Path | None, data_dir: Path, as_json: bool) -> None:
     """List the Starting and Ready sessions."""
-    with _client(config, data_dir) as client:
+    with hub_client(config, data_dir) as client:
         sessions = client.list()
     if as_json:
         click.echo(json.dumps({"sessions": sessions}, indent=2))
@@ -277,19 +280,19 @@ def session_list(config: Path | None, data_dir: Path, as_json: bool) -> None:
 @session.command("extend")
 @click.argument("session_id")
 @click.option("--lease-minutes", type=int, required=True, help="The new total lease (as ARR's PATCH).")
-@_session_command
+@api_command
 def session_extend(session_id: str, lease_minutes: int, config: Path | None, data_dir: Path, as_json: bool) -> None:
     """Set a session's total lease."""
-    with _client(config, data_dir) as client:
+    with hub_client(config, data_dir) as client:
         _show(client.update(session_id, lease_minutes), as_json)
 
 
 @session.command("stop")
 @click.argument("session_id")
-@_session_command
+@api_command
 def session_stop(session_id: str, config: Path | None, data_dir: Path, as_json: bool) -> None:
     """Stop a session and its render server."""
-    with _client(config, data_dir) as client:
+    with hub_client(config, data_dir) as client:
         client.stop(session_id)
         _show(client.get(session_id), as_json)
 
@@ -303,13 +306,13 @@ def session_stop(session_id: str, config: Path | None, data_dir: Path, as_json: 
 @click.option("--height", type=int, default=720, show_default=True)
 @click.option("--fps", type=int, default=30, show_default=True)
 @click.option("--direct", is_flag=True, help="Signal to hostname:handshakePort, not through the hub's relay.")
-@_session_command
+@api_command
 def connect(session_id: str, model: str, frames: int, out: Path | None, width: int, height: int, fps: int,
             direct: bool, config: Path | None, data_dir: Path, as_json: bool) -> None:  # fmt: skip
     """Connect to a Ready session, load a model, orbit it, and print frame rate and latency."""
     from renderhub.connect import ConnectError, run_client
 
-    with _client(config, data_dir) as client:
+    with hub_client(config, data_dir) as client:
         session = client.get(session_id)
         if session["status"] != "Ready":
             fail(f"session {session_id} is {session['status']}; a client can connect only while it is Ready")
@@ -333,6 +336,9 @@ def connect(session_id: str, model: str, frames: int, out: Path | None, width: i
         console.print(f"last frame: {out}", soft_wrap=True)
 
 
+# Conversions: clients of the API, like Conversion.ps1 (conversion_cli.py)
+main.add_command(conversion_cli.convert)
+main.add_command(conversion_cli.conversion)
 # Accounts and usage: administration, straight on the database (admin.py)
 main.add_command(admin.account)
 main.add_command(admin.usage)

@@ -1,7 +1,9 @@
-"""A small client for RenderHub's (and ARR's) session API, used by the CLI, tests and examples."""
+"""A small client for RenderHub's (and ARR's) session and conversion API and the hub's own storage, used by the
+CLI, tests and examples."""
 
 from __future__ import annotations
 
+import builtins
 import json
 import ssl
 import time
@@ -112,12 +114,22 @@ class HubClient:
             self._token = (token, time.time() + 3600)
         return self._token[0]
 
-    def _call(self, method: str, path: str, body: dict[str, Any] | None = None, url: str | None = None) -> Any:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        url: str | None = None,
+        *,
+        content: Any = None,
+        params: dict[str, str] | None = None,
+    ) -> Any:
         response = self.http.request(
             method,
             url or f"{self.base}/accounts/{self.config.account_id}{path}",
-            params=None if url else {"api-version": API_VERSION},
+            params=None if url else {"api-version": API_VERSION, **(params or {})},
             json=body,
+            content=content,
             headers={"Authorization": f"Bearer {self.token()}"},
         )
         if response.status_code >= 400:
@@ -154,3 +166,44 @@ class HubClient:
             if "@nextLink" not in page:
                 return sessions
             page = self._call("GET", "", url=page["@nextLink"])
+
+    # Conversions
+
+    def create_conversion(self, conversion_id: str, settings: dict[str, Any]) -> dict[str, Any]:
+        conversion: dict[str, Any] = self._call("PUT", f"/conversions/{conversion_id}", {"settings": settings})
+        return conversion
+
+    def get_conversion(self, conversion_id: str) -> dict[str, Any]:
+        conversion: dict[str, Any] = self._call("GET", f"/conversions/{conversion_id}")
+        return conversion
+
+    def list_conversions(self) -> builtins.list[dict[str, Any]]:
+        """Every conversion of the account, oldest first, following @nextLink until it is null."""
+        conversions: builtins.list[dict[str, Any]] = []
+        page = self._call("GET", "/conversions")
+        while True:
+            conversions.extend(page["conversions"])
+            if not page.get("@nextLink"):
+                return conversions
+            page = self._call("GET", "", url=page["@nextLink"])
+
+    # The hub's own storage
+
+    def storage_uri(self, container: str) -> str:
+        """A container of the hub's storage as conversions name it (no SAS needed)."""
+        return f"{self.base}/accounts/{self.config.account_id}/storage/{container}"
+
+    def upload(self, container: str, name: str, path: Path, *, extract_zip: bool = False) -> builtins.list[str]:
+        """One file to `container/name`, streamed; with `extract_zip`, a .zip unpacked under `name`."""
+        with path.open("rb") as data:
+            answer = self._call(
+                "PUT", f"/storage/{container}/{name}", content=data, params={"extract": "zip"} if extract_zip else None
+            )
+        return list(answer["blobs"])
+
+    def blobs(self, container: str, prefix: str = "") -> builtins.list[dict[str, Any]]:
+        answer = self._call("GET", f"/storage/{container}", params={"prefix": prefix})
+        return list(answer["blobs"])
+
+    def delete_blob(self, container: str, name: str) -> None:
+        self._call("DELETE", f"/storage/{container}/{name}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Callable, Iterable
 from decimal import Decimal
@@ -15,6 +16,24 @@ from pydantic import BaseModel, ConfigDict, Field
 from renderhub.models import ServerSize, SizeProfile
 
 DEFAULT_SIZES = "sizes.yaml"
+
+
+def load_linked_storage(path: Path) -> list[dict[str, Any]]:
+    """The --linked-storage file: a list of {name, endpoint, key[, accounts]}; ValueError names what is wrong."""
+    entries = json.loads(path.read_text())
+    if not isinstance(entries, list):
+        raise ValueError("it must hold a JSON list of storage accounts")
+    for n, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) for k in ("name", "endpoint", "key")):
+            raise ValueError(f"entry {n} needs the strings name, endpoint and key")
+        if set(entry) - {"name", "endpoint", "key", "accounts"}:
+            raise ValueError(
+                f"entry {n} has unknown fields: {sorted(set(entry) - {'name', 'endpoint', 'key', 'accounts'})}"
+            )
+        accounts = entry.get("accounts")
+        if accounts is not None and not (isinstance(accounts, list) and all(isinstance(a, str) for a in accounts)):
+            raise ValueError(f"entry {n}: accounts must be a list of account ids")
+    return entries
 
 
 class Settings(BaseModel):
@@ -66,6 +85,18 @@ class Settings(BaseModel):
     assets_dir: Path | None = None
     ice_servers: list[dict[str, Any]] = Field(default_factory=list)
     allow_private_model_urls: bool = False
+    # Conversions: how many run at once on this hub, and the limits each conversion process runs under; the
+    # hub's own storage takes uploads up to `storage_upload_limit_mb`, and whether storage URIs may point at
+    # loopback, link-local or private addresses (Azurite on this machine, say).
+    conversion_concurrency: int = Field(default=1, ge=0)
+    conversion_timeout_minutes: float = Field(default=60.0, gt=0)
+    conversion_memory_mb: int = Field(default=8192, ge=256)
+    conversion_max_input_mb: int = Field(default=2048, ge=1)
+    storage_upload_limit_mb: int = Field(default=2048, ge=1)
+    allow_private_storage: bool = False
+    # Azure Blob accounts conversions reach without a SAS (ARR's linked storage): name, endpoint, key, and the
+    # accounts that may use them (absent: every account of this hub).
+    linked_storage: list[dict[str, Any]] = Field(default_factory=list)
     extra: dict[str, Any] = Field(default_factory=dict)
 
     @property
@@ -102,6 +133,11 @@ class Settings(BaseModel):
         """The hub's own URL as clients on this machine reach it."""
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
         return f"{self.scheme}://{host}:{self.port}"
+
+    @property
+    def storage_root(self) -> Path:
+        """The hub's own storage: a folder per account, a folder per container in it."""
+        return self.data_dir / "storage"
 
     @property
     def tls_dir(self) -> Path:

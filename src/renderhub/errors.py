@@ -47,6 +47,13 @@ class MethodNotAllowed(RenderHubError):
     code = "MethodNotAllowed"
 
 
+class DelegatedResourceAccessError(RenderHubError):
+    """A conversion names a container the hub may not reach: no SAS, and not linked to the account."""
+
+    status = 403
+    code = "DelegatedResourceAccessError"
+
+
 class Conflict(RenderHubError):
     status = 409
     code = "Conflict"
@@ -64,11 +71,6 @@ class TooManyRequests(RenderHubError):
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
-
-
-class NotImplementedYet(RenderHubError):
-    status = 501
-    code = "NotImplemented"
 
 
 class StoreUnavailable(RenderHubError):

@@ -14,7 +14,7 @@ from renderhub.backends.base import Assignment, Backend, ServerSpec, ServerState
 from renderhub.clock import Clock
 from renderhub.config import Settings
 from renderhub.errors import BackendError, Conflict, NotFound, QuotaExceeded, StoreUnavailable
-from renderhub.models import ServerSize, Session, SessionError, SessionStatus, SizeProfile
+from renderhub.models import ArrError, ServerSize, Session, SessionStatus, SizeProfile
 from renderhub.store.repository import DuplicateSession, OverQuota, Repository
 
 log = logging.getLogger("renderhub.manager")
@@ -177,7 +177,7 @@ class SessionManager:
                     await self.backend.stop(state)  # no server runs for a session that will not be Ready
                 except Exception:
                     log.exception("stopping the render server of session %s failed", session.id)
-            await self._fail(session, SessionError("InternalServerError", "The render server could not be started."))
+            await self._fail(session, ArrError("InternalServerError", "The render server could not be started."))
 
     async def _launch(self, session: Session) -> State | None:
         """Launch the session's server and record it on the session; None when the start ended here."""
@@ -185,7 +185,7 @@ class SessionManager:
         if not self.backend.places_servers and await self._host_is_full(session):
             await self._fail(
                 session,
-                SessionError(
+                ArrError(
                     "CapacityExceeded",
                     f"No {session.size} render server is free: all {profile.capacity} on this host are in use. "
                     "Stop a session or retry later.",
@@ -201,7 +201,7 @@ class SessionManager:
         try:
             hostname, state = await self.backend.start(spec)
         except BackendError as exc:
-            await self._fail(session, SessionError(exc.code, exc.message))
+            await self._fail(session, ArrError(exc.code, exc.message))
             return None
         try:
             async with self._background:
@@ -230,14 +230,12 @@ class SessionManager:
             if server is ServerState.RUNNING:
                 break
             if server is ServerState.GONE:
-                await self._fail(
-                    session, SessionError("RenderServerExited", "The render server exited while starting.")
-                )
+                await self._fail(session, ArrError("RenderServerExited", "The render server exited while starting."))
                 return
             if self.clock.now() >= deadline:
                 await self._fail(
                     session,
-                    SessionError(
+                    ArrError(
                         "StartTimeout",
                         f"The render server did not answer within {self.settings.start_timeout_seconds:g} seconds.",
                     ),
@@ -265,7 +263,7 @@ class SessionManager:
         self,
         session: Session,
         status: SessionStatus,
-        error: SessionError | None = None,
+        error: ArrError | None = None,
         at: datetime | None = None,
     ) -> bool:
         """Move the session from the status we read to a terminal one, bill it, stop its server."""
@@ -277,7 +275,7 @@ class SessionManager:
             await self.backend.stop(session.backend_state)
         return ended
 
-    async def _fail(self, session: Session, error: SessionError) -> None:
+    async def _fail(self, session: Session, error: ArrError) -> None:
         """End the session in Error, whatever live status it is in now; a store that cannot be written (or
         reached) is waited out, so that the session does not stay Starting once it is back."""
         waiting = False

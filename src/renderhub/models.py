@@ -1,7 +1,8 @@
-"""Domain types: accounts, sessions, sizes and usage records (no I/O)."""
+"""Domain types: accounts, sessions, sizes, usage records and conversions (no I/O)."""
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -75,8 +76,8 @@ class Account:
 
 
 @dataclass(frozen=True)
-class SessionError:
-    """Why a session failed, as ARR's error object."""
+class ArrError:
+    """Why a session or a conversion failed, as ARR's error object."""
 
     code: str
     message: str
@@ -99,7 +100,7 @@ class Session:
     handshake_port: int | None = None
     inspector_port: int | None = None
     teraflops: float | None = None
-    error: SessionError | None = None
+    error: ArrError | None = None
     backend: str = ""
     backend_state: dict[str, Any] | None = None
     watcher: str | None = None  # the hub replica bringing it up while it starts
@@ -116,3 +117,73 @@ class UsageRecord:
     ended_at: datetime
     billable_minutes: int
     cost: Decimal
+
+
+class ConversionStatus(enum.StrEnum):
+    """A conversion's lifecycle state: ARR's, less Cancelled (there is no cancel operation, and the SDK's poller
+    would poll a cancelled conversion forever); the last two are terminal."""
+
+    NOT_STARTED = "NotStarted"
+    RUNNING = "Running"
+    FAILED = "Failed"
+    SUCCEEDED = "Succeeded"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (ConversionStatus.FAILED, ConversionStatus.SUCCEEDED)
+
+
+@dataclass(frozen=True)
+class BlobLocation:
+    """A container, a folder in it ("" or ending in "/") and the SAS to reach it, if the request gave one."""
+
+    container_uri: str
+    blob_prefix: str = ""
+    sas: str | None = field(default=None, repr=False)  # a secret: never echoed, never logged
+
+
+@dataclass(frozen=True)
+class ConversionSettings:
+    """What to convert and where to put the result, as the create request said (normalised as ARR did)."""
+
+    input: BlobLocation
+    relative_input_path: str
+    output: BlobLocation
+    output_filename: str
+
+    def same_as(self, other: ConversionSettings) -> bool:
+        """The same conversion, whatever SAS each carries (a retry may come with a renewed one)."""
+        return replace_sas(self) == replace_sas(other)
+
+    @property
+    def output_uri(self) -> str:
+        return f"{self.output.container_uri}/{self.output.blob_prefix}{self.output_filename}"
+
+
+def replace_sas(
+    settings: ConversionSettings, input_sas: str | None = None, output_sas: str | None = None
+) -> ConversionSettings:
+    """The settings with these SAS (none by default)."""
+    return dataclasses.replace(
+        settings,
+        input=dataclasses.replace(settings.input, sas=input_sas),
+        output=dataclasses.replace(settings.output, sas=output_sas),
+    )
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """An asset conversion, as the hub keeps it."""
+
+    account_id: str
+    id: str
+    settings: ConversionSettings
+    status: ConversionStatus
+    created_at: datetime
+    seq: int = 0
+    error: ArrError | None = None
+    output_uri: str | None = None  # once Succeeded
+    runner: str | None = None  # the hub replica running it while Running
+    attempts: int = 0
+    started_at: datetime | None = None
+    ended_at: datetime | None = None

@@ -17,7 +17,7 @@ from renderhub.clock import Clock
 from renderhub.config import Settings
 from renderhub.errors import ConfigurationError, StoreUnavailable
 from renderhub.manager import SessionManager
-from renderhub.models import Session, SessionError, SessionStatus
+from renderhub.models import ArrError, Session, SessionStatus
 from renderhub.store.coordination import Coordination, Replica
 
 log = logging.getLogger("renderhub.reaper")
@@ -109,7 +109,7 @@ class Sessions:
                 await manager.end(
                     session,
                     SessionStatus.ERROR,
-                    SessionError("RenderServerLost", "The render server stopped unexpectedly."),
+                    ArrError("RenderServerLost", "The render server stopped unexpectedly."),
                 )
             return
         if session.watcher != manager.replica_id and self.replicas.alive(session.watcher):

@@ -196,14 +196,6 @@ async def test_rate_limit_answers_429_with_retry_after(limited_api: InProcessHub
     assert limited[0].json()["error"]["code"] == "TooManyRequests"
 
 
-async def test_conversions_say_clearly_they_are_not_available(api: InProcessHub) -> None:
-    auth = await api.auth()
-    for method, path in (("PUT", "/conversions/c1"), ("GET", "/conversions/c1"), ("GET", "/conversions")):
-        response = await api.http.request(method, f"/accounts/{api.account.id}{path}", params=V, headers=auth)
-        assert response.status_code == 501
-        assert "not available" in response.json()["error"]["message"]
-
-
 async def test_stop_and_update_on_ended_sessions(api: InProcessHub) -> None:
     auth = await api.auth()
     await api.http.put(api.url("/s1"), params=V, headers=auth, json=CREATE)

@@ -13,7 +13,7 @@ import pytest
 from renderhub import metering
 from renderhub.auth import hash_key, new_account, new_signing_key
 from renderhub.config import Settings
-from renderhub.models import ServerSize, Session, SessionError, SessionStatus, SizeProfile
+from renderhub.models import ArrError, ServerSize, Session, SessionStatus, SizeProfile
 from renderhub.store import Repository, open_store
 from renderhub.store.repository import DuplicateSession
 
@@ -106,7 +106,7 @@ async def test_a_session_ends_and_is_billed_exactly_once(repo: Repository) -> No
     assert ready is not None
     end = T0 + timedelta(minutes=3)
     usage = metering.usage_record(ready, end, STANDARD)
-    error = SessionError("RenderServerLost", "gone")
+    error = ArrError("RenderServerLost", "gone")
     results = await asyncio.gather(
         repo.end_session(ready, SessionStatus.ERROR, end, usage, error, from_statuses=(ready.status,)),
         repo.end_session(ready, SessionStatus.STOPPED, end, usage, from_statuses=(ready.status,)),

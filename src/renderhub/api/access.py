@@ -14,6 +14,7 @@ from renderhub.api.schemas import check_api_version
 from renderhub.api.sts_throttle import KeyGuesses
 from renderhub.auth import TokenClaims, TokenService, check_account, parse_bearer
 from renderhub.clock import Clock
+from renderhub.conversions import ConversionManager
 from renderhub.errors import Forbidden
 from renderhub.manager import SessionManager
 from renderhub.ratelimit import RateLimiter
@@ -27,6 +28,7 @@ class Hub:
     """What a request handler needs, built by the app's lifespan."""
 
     manager: SessionManager
+    conversions: ConversionManager
     replicas: Replicas  # this hub and the live replicas sharing its database
     tokens: TokenService
     limiter: RateLimiter
@@ -37,6 +39,8 @@ class Hub:
     verified: dict[str, TokenClaims]
     asset_roots: list[Path] = field(default_factory=list)  # named models, served to render servers elsewhere
     key_guesses: KeyGuesses = field(default_factory=KeyGuesses)  # the STS's failed key checks, throttled
+    storage_root: Path = Path("storage")  # the hub's own storage (settings.storage_root)
+    upload_limit: int = 2 * 1024**3  # bytes a .zip upload may unpack to
 
 
 def hub(request: Request) -> Hub:

@@ -14,7 +14,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from renderhub.accounts import Accounts
-from renderhub.api import assets, conversions, health, relay, render_keys, sessions, sts, web
+from renderhub.api import assets, health, relay, render_keys, sessions, storage, sts, web
+from renderhub.api import conversions as conversion_api
 from renderhub.api.access import Hub
 from renderhub.api.body_limit import BodyLimit
 from renderhub.api.openapi import build_document
@@ -24,10 +25,13 @@ from renderhub.auth import TokenService, new_signing_key
 from renderhub.backends import Backend, load_backend
 from renderhub.clock import Clock
 from renderhub.config import Settings
+from renderhub.conversion_runs import ConversionRuns
+from renderhub.conversions import ConversionManager
 from renderhub.errors import RenderHubError
 from renderhub.manager import SessionManager
 from renderhub.ratelimit import RateLimiter
 from renderhub.reaper import Reaper
+from renderhub.storage_links import StorageLinks
 from renderhub.store import open_store
 from renderhub.tls import ensure_ca
 
@@ -48,6 +52,12 @@ def create_app(settings: Settings, *, clock: Clock | None = None, backend: Backe
             session_backend = backend or load_backend(settings)
             manager = SessionManager(settings, repo, session_backend, settings.load_sizes(), clock, tokens.public_pem)
             reaper = Reaper(manager, settings, clock)
+            links = StorageLinks(settings.endpoint, settings.linked_storage)
+            conversions = ConversionManager(settings, repo.conversions, links, clock)
+            conversion_runs = ConversionRuns(
+                settings, repo.conversions, links, reaper.replicas.alive, manager.replica_id, clock
+            )
+            reaper.steps.append(conversion_runs)
             await reaper.join()
             # The rate limit holds across replicas: each takes an equal share of it.
             limiter = RateLimiter(
@@ -59,6 +69,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, backend: Backe
             app.state.reaper = reaper  # for tests that run a pass themselves; request handlers never use it
             app.state.hub = Hub(
                 manager,
+                conversions,
                 reaper.replicas,
                 tokens,
                 limiter,
@@ -74,11 +85,14 @@ def create_app(settings: Settings, *, clock: Clock | None = None, backend: Backe
                     settings.sts_failures_per_address,
                     now=lambda: clock.now().timestamp(),  # the hub's clock: tests move it
                 ),
+                storage_root=settings.storage_root,
+                upload_limit=settings.storage_upload_limit_mb * 1024 * 1024,
             )
             try:
                 async with relay, reaper.running():
                     yield
             finally:
+                await conversion_runs.close()
                 await manager.close()
                 await reaper.replicas.leave()
                 await session_backend.close()
@@ -91,13 +105,16 @@ def create_app(settings: Settings, *, clock: Clock | None = None, backend: Backe
         redoc_url=None,
     )
     app.router.routes.extend(sessions.routes)
-    for module in (sts, conversions, relay, render_keys, assets, health, web):
+    app.router.routes.extend(conversion_api.routes)
+    app.router.routes.extend(storage.routes)
+    for module in (sts, relay, render_keys, assets, health, web):
         app.include_router(module.router)
     app.add_exception_handler(RenderHubError, on_renderhub_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(ClientDisconnect, on_client_gone)
     app.add_exception_handler(Exception, on_unexpected)
-    app.add_middleware(BodyLimit)  # inside ArrHeaders: its 413s carry MS-CV too
+    # Inside ArrHeaders: its 413s carry MS-CV too.
+    app.add_middleware(BodyLimit, upload_limit=settings.storage_upload_limit_mb * 1024 * 1024)
     app.add_middleware(ArrHeaders)
     app.openapi = _document_once(app)  # type: ignore[method-assign]
     return app

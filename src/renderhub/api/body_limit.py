@@ -21,17 +21,29 @@ class ContentTooLarge(RenderHubError):
 class BodyLimit:
     """A pure ASGI middleware: a body over the limit stops being read and answers 413 in ARR's shape."""
 
-    def __init__(self, app: ASGIApp, limit: int = BODY_LIMIT_BYTES, offer_limit: int = OFFER_LIMIT_BYTES) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit: int = BODY_LIMIT_BYTES,
+        offer_limit: int = OFFER_LIMIT_BYTES,
+        upload_limit: int = BODY_LIMIT_BYTES,
+    ) -> None:
         self.app = app
         self.limit = limit
         self.offer_limit = offer_limit
+        self.upload_limit = upload_limit  # models uploaded to the hub's own storage
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in BODILESS:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        limit = self.offer_limit if path.startswith("/render/") and path.endswith("/offer") else self.limit
+        if path.startswith("/render/") and path.endswith("/offer"):
+            limit = self.offer_limit
+        elif path.startswith("/accounts/") and "/storage/" in path:
+            limit = self.upload_limit
+        else:
+            limit = self.limit
         for name, value in scope["headers"]:
             # Declared too large: answered before a byte of it is read (the server drops what still comes).
             if name == b"content-length" and value.isdigit() and (len(value) > 18 or int(value) > limit):

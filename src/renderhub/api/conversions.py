@@ -1,22 +1,59 @@
-"""ARR's conversion operations: not offered yet, said clearly in ARR's error shape."""
+"""ARR's three conversion operations: thin handlers that parse, call the conversion manager, render."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from urllib.parse import urlencode
+
+from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
-from renderhub.api.access import authorize
-from renderhub.errors import NotImplementedYet
+from renderhub.api.access import authorize, hub
+from renderhub.api.conversion_schemas import check_conversion_id, conversion_json, parse_conversion
+from renderhub.api.responses import json_response
+from renderhub.errors import BadRequest
 
-router = APIRouter()
+CONVERSIONS = "/accounts/{account_id}/conversions"
+CONVERSION = CONVERSIONS + "/{conversion_id}"
+# As the real service answered a GET: a poller must never be handed a cached status.
+NO_STORE = {"Cache-Control": "no-store,no-cache", "Pragma": "no-cache"}
 
 
-async def _not_available(request: Request, account_id: str) -> Response:
+async def create_conversion(request: Request) -> Response:
+    account_id = request.path_params["account_id"]
     await authorize(request, account_id)
-    raise NotImplementedYet(
-        "Asset conversions are not available in RenderHub yet: load glTF (.gltf/.glb) models directly."
-    )
+    conversion_id = check_conversion_id(request.path_params["conversion_id"])
+    settings = parse_conversion(await request.body())
+    conversion, created = await hub(request).conversions.create(account_id.lower(), conversion_id, settings)
+    return json_response(conversion_json(conversion), 201 if created else 200)
 
 
-router.add_api_route("/accounts/{account_id}/conversions/{conversion_id}", _not_available, methods=["PUT", "GET"])
-router.add_api_route("/accounts/{account_id}/conversions", _not_available, methods=["GET"])
+async def get_conversion(request: Request) -> Response:
+    account_id = request.path_params["account_id"]
+    await authorize(request, account_id)
+    conversion_id = check_conversion_id(request.path_params["conversion_id"])
+    conversion = await hub(request).conversions.get(account_id.lower(), conversion_id)
+    return json_response(conversion_json(conversion), headers=NO_STORE)
+
+
+async def list_conversions(request: Request) -> Response:
+    """Every conversion of the account, oldest first, a page at a time; `@nextLink` null on the last page."""
+    account_id = request.path_params["account_id"]
+    version = await authorize(request, account_id)
+    skip = request.query_params.get("skipToken", "0")
+    if not (skip.isascii() and skip.isdigit()) or len(skip) > 18:
+        raise BadRequest("The skipToken is not valid.", target="skipToken")
+    page, next_seq = await hub(request).conversions.list_page(account_id.lower(), int(skip))
+    link = None
+    if next_seq is not None:
+        # The SDK follows @nextLink verbatim, so it must be a whole URL with the api-version.
+        query = urlencode({"api-version": version, "skipToken": next_seq})
+        link = f"{str(request.base_url).rstrip('/')}{request.url.path}?{query}"
+    return json_response({"conversions": [conversion_json(c) for c in page], "@nextLink": link}, headers=NO_STORE)
+
+
+routes = [
+    Route(CONVERSION, get_conversion, methods=["GET"]),
+    Route(CONVERSION, create_conversion, methods=["PUT"]),
+    Route(CONVERSIONS, list_conversions, methods=["GET"]),
+]

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from renderhub import errors
+from renderhub.api import conversion_openapi
 from renderhub.api.schemas import API_VERSIONS, LEASE, SESSION_ID
 from renderhub.api.sessions import SESSION, SESSIONS
 from renderhub.api.sts import STS_VERSIONS
@@ -22,13 +23,6 @@ STS = "/Accounts/{accountId}/token"
 SESSION_TAG = "rendering session"
 STS_TAG = "token service"
 
-# ARR's ids for operations FastAPI documents from its own routes; its generated ids give one route's
-# methods one id (the conversions route serves PUT and GET).
-ROUTE_OPERATION_IDS = {
-    ("put", "/accounts/{account_id}/conversions/{conversion_id}"): "RemoteRendering_CreateConversion",
-    ("get", "/accounts/{account_id}/conversions/{conversion_id}"): "RemoteRendering_GetConversion",
-    ("get", "/accounts/{account_id}/conversions"): "RemoteRendering_ListConversions",
-}
 
 # What each error means on the session operations; the body is always ARR's error shape (responses.py).
 ERRORS: dict[type[errors.RenderHubError], str] = {
@@ -324,11 +318,11 @@ def _token_operation() -> dict[str, Any]:
 
 
 def _name_operations(paths: dict[str, dict[str, Any]]) -> None:
-    """ARR's operation ids where FastAPI's routes serve ARR operations, and no id twice in the document."""
+    """No operation id twice in the document (FastAPI gives one route's methods one id)."""
     seen: set[str] = set()
-    for path, item in paths.items():
+    for item in paths.values():
         for method, operation in item.items():
-            operation_id = ROUTE_OPERATION_IDS.get((method, path), operation["operationId"])
+            operation_id = operation["operationId"]
             if operation_id in seen:  # another method of one route
                 operation_id = f"{operation_id}_{method}"
             seen.add(operation_id)
@@ -349,7 +343,7 @@ def _declare_path_parameters(paths: dict[str, dict[str, Any]]) -> None:
 def build_document(app: FastAPI) -> dict[str, Any]:
     """The whole document for /openapi.json and /docs; built once per app (app.py keeps it)."""
     with warnings.catch_warnings():
-        # FastAPI warns of the id it gives both methods of the conversions route; _name_operations fixes it.
+        # FastAPI warns of an id it gives two methods of one route; _name_operations fixes it.
         warnings.filterwarnings("ignore", "Duplicate Operation ID", UserWarning)
         document = get_openapi(
             title=app.title,
@@ -360,7 +354,7 @@ def build_document(app: FastAPI) -> dict[str, Any]:
             separate_input_output_schemas=app.separate_input_output_schemas,
         )
     _declare_path_parameters(document["paths"])
-    paths = _paths()  # the ARR operations first: what /docs is mostly read for
+    paths = {**_paths(), **conversion_openapi.paths()}  # the ARR operations first: what /docs is mostly read for
     for path, item in document["paths"].items():
         paths.setdefault(path, {}).update(item)
     _name_operations(paths)
@@ -368,8 +362,11 @@ def build_document(app: FastAPI) -> dict[str, Any]:
     components = document.setdefault("components", {})
     for kind, items in _components().items():
         components.setdefault(kind, {}).update(items)
+    components["schemas"].update(conversion_openapi.schemas())
+    components["responses"].update(conversion_openapi.responses())
     document["tags"] = [
         {"name": SESSION_TAG, "description": "ARR's session REST API, api-version 2021-01-01."},
         {"name": STS_TAG, "description": "The Mixed Reality STS: an account key in, a bearer token out."},
+        *conversion_openapi.TAGS,
     ]
     return document

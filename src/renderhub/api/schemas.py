@@ -36,7 +36,7 @@ def check_session_id(session_id: str) -> str:
     return session_id
 
 
-def _body(raw: bytes) -> dict[str, Any]:
+def body_object(raw: bytes) -> dict[str, Any]:
     try:
         body = json.loads(raw)
     except ValueError as exc:
@@ -59,7 +59,7 @@ def _int_field(body: dict[str, Any], name: str) -> int:
 
 def parse_create(raw: bytes) -> tuple[ServerSize, int]:
     """The create body: size (case-insensitive) and a lease of 0 to 1440 minutes; extra fields ignored."""
-    body = _body(raw)
+    body = body_object(raw)
     lease = _int_field(body, LEASE)
     leases.check_new_lease(lease)
     size = body.get("size")
@@ -74,7 +74,7 @@ def parse_create(raw: bytes) -> tuple[ServerSize, int]:
 
 
 def parse_update(raw: bytes) -> int:
-    lease = _int_field(_body(raw), LEASE)
+    lease = _int_field(body_object(raw), LEASE)
     leases.check_not_negative(lease)
     return lease
 

@@ -41,6 +41,7 @@ def render_config(settings: Settings, spec: ServerSpec, tls_cert: str, tls_key: 
         allow_private_urls=settings.allow_private_model_urls,
         hub_url=hub_url(settings, settings.endpoint),
         hub_ca_pem=hub_ca_pem(settings),
+        storage_root=str(settings.storage_root.resolve()),
     )
 
 

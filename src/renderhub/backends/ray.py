@@ -109,7 +109,13 @@ class RayBackend(Backend):
         # The node writes its own TLS paths into the config; the hub's paths mean nothing there, so named
         # models come from the hub over HTTPS rather than from its asset directory.
         config = dataclasses.asdict(render_config(self.settings, spec, "", ""))
-        config.update(asset_roots=[], hub_assets_url=self.assets_url, hub_ca_pem=self.ca_pem, hub_url=self.hub_url)
+        config.update(
+            asset_roots=[],
+            storage_root=None,
+            hub_assets_url=self.assets_url,
+            hub_ca_pem=self.ca_pem,
+            hub_url=self.hub_url,
+        )
         try:
             launched = await actor.launch.remote(spec, config, cert)  # the pid and the ports it bound on its node
         except RayError as exc:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path, PurePosixPath
 
 from renderhub.render.gltf import ModelError
 
-MODEL_SUFFIXES = (".glb", ".gltf")
+# .arrAsset: what the conversion service writes, a binary glTF (GLB) under ARR's name.
+MODEL_SUFFIXES = (".glb", ".gltf", ".arrAsset")
+_MODEL_SUFFIXES_LOWER = {suffix.lower() for suffix in MODEL_SUFFIXES}
+# Azure's container names, which the hub's own storage keeps too: 3 to 63 lowercase letters, digits and hyphens.
+CONTAINER = re.compile(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}")
 
 
 def _inside(root: Path, name: str) -> Path | None:
@@ -25,7 +30,7 @@ def find_named(name: str, roots: list[Path]) -> Path:
     for root in roots:
         for candidate in (name, *(name + suffix for suffix in MODEL_SUFFIXES)):
             found = _inside(root, candidate)
-            if found is not None and found.suffix.lower() in MODEL_SUFFIXES:
+            if found is not None and found.suffix.lower() in _MODEL_SUFFIXES_LOWER:
                 return found
     raise ModelError("ModelNotFound", f"No model named '{name[:128]}' in the asset directory.")
 

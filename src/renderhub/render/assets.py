@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import shutil
 import ssl
@@ -14,21 +13,16 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
 
-from renderhub.render.asset_lookup import find_named
+from renderhub.addresses import forbidden
+from renderhub.render.asset_lookup import CONTAINER, find_named, find_referenced
 from renderhub.render.config import RenderConfig
 from renderhub.render.gltf import ModelError
 from renderhub.render.protocol import LoadModelMessage
 
 SAMPLE_NAME = "sample"
 MAX_REDIRECTS = 5
+API_VERSION = "2021-01-01"
 Progress = Callable[[str, float], None]
-
-
-def _forbidden(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
-    return not ip.is_global or ip.is_multicast
 
 
 class Fetcher:
@@ -56,7 +50,7 @@ class Fetcher:
         except OSError as exc:
             raise ModelError("ModelFetchFailed", f"Cannot resolve '{host}'.") from exc
         addresses = [str(info[4][0]) for info in infos]
-        if not self.allow_private and any(_forbidden(a) for a in addresses):
+        if not self.allow_private and any(forbidden(a) for a in addresses):
             raise ModelError(
                 "ModelUrlForbidden",
                 f"'{host}' is a loopback, link-local or private address; this server does not fetch from those.",
@@ -164,12 +158,20 @@ class ModelResolver:
             verify=ssl.create_default_context(cadata=config.hub_ca_pem) if config.hub_ca_pem else True,
         )
         self.client_token: str | None = None  # the connected client's: it opens the hub's assets too
+        # The connected client's account, whose converted models in the hub's storage it may load by name: from
+        # the folder on this host, or (on a cluster node) through the hub with the client's token.
+        self.account_id: str | None = None
+        self.storage_root = Path(config.storage_root) if config.storage_root else None
+        self.hub_url = config.hub_url
         self._workdir = Path(tempfile.mkdtemp(prefix="renderhub-models-"))
 
     async def resolve(self, request: LoadModelMessage, progress: Progress) -> Path:
         if request.url is not None:
             return await self.fetcher.fetch(request.url, self._workdir / "download", progress)
         name = request.name or ""
+        stored = await self._from_storage(name, progress)
+        if stored is not None:
+            return stored
         try:
             return find_named(name, self.roots)
         except ModelError as missing:
@@ -184,6 +186,25 @@ class ModelResolver:
 
         target = self._workdir / "sample.glb"
         return target if target.exists() else await asyncio.to_thread(write_sample, target)
+
+    async def _from_storage(self, name: str, progress: Progress) -> Path | None:
+        """A model in the account's own storage on the hub, named `container/folder/file` (a converted model's
+        name); None when the name is not of that form or the file is not there."""
+        container = name.split("/", 1)[0]
+        if self.account_id is None or "/" not in name or not CONTAINER.fullmatch(container):
+            return None
+        if self.storage_root is not None:
+            return find_referenced(name, [self.storage_root / self.account_id])
+        if self.hub_url is None:
+            return None
+        url = f"{self.hub_url}accounts/{self.account_id}/storage/{quote(name)}?api-version={API_VERSION}"
+        headers = {"Authorization": f"Bearer {self.client_token}"} if self.client_token else None
+        try:
+            return await self.hub_fetcher.fetch(url, self._workdir / "download", progress, headers)
+        except ModelError as exc:
+            if exc.code == "ModelFetchFailed" and "HTTP 404" in exc.message:
+                return None
+            raise
 
     async def _from_hub(self, name: str, progress: Progress) -> Path:
         """A named model from the hub's asset directory (this node does not have it)."""

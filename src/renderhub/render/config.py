@@ -35,8 +35,11 @@ class RenderConfig:
     # fetched from the hub (its /render/assets/ URL, trusted through the hub's CA, with the client's token).
     hub_assets_url: str | None = None
     hub_ca_pem: str | None = None
-    # Where the server asks whether its clients' keys still hold (render/revocation.py); None: it does not ask.
+    # Where the server asks whether its clients' keys still hold (render/revocation.py), and fetches a client's
+    # converted models from its account's storage when they are not on this host; None: it does not ask.
     hub_url: str | None = None
+    # The hub's own storage on this host (the local backend): a folder per account.
+    storage_root: str | None = None
 
     @classmethod
     def load(cls, path: Path) -> RenderConfig:

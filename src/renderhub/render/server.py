@@ -166,6 +166,7 @@ class RenderServer:
             self.client, self.client_grant = client, grant
             answer = client.answer_sdp
             self.models.client_token = grant.token
+            self.models.account_id = self.tokens.account_id
         self.clients_served += 1
         log.info("client connected: %dx%d at %d fps", stream["width"], stream["height"], stream["fps"])
         return Response.json(200, {"type": "answer", "sdp": answer})
@@ -175,6 +176,7 @@ class RenderServer:
         log.info("client left; scene reset")
         self.client, self.client_grant = None, None
         self.models.client_token = None
+        self.models.account_id = None
         self.models.forget()
 
     async def inspector(self, request: Request) -> Response:

@@ -18,12 +18,13 @@ from renderhub.metering import COST_QUANTUM
 from renderhub.models import (
     LIVE_STATUSES,
     Account,
+    ArrError,
     ServerSize,
     Session,
-    SessionError,
     SessionStatus,
     UsageRecord,
 )
+from renderhub.store.conversions import ConversionStore
 from renderhub.store.coordination import Coordination
 from renderhub.store.tables import (
     UTCDateTime,
@@ -121,7 +122,7 @@ def _quota_key(account_id: str, size: str) -> int:
 
 
 def _session(row: sa.Row[Any]) -> Session:
-    error = SessionError(row.error_code, row.error_message or "") if row.error_code else None
+    error = ArrError(row.error_code, row.error_message or "") if row.error_code else None
     return Session(
         account_id=row.account_id,
         id=row.id,
@@ -178,6 +179,7 @@ class Repository:
         self.engine = engine
         self._reader = reader
         self.coordination = Coordination(engine)
+        self.conversions = ConversionStore(engine)
         self._in_flight_bound: int | None = None  # PostgreSQL's max_connections, read once
         self._tight: set[tuple[str, str]] = set()  # a hint only: which lock to try first (see SHARED_QUOTA_LOCK)
 
@@ -467,7 +469,7 @@ class Repository:
         status: SessionStatus,
         ended_at: datetime,
         usage: UsageRecord | None,
-        error: SessionError | None = None,
+        error: ArrError | None = None,
         from_statuses: tuple[SessionStatus, ...] = LIVE_STATUSES,
     ) -> bool:
         """Move a live session to a terminal status and bill it (unless `usage` is None: it never became Ready), in

@@ -88,6 +88,29 @@ usage_records = sa.Table(
     sa.Column("cost", sa.Numeric(18, 4), nullable=False),
 )
 
+# Asset conversions: their settings (without SAS), the SAS kept apart and dropped once a conversion ends, and
+# which replica runs one while it is Running (`attempts` counts its claims: a claim is conditional on it).
+conversions = sa.Table(
+    "conversions",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("account_id", sa.String(36), nullable=False),
+    sa.Column("id", sa.String(256), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("settings", sa.JSON, nullable=False),
+    sa.Column("input_sas", sa.Text),
+    sa.Column("output_sas", sa.Text),
+    sa.Column("error_code", sa.String(64)),
+    sa.Column("error_message", sa.Text),
+    sa.Column("output_uri", sa.Text),
+    sa.Column("runner", sa.String(36)),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("started_at", UTCDateTime),
+    sa.Column("ended_at", UTCDateTime),
+    sa.UniqueConstraint("account_id", "id", name="uq_conversions_account_id"),
+)
+
 signing_keys = sa.Table(
     "signing_keys",
     metadata,

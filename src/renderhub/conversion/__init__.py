@@ -1,0 +1,1 @@
+"""The model-conversion process: ARR's input formats in, a binary glTF `.arrAsset` and its reports out."""

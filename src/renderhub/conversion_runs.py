@@ -1,0 +1,181 @@
+"""The leader's conversions step: claim pending conversions and run each in a process of its own, under limits."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from renderhub.clock import Clock
+from renderhub.config import Settings
+from renderhub.datadir import private_dir
+from renderhub.errors import StoreUnavailable
+from renderhub.models import ArrError, BlobLocation, Conversion, ConversionStatus
+from renderhub.storage_links import StorageLinks
+from renderhub.store.conversions import ConversionStore
+
+log = logging.getLogger("renderhub.conversions")
+
+STORE_RETRY_SECONDS = 1.0
+INVALID_INPUT = "Invalid input provided. Check logs in output container for details."
+INTERNAL = "Unexpected internal server error encountered."
+
+
+class ConversionRuns:
+    """Runs up to `conversion_concurrency` conversions at a time on this replica; a conversion whose runner died
+    (a replica that stopped heartbeating, or this one's previous life) is claimed again and run from the start,
+    its outputs replaced whole, so it completes once."""
+
+    name = "conversions"
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: ConversionStore,
+        links: StorageLinks,
+        alive: Callable[[str | None], bool],
+        replica_id: str,
+        clock: Clock,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.links = links
+        self.alive = alive
+        self.replica_id = replica_id
+        self.clock = clock
+        self.running: dict[int, asyncio.Task[None]] = {}
+
+    async def run(self, now: datetime) -> None:
+        free = self.settings.conversion_concurrency - len(self.running)
+        if free <= 0:
+            return
+        for conversion in await self.store.pending(limit=len(self.running) + free + 16):
+            if free <= 0:
+                return
+            if conversion.seq in self.running:
+                continue
+            mine = conversion.runner == self.replica_id  # its task ended without recording an outcome
+            if conversion.status is ConversionStatus.RUNNING and not mine and self.alive(conversion.runner):
+                continue
+            if not await self.store.claim(conversion, self.replica_id, now):
+                continue  # another replica took it
+            if conversion.status is ConversionStatus.RUNNING:
+                log.info("conversion %s: its runner %s is gone; running it again", conversion.id, conversion.runner)
+            claimed = dataclasses.replace(
+                conversion, status=ConversionStatus.RUNNING, runner=self.replica_id, attempts=conversion.attempts + 1
+            )
+            free -= 1
+            task = asyncio.create_task(self._run(claimed), name=f"conversion {conversion.id}")
+            self.running[conversion.seq] = task
+            task.add_done_callback(functools.partial(self._done, conversion.seq))
+
+    def _done(self, seq: int, task: asyncio.Task[None]) -> None:
+        self.running.pop(seq, None)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("%s ended with an error", task.get_name(), exc_info=exc)
+
+    async def _run(self, conversion: Conversion) -> None:
+        output_uri, error = await self._process(conversion)
+        if error is None:
+            log.info("conversion %s succeeded: %s", conversion.id, output_uri)
+        else:
+            log.warning("conversion %s failed: %s: %s", conversion.id, error.code, error.message)
+        while True:  # the outcome is recorded, whatever the store does meanwhile
+            try:
+                await self.store.finish(conversion, self.replica_id, self.clock.now(), output_uri, error)
+                return
+            except StoreUnavailable:
+                await asyncio.sleep(STORE_RETRY_SECONDS)
+
+    async def _process(self, conversion: Conversion) -> tuple[str | None, ArrError | None]:
+        """Run the conversion process; what it reports, or the error its end says."""
+        runs = self.settings.data_dir / "conversions"
+        for earlier in runs.glob(f"{conversion.seq}-*"):  # an attempt whose runner died (or this hub, killed)
+            shutil.rmtree(earlier, ignore_errors=True)
+        work = runs / f"{conversion.seq}-{conversion.attempts}"
+        private_dir(work)
+        spec = json.dumps(self._spec(conversion, work)).encode()  # on stdin: it holds SAS tokens
+        limit = self.settings.conversion_timeout_minutes * 60
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "renderhub.conversion.job",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            cwd=work, env={**os.environ, "TMPDIR": str(work)},  # assimp's scratch files too: gone with the run
+        )  # fmt: skip
+        try:
+            stdout, stderr = await asyncio.wait_for(process.communicate(spec), limit)
+        except TimeoutError:
+            return None, ArrError(
+                "ConversionProcessFailed", f"The conversion ran past its time limit of {limit / 60:g} minutes."
+            )
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+            shutil.rmtree(work, ignore_errors=True)
+        return self._outcome(conversion, process.returncode, stdout, stderr)
+
+    def _outcome(
+        self, conversion: Conversion, code: int | None, stdout: bytes, stderr: bytes
+    ) -> tuple[str | None, ArrError | None]:
+        if code in (-signal.SIGKILL, -signal.SIGXCPU, -signal.SIGSEGV) or b"MemoryError" in stderr[-2000:]:
+            return None, ArrError(
+                "ConversionProcessFailed",
+                f"{INVALID_INPUT} The conversion process ran out of memory or CPU time (limits: "
+                f"{self.settings.conversion_memory_mb} MB, {self.settings.conversion_timeout_minutes:g} minutes).",
+            )
+        try:
+            report: dict[str, Any] = json.loads(stdout.decode().strip().splitlines()[-1])
+        except (ValueError, IndexError, UnicodeDecodeError):
+            log.error("conversion %s: the conversion process ended with %s:\n%s", conversion.id, code,
+                      stderr.decode(errors="replace")[-3000:])  # fmt: skip
+            return None, ArrError("InternalServerError", INTERNAL)
+        error = report.get("error")
+        if error:
+            return None, ArrError(str(error["code"]), str(error["message"]))
+        return str(report["outputUri"]), None
+
+    def _spec(self, conversion: Conversion, work: Path) -> dict[str, Any]:
+        settings = conversion.settings
+        return {
+            "conversionId": conversion.id,
+            "work": str(work),
+            "input": self._location(conversion.account_id, settings.input),
+            "relativeInputAssetPath": settings.relative_input_path,
+            "output": self._location(conversion.account_id, settings.output),
+            "outputAssetFilename": settings.output_filename,
+            "outputAssetUri": settings.output_uri,
+            "maxInputBytes": self.settings.conversion_max_input_mb * 1024 * 1024,
+            "allowPrivate": self.settings.allow_private_storage,
+            "linkedAccounts": [
+                {"name": a.name, "key": a.key, "endpoint": a.endpoint}
+                for a in self.links.accounts_for(conversion.account_id)
+            ],
+            # The process bounds itself first thing (a preexec_fn is unsafe in a hub with threads), and dies
+            # with the hub: the conversion is then claimed again.
+            "memoryBytes": self.settings.conversion_memory_mb * 1024 * 1024,
+            "cpuSeconds": int(self.settings.conversion_timeout_minutes * 60),
+        }
+
+    def _location(self, account_id: str, location: BlobLocation) -> dict[str, Any]:
+        hub = self.links.hub_container(location.container_uri)
+        if hub is not None and hub.account_id == account_id:
+            folder = hub.folder(self.settings.data_dir.resolve() / "storage")
+            return {"folder": str(folder), "prefix": location.blob_prefix}
+        return {"uri": location.container_uri, "sas": location.sas, "prefix": location.blob_prefix}
+
+    async def close(self) -> None:
+        """The hub is stopping: its conversions' processes end; the next runner claims them again."""
+        tasks = list(self.running.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,1 @@
+"""Blob storage as the conversion process uses it: inputs downloaded, outputs uploaded (no hub imports)."""
