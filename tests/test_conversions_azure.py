@@ -115,6 +115,9 @@ class ConversionScript:
         self.containers = input_container, output_container  # arrconfig.json's blobInput/OutputContainerName
         self.http = httpx.Client(verify=ssl.create_default_context(cafile=str(hub.ca)), timeout=30)
 
+    def close(self) -> None:
+        self.http.close()
+
     def token(self) -> str:
         answer = self.http.get(
             f"{self.hub.endpoint}/accounts/{self.config.account_id}/token",
@@ -166,9 +169,12 @@ def test_conversion_ps1s_flow_converts_and_its_output_path_resolves(
     script = ConversionScript(linked_hub, azurite.account, source.rsplit("/", 1)[1], target.rsplit("/", 1)[1])
     conversion_id = f"Sample-Conversion-{uuid.uuid4()}"
     sas = {"input_sas": azurite.sas(source, "rwdl"), "output_sas": azurite.sas(target, "rwdl")}
-    started = script.start(conversion_id, **(sas if mode == "container-sas" else {}))
-    assert started["status"] == "NotStarted"
-    done = script.poll(conversion_id)
+    try:
+        started = script.start(conversion_id, **(sas if mode == "container-sas" else {}))
+        assert started["status"] == "NotStarted"
+        done = script.poll(conversion_id)
+    finally:
+        script.close()
     assert done["status"] == "Succeeded", done["error"]
     # The script prints output.outputAssetUri, and in SAS mode builds the blob path from the echo.
     output = done["settings"]["outputLocation"]

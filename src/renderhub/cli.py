@@ -114,6 +114,11 @@ def main() -> None:
     help="The largest upload (or unpacked .zip) the hub's own storage takes.",
 )
 @click.option(
+    "--storage-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The hub's own storage (default: DATA/storage); replicas share one (a shared file system).",
+)
+@click.option(
     "--linked-storage",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="A JSON file of Azure Blob accounts conversions reach without a SAS: "
@@ -132,7 +137,8 @@ def serve(
     rate_limit: float, page_size: int, max_connections_per_address: int, assets_dir: Path | None,
     ice_servers: tuple[str, ...],
     allow_private_model_urls: bool, conversion_concurrency: int, conversion_timeout: float, conversion_memory: int,
-    upload_limit: int, linked_storage: Path | None, allow_private_storage: bool, access_log: bool,
+    upload_limit: int, storage_dir: Path | None, linked_storage: Path | None, allow_private_storage: bool,
+    access_log: bool,
 ) -> None:  # fmt: skip
     """Run the hub: the ARR session API and token service over HTTPS."""
     from renderhub.bootstrap import first_start, run_hub
@@ -165,7 +171,7 @@ def serve(
         max_connections_per_address=max_connections_per_address,
         assets_dir=assets_dir, ice_servers=ice, allow_private_model_urls=allow_private_model_urls,
         conversion_concurrency=conversion_concurrency, conversion_timeout_minutes=conversion_timeout,
-        conversion_memory_mb=conversion_memory, storage_upload_limit_mb=upload_limit,
+        conversion_memory_mb=conversion_memory, storage_upload_limit_mb=upload_limit, storage_dir=storage_dir,
         linked_storage=load_linked_storage(linked_storage) if linked_storage else [],
         allow_private_storage=allow_private_storage,
     )  # fmt: skip

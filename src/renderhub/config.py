@@ -93,6 +93,9 @@ class Settings(BaseModel):
     conversion_memory_mb: int = Field(default=8192, ge=256)
     conversion_max_input_mb: int = Field(default=2048, ge=1)
     storage_upload_limit_mb: int = Field(default=2048, ge=1)
+    # The hub's own storage (default: DATA/storage). Replicas must share it (one path on a shared file system),
+    # since a conversion created through one may run on another.
+    storage_dir: Path | None = None
     allow_private_storage: bool = False
     # Azure Blob accounts conversions reach without a SAS (ARR's linked storage): name, endpoint, key, and the
     # accounts that may use them (absent: every account of this hub).
@@ -137,7 +140,7 @@ class Settings(BaseModel):
     @property
     def storage_root(self) -> Path:
         """The hub's own storage: a folder per account, a folder per container in it."""
-        return self.data_dir / "storage"
+        return self.storage_dir or self.data_dir / "storage"
 
     @property
     def tls_dir(self) -> Path:

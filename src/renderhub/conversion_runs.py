@@ -1,8 +1,9 @@
-"""The leader's conversions step: claim pending conversions and run each in a process of its own, under limits."""
+"""Every replica's conversion loop: claim pending conversions and run each in a process of its own, under limits."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import json
@@ -11,7 +12,7 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from renderhub.config import Settings
 from renderhub.datadir import private_dir
 from renderhub.errors import StoreUnavailable
 from renderhub.models import ArrError, BlobLocation, Conversion, ConversionStatus
+from renderhub.periodic import every
 from renderhub.storage_links import StorageLinks
 from renderhub.store.conversions import ConversionStore
 
@@ -32,11 +34,10 @@ INTERNAL = "Unexpected internal server error encountered."
 
 
 class ConversionRuns:
-    """Runs up to `conversion_concurrency` conversions at a time on this replica; a conversion whose runner died
-    (a replica that stopped heartbeating, or this one's previous life) is claimed again and run from the start,
-    its outputs replaced whole, so it completes once."""
-
-    name = "conversions"
+    """Runs up to `conversion_concurrency` conversions at a time on this replica, whether it leads or not (claims
+    are conditional updates: one runner each); a conversion whose runner died (a replica that stopped
+    heartbeating, or this one's previous life) is claimed again and run from the start, its outputs replaced
+    whole, so it completes once."""
 
     def __init__(
         self,
@@ -53,16 +54,16 @@ class ConversionRuns:
         self.alive = alive
         self.replica_id = replica_id
         self.clock = clock
-        self.running: dict[int, asyncio.Task[None]] = {}
+        self.tasks: dict[int, asyncio.Task[None]] = {}
 
     async def run(self, now: datetime) -> None:
-        free = self.settings.conversion_concurrency - len(self.running)
+        free = self.settings.conversion_concurrency - len(self.tasks)
         if free <= 0:
             return
-        for conversion in await self.store.pending(limit=len(self.running) + free + 16):
+        for conversion in await self.store.pending(limit=len(self.tasks) + free + 16):
             if free <= 0:
                 return
-            if conversion.seq in self.running:
+            if conversion.seq in self.tasks:
                 continue
             mine = conversion.runner == self.replica_id  # its task ended without recording an outcome
             if conversion.status is ConversionStatus.RUNNING and not mine and self.alive(conversion.runner):
@@ -76,26 +77,30 @@ class ConversionRuns:
             )
             free -= 1
             task = asyncio.create_task(self._run(claimed), name=f"conversion {conversion.id}")
-            self.running[conversion.seq] = task
+            self.tasks[conversion.seq] = task
             task.add_done_callback(functools.partial(self._done, conversion.seq))
 
     def _done(self, seq: int, task: asyncio.Task[None]) -> None:
-        self.running.pop(seq, None)
+        self.tasks.pop(seq, None)
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error("%s ended with an error", task.get_name(), exc_info=exc)
 
     async def _run(self, conversion: Conversion) -> None:
         output_uri, error = await self._process(conversion)
-        if error is None:
+        while True:  # the outcome is recorded, whatever the store does meanwhile
+            try:
+                recorded = await self.store.finish(conversion, self.replica_id, self.clock.now(), output_uri, error)
+                break
+            except StoreUnavailable:
+                await asyncio.sleep(STORE_RETRY_SECONDS)
+        if not recorded:
+            # This replica was taken for dead (silent past the heartbeat timeout) and another claimed the conversion
+            # again: its run is the one that counts; both wrote the same outputs whole.
+            log.warning("conversion %s: finished, but another replica had claimed it again", conversion.id)
+        elif error is None:
             log.info("conversion %s succeeded: %s", conversion.id, output_uri)
         else:
             log.warning("conversion %s failed: %s: %s", conversion.id, error.code, error.message)
-        while True:  # the outcome is recorded, whatever the store does meanwhile
-            try:
-                await self.store.finish(conversion, self.replica_id, self.clock.now(), output_uri, error)
-                return
-            except StoreUnavailable:
-                await asyncio.sleep(STORE_RETRY_SECONDS)
 
     async def _process(self, conversion: Conversion) -> tuple[str | None, ArrError | None]:
         """Run the conversion process; what it reports, or the error its end says."""
@@ -169,13 +174,34 @@ class ConversionRuns:
     def _location(self, account_id: str, location: BlobLocation) -> dict[str, Any]:
         hub = self.links.hub_container(location.container_uri)
         if hub is not None and hub.account_id == account_id:
-            folder = hub.folder(self.settings.data_dir.resolve() / "storage")
+            folder = hub.folder(self.settings.storage_root.resolve())
             return {"folder": str(folder), "prefix": location.blob_prefix}
         return {"uri": location.container_uri, "sas": location.sas, "prefix": location.blob_prefix}
 
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """A pass every reaper interval for the block's duration (none on a replica that runs no conversions);
+        then the conversions' processes end (close)."""
+        try:
+            if self.settings.conversion_concurrency == 0:
+                yield
+            else:
+                async with every(self.settings.reaper_interval_seconds, self._pass, "conversion runs"):
+                    yield
+        finally:
+            await self.close()
+
+    async def _pass(self) -> None:
+        try:
+            await self.run(self.clock.now())
+        except StoreUnavailable:
+            log.warning("conversions: the store is unavailable; retrying")
+        except Exception:
+            log.exception("conversions: a pass failed")  # the next pass goes on
+
     async def close(self) -> None:
         """The hub is stopping: its conversions' processes end; the next runner claims them again."""
-        tasks = list(self.running.values())
+        tasks = list(self.tasks.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -7,7 +7,7 @@ import contextlib
 import dataclasses
 import logging
 import socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -18,6 +18,7 @@ from renderhub.config import Settings
 from renderhub.errors import ConfigurationError, StoreUnavailable
 from renderhub.manager import SessionManager
 from renderhub.models import ArrError, Session, SessionStatus
+from renderhub.periodic import every
 from renderhub.store.coordination import Coordination, Replica
 
 log = logging.getLogger("renderhub.reaper")
@@ -71,7 +72,8 @@ class Replicas:
 
 
 class Step(Protocol):
-    """One job of the leader's pass; conversions, the webhook outbox and warm pools each add one."""
+    """One job of the leader's pass; the webhook outbox and warm pools each add one (conversions run on every
+    replica instead: conversion_runs.py)."""
 
     name: str
 
@@ -221,23 +223,14 @@ class Reaper:
         except Exception:
             log.exception("reaper step %s failed", step.name)  # the other steps, and the next pass, go on
 
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.tick()
-            except StoreUnavailable:
-                log.warning("reaper: the store is unavailable; retrying")
-            except Exception:
-                log.exception("reaper pass failed")  # keep reaping: one bad pass must not end all leases
-            await asyncio.sleep(self.interval)
-
-    @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[None]:
-        """The loop as a background task for the block's duration."""
-        task = asyncio.create_task(self._loop(), name="reaper")
+    async def _pass(self) -> None:
         try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await self.tick()
+        except StoreUnavailable:
+            log.warning("reaper: the store is unavailable; retrying")
+        except Exception:
+            log.exception("reaper pass failed")  # keep reaping: one bad pass must not end all leases
+
+    def running(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """The loop as a background task for the block's duration; its last pass ends before the block does."""
+        return every(self.interval, self._pass, "reaper")

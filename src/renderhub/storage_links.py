@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from renderhub.render.asset_lookup import CONTAINER
 from renderhub.storage.blob import LinkedAccount, container_for
@@ -24,23 +24,31 @@ class HubContainer:
 
 
 class StorageLinks:
-    """The hub's own storage URIs, by its public endpoint, and the Azure Blob accounts linked to the hub."""
+    """The hub's own storage URIs, under any name the hub answers to, and the Azure Blob accounts linked to it."""
 
-    def __init__(self, endpoint: str, linked: Sequence[dict[str, Any]] = ()) -> None:
-        self.prefix = endpoint.rstrip("/") + "/accounts/"
+    def __init__(self, scheme: str, hosts: Sequence[str], linked: Sequence[dict[str, Any]] = ()) -> None:
+        # A browser or a LAN client names the hub as it reaches it: any of the names its certificate covers. Any
+        # port: replicas listen on ports of their own behind one load balancer, and a conversion created through
+        # one may run on another.
+        self.scheme = scheme
+        self.hosts = {host.lower().strip("[]") for host in hosts}
         self.entries = list(linked)
 
     def hub_container(self, uri: str) -> HubContainer | None:
         """The hub container a URI names, or None when it is not the hub's storage."""
-        if not uri.lower().startswith(self.prefix.lower()):
+        try:
+            parts = urlsplit(uri)
+            parts.port  # noqa: B018  (raises ValueError for a port that is not a number)
+        except ValueError:
             return None
-        parts = unquote(uri[len(self.prefix) :]).rstrip("/").split("/")
-        if len(parts) != 3 or parts[1] != "storage" or not CONTAINER.fullmatch(parts[2]):
+        if parts.scheme != self.scheme or (parts.hostname or "") not in self.hosts:
             return None
-        return HubContainer(parts[0].lower(), parts[2])
-
-    def uri(self, account_id: str, container: str) -> str:
-        return f"{self.prefix}{account_id}/storage/{container}"
+        segments = unquote(parts.path).strip("/").split("/")
+        if len(segments) != 4 or segments[0] != "accounts" or segments[2] != "storage":
+            return None
+        if parts.query or parts.fragment or not CONTAINER.fullmatch(segments[3]):
+            return None
+        return HubContainer(segments[1].lower(), segments[3])
 
     def accounts_for(self, account_id: str) -> list[LinkedAccount]:
         """The linked blob accounts this account may use."""

@@ -110,6 +110,19 @@ async def test_the_hubs_own_storage_of_the_account_needs_no_sas(api: InProcessHu
                                 json=body(**no_sas, inputLocation__storageContainerUri=other,
                                           outputLocation__storageContainerUri=own))  # fmt: skip
     assert answer.status_code == 403
+    # The hub by another of its names (a browser on this machine), or through another replica's port, is still the
+    # hub; an address that is not one of its names is not.
+    port = api.hub.manager.settings.port
+    for uri, status in (
+        (own.replace("127.0.0.1", "localhost"), 201),
+        (own.replace(f":{port}", ":1"), 201),
+        (own.replace("127.0.0.1", "127.0.0.9"), 403),
+    ):
+        answer = await api.http.put(url(api, f"other-name-{uri.split('/')[2].replace(':', '-').replace('.', '-')}"),
+                                    params=V, headers=await api.auth(),
+                                    json=body(**no_sas, inputLocation__storageContainerUri=uri,
+                                              outputLocation__storageContainerUri=own))  # fmt: skip
+        assert answer.status_code == status, (uri, answer.text)
 
 
 @pytest.mark.parametrize(

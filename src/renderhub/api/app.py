@@ -52,12 +52,11 @@ def create_app(settings: Settings, *, clock: Clock | None = None, backend: Backe
             session_backend = backend or load_backend(settings)
             manager = SessionManager(settings, repo, session_backend, settings.load_sizes(), clock, tokens.public_pem)
             reaper = Reaper(manager, settings, clock)
-            links = StorageLinks(settings.endpoint, settings.linked_storage)
+            links = StorageLinks(settings.scheme, ["127.0.0.1", *settings.certificate_hosts], settings.linked_storage)
             conversions = ConversionManager(settings, repo.conversions, links, clock)
             conversion_runs = ConversionRuns(
                 settings, repo.conversions, links, reaper.replicas.alive, manager.replica_id, clock
             )
-            reaper.steps.append(conversion_runs)
             await reaper.join()
             # The rate limit holds across replicas: each takes an equal share of it.
             limiter = RateLimiter(
@@ -89,10 +88,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None, backend: Backe
                 upload_limit=settings.storage_upload_limit_mb * 1024 * 1024,
             )
             try:
-                async with relay, reaper.running():
+                async with relay, reaper.running(), conversion_runs.running():
                     yield
             finally:
-                await conversion_runs.close()
                 await manager.close()
                 await reaper.replicas.leave()
                 await session_backend.close()

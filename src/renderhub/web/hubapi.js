@@ -1,4 +1,5 @@
-// The hub's REST API as the viewer uses it: the STS token, ARR's session operations, the signalling relay.
+// The hub's REST API as the viewer uses it: the STS token, ARR's session operations, the signalling relay,
+// and (for drop-to-convert) ARR's conversion operations and uploads to the account's storage on the hub.
 // Every failure becomes a HubError whose message a person can read.
 
 export const API_VERSION = "2021-01-01";
@@ -194,9 +195,98 @@ export class Hub {
     }
     return answer;
   }
+
+  // ---- Conversions and the account's own storage on the hub (drop-to-convert: converter.js, convertedlist.js)
+
+  /** A path under the account's part of the hub's API, relative to the page. */
+  accountUrl(path) {
+    return `../accounts/${encodeURIComponent(this.accountId)}/${path}`;
+  }
+
+  /** A container of the account's storage as conversions name it: an absolute URL on the page's own origin. */
+  storageUri(container) {
+    return new URL(this.accountUrl(`storage/${container}`), location.href).href;
+  }
+
+  /**
+   * PUT one file into the account's storage at container/path, or with `extract` a .zip unpacked under path.
+   * XMLHttpRequest, not fetch: only it reports upload progress, as onProgress(bytesSent, bytesTotal).
+   * Resolves to the blob names the hub stored; an `abort()` from onStart's handle rejects with an AbortError.
+   */
+  upload(container, path, file, { extract = false, onProgress = () => {}, onStart = () => {} } = {}) {
+    const query = `?api-version=${API_VERSION}${extract ? "&extract=zip" : ""}`;
+    const url = this.accountUrl(`storage/${container}/${blobPath(path)}${query}`);
+    const what = `Uploading ${path.split("/").pop()}`;
+    return new Promise((resolve, reject) => {
+      const xhr = new XMLHttpRequest();
+      xhr.open("PUT", url);
+      xhr.setRequestHeader("Authorization", `Bearer ${this.token}`);
+      xhr.setRequestHeader("Accept", "application/json");
+      xhr.setRequestHeader("Content-Type", extract ? "application/zip" : "application/octet-stream");
+      xhr.upload.addEventListener("progress", (event) => onProgress(event.loaded, event.total || file.size));
+      xhr.addEventListener("load", () => {
+        if (xhr.status < 200 || xhr.status >= 300) {
+          const error = xhrError(xhr);
+          reject(new HubError(explain(xhr.status, error, what), { status: xhr.status, code: error ? error.code : "" }));
+          return;
+        }
+        try {
+          resolve(JSON.parse(xhr.responseText).blobs || []);
+        } catch {
+          reject(new HubError(`${what}: the hub sent an answer that is not JSON.`));
+        }
+      });
+      xhr.addEventListener("error", () =>
+        reject(new HubError("Cannot reach the hub. Check your network connection and that the hub is running.")),
+      );
+      xhr.addEventListener("abort", () => reject(new DOMException("The upload was cancelled.", "AbortError")));
+      onStart(xhr);
+      xhr.send(file);
+    });
+  }
+
+  /** Create a conversion (ARR's PUT); its id names it for getConversion. */
+  createConversion(id, settings) {
+    const url = this.accountUrl(`conversions/${encodeURIComponent(id)}?api-version=${API_VERSION}`);
+    return this.call("PUT", url, { body: { settings }, what: "Starting the conversion" });
+  }
+
+  getConversion(id) {
+    const url = this.accountUrl(`conversions/${encodeURIComponent(id)}?api-version=${API_VERSION}`);
+    return this.call("GET", url, { what: `Conversion ${id}` });
+  }
+
+  /** Every conversion of the account, oldest first, across pages. */
+  async listConversions() {
+    const conversions = [];
+    let url = this.accountUrl(`conversions?api-version=${API_VERSION}`);
+    for (let page = 0; page < 1000 && url; page++) {
+      const body = await this.call("GET", url, { what: "Listing conversions" });
+      conversions.push(...(body.conversions || []));
+      const next = body["@nextLink"];
+      url = next ? sameOrigin(next) : null;
+    }
+    return conversions;
+  }
 }
 
 function sameOrigin(link) {
   const parsed = new URL(link, location.href);
   return new URL(parsed.pathname + parsed.search, location.href).href;
+}
+
+/** A blob path with each segment escaped (the "/" between them kept). */
+function blobPath(path) {
+  return path.split("/").map(encodeURIComponent).join("/");
+}
+
+/** The hub's JSON error from an XMLHttpRequest's answer, or null. */
+function xhrError(xhr) {
+  try {
+    const body = JSON.parse(xhr.responseText);
+    if (body && body.error && typeof body.error.message === "string") return body.error;
+  } catch {
+    // not JSON: the status says it all
+  }
+  return null;
 }

@@ -1,4 +1,4 @@
-// The model bar: load the sample or a glTF URL into the session, and show how the load goes.
+// The model bar: load the sample, a glTF URL or a converted model into the session, and show how the load goes.
 
 const $ = (id) => document.getElementById(id);
 const STAGE_NAMES = { download: "Downloading", parse: "Reading the model", upload: "Preparing to render" };
@@ -46,9 +46,14 @@ export class ModelBar {
     $("model-progress").hidden = true;
   }
 
+  /** Ask the render server for a model: {name} (the sample, a converted model) or {url}; one load at a time. */
   load(source, label) {
     const { current } = this.state;
     if (!current || !current.stream) return;
+    if (current.loading) {
+      this.messages.toast("A model is still loading; wait until it has finished.", "notice");
+      return;
+    }
     const ref = `load-${++this.loads}`;
     if (!current.stream.loadModel({ ...source, ref })) {
       this.messages.toast("The connection is not open; reconnect and try again.");

@@ -31,15 +31,16 @@ export class SessionView {
   /**
    * @param state    the ViewerState, whose `current` this module alone replaces
    * @param messages the Messages: the stage message, toasts, failures
-   * @param parts    {list, stats, input, models}: the parts that show what happens on the stage
+   * @param parts    {list, stats, input, models, converted}: the parts that show what happens on the stage
    */
-  constructor(state, messages, { list, stats, input, models }) {
+  constructor(state, messages, { list, stats, input, models, converted }) {
     this.state = state;
     this.messages = messages;
     this.list = list;
     this.stats = stats;
     this.input = input;
     this.models = models;
+    this.converted = converted;
     // Bumped whenever the stage changes hands; async work keeps the number it started under and, once it
     // differs, stops (it belongs to a session no longer shown).
     this.generation = 0;
@@ -51,6 +52,7 @@ export class SessionView {
   showStreamControls(show) {
     for (const id of ["model-bar", "view-tools", "help", "disconnect"]) $(id).hidden = !show;
     this.stats.setStreaming(show);
+    this.converted.setStreaming(show);
     if (!show) this.input.stopSpin();
   }
 

@@ -13,11 +13,14 @@ export class SignIn {
    * @param state the ViewerState, whose `hub` this module alone sets and clears
    * @param list  the SessionList, refreshing only while signed in
    * @param view  the SessionView, emptied whenever the account changes
+   * @param converter the Converter, stopped on sign-out; converted, the ConvertedList, the account's models
    */
-  constructor(state, { list, view }) {
+  constructor(state, { list, view, converter, converted }) {
     this.state = state;
     this.list = list;
     this.view = view;
+    this.converter = converter;
+    this.converted = converted;
     this.expiryTimer = null;
   }
 
@@ -83,7 +86,9 @@ export class SignIn {
     $("who").hidden = false;
     $("who-account").textContent = accountId;
     this.view.clear();
+    this.converter.stop();
     this.list.start();
+    this.converted.refresh();
     const expires = tokenExpiry(token) * 1000;
     clearTimeout(this.expiryTimer);
     if (expires) {
@@ -96,6 +101,8 @@ export class SignIn {
   signOut(message = "") {
     this.view.clear();
     this.list.stop();
+    this.converter.stop();
+    this.converted.clear();
     clearTimeout(this.expiryTimer);
     this.state.hub = null;
     sessionStorage.removeItem(STORE_KEY);

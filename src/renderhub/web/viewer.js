@@ -1,7 +1,11 @@
 // The RenderHub viewer's entry module: makes its parts, connects them to each other and to the page, starts.
 
 // Sign in (signin.js), manage sessions (sessionlist.js), and look at a session's rendered model (sessionview.js,
-// with modelbar.js, input.js and stats.js); messages.js speaks to the user, viewerstate.js is what they share.
+// with modelbar.js, input.js and stats.js); convert models dropped on the page (dropzone.js, converter.js) and
+// load converted ones (convertedlist.js); messages.js speaks to the user, viewerstate.js is what they share.
+import { ConvertedList } from "./convertedlist.js";
+import { Converter } from "./converter.js";
+import { DropZone } from "./dropzone.js";
 import { ViewInput } from "./input.js";
 import { Messages } from "./messages.js";
 import { ModelBar } from "./modelbar.js";
@@ -19,12 +23,19 @@ const messages = new Messages(() => signin.expired());
 const stats = new StatsOverlay(state);
 const input = new ViewInput(state, stats);
 const models = new ModelBar(state, messages);
+const converted = new ConvertedList(state, messages, models);
+const converter = new Converter(state, messages, { models, converted });
 const list = new SessionList(state, messages, {
   open: (id) => view.open(id),
   stopCurrent: () => view.stopCurrent(),
 });
-const view = new SessionView(state, messages, { list, stats, input, models });
-const signin = new SignIn(state, { list, view });
+const view = new SessionView(state, messages, { list, stats, input, models, converted });
+const signin = new SignIn(state, { list, view, converter, converted });
+const drops = new DropZone(
+  () => !!state.hub,
+  (dropped) => converter.convert(dropped),
+  (exc) => messages.fail(exc),
+);
 
 /** Every way the page reaches the parts, in one place. */
 function wire() {
@@ -38,6 +49,12 @@ function wire() {
   $("stop-session").addEventListener("click", () => view.stopCurrent());
   $("load-sample").addEventListener("click", () => models.loadSample());
   $("url-form").addEventListener("submit", (event) => models.loadUrl(event));
+  $("upload-button").addEventListener("click", () => $("upload-input").click());
+  $("upload-input").addEventListener("change", (event) => converter.pick(event));
+  $("convert-go").addEventListener("click", () => converter.chosen(true));
+  $("convert-cancel").addEventListener("click", () => converter.chosen(false));
+  $("converted-refresh").addEventListener("click", () => converted.refresh());
+  drops.wire();
   $("home").addEventListener("click", () => input.home());
   $("spin").addEventListener("click", () => input.toggleSpin());
   $("toggle-stats").addEventListener("click", () => stats.toggle());
