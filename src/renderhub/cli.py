@@ -113,6 +113,8 @@ def main() -> None:
     metavar="MB",
     help="The largest upload (or unpacked .zip) the hub's own storage takes.",
 )
+@click.option("--storage-retention-days", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Delete files of the hub's storage not written for this many days (0: keep them).")  # fmt: skip
 @click.option(
     "--storage-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -137,7 +139,8 @@ def serve(
     rate_limit: float, page_size: int, max_connections_per_address: int, assets_dir: Path | None,
     ice_servers: tuple[str, ...],
     allow_private_model_urls: bool, conversion_concurrency: int, conversion_timeout: float, conversion_memory: int,
-    upload_limit: int, storage_dir: Path | None, linked_storage: Path | None, allow_private_storage: bool,
+    upload_limit: int, storage_retention_days: float, storage_dir: Path | None, linked_storage: Path | None,
+    allow_private_storage: bool,
     access_log: bool,
 ) -> None:  # fmt: skip
     """Run the hub: the ARR session API and token service over HTTPS."""
@@ -172,6 +175,7 @@ def serve(
         assets_dir=assets_dir, ice_servers=ice, allow_private_model_urls=allow_private_model_urls,
         conversion_concurrency=conversion_concurrency, conversion_timeout_minutes=conversion_timeout,
         conversion_memory_mb=conversion_memory, storage_upload_limit_mb=upload_limit, storage_dir=storage_dir,
+        storage_retention_days=storage_retention_days,
         linked_storage=load_linked_storage(linked_storage) if linked_storage else [],
         allow_private_storage=allow_private_storage,
     )  # fmt: skip

@@ -96,6 +96,8 @@ class Settings(BaseModel):
     # The hub's own storage (default: DATA/storage). Replicas must share it (one path on a shared file system),
     # since a conversion created through one may run on another.
     storage_dir: Path | None = None
+    # Files in the hub's own storage not written for this many days are deleted (0: kept until deleted).
+    storage_retention_days: float = Field(default=0.0, ge=0)
     allow_private_storage: bool = False
     # Azure Blob accounts conversions reach without a SAS (ARR's linked storage): name, endpoint, key, and the
     # accounts that may use them (absent: every account of this hub).

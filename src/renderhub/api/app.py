@@ -32,6 +32,7 @@ from renderhub.manager import SessionManager
 from renderhub.ratelimit import RateLimiter
 from renderhub.reaper import Reaper
 from renderhub.storage_links import StorageLinks
+from renderhub.storage_retention import StorageRetention
 from renderhub.store import open_store
 from renderhub.tls import ensure_ca
 
@@ -51,7 +52,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None, backend: Backe
             )
             session_backend = backend or load_backend(settings)
             manager = SessionManager(settings, repo, session_backend, settings.load_sizes(), clock, tokens.public_pem)
-            reaper = Reaper(manager, settings, clock)
+            retention = StorageRetention(settings.storage_root, settings.storage_retention_days, clock.now())
+            reaper = Reaper(manager, settings, clock, steps=[retention])
             links = StorageLinks(settings.scheme, ["127.0.0.1", *settings.certificate_hosts], settings.linked_storage)
             conversions = ConversionManager(settings, repo.conversions, links, clock)
             conversion_runs = ConversionRuns(

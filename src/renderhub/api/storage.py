@@ -114,10 +114,18 @@ async def listing(request: Request) -> Response:
     return json_response({"blobs": blobs})
 
 
+def _inside(folder: Path, name: str) -> Path:
+    """The blob's path, which stays inside its container once links are resolved (uploads never make links)."""
+    path = folder / _blob_path(name)
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise NotFound("No such blob in this container.", target="blob")
+    return path
+
+
 async def download(request: Request) -> Response:
     account_id = request.path_params["account_id"]
     await authorize(request, account_id)
-    path = _container_folder(request, account_id) / _blob_path(request.path_params["blob"])
+    path = _inside(_container_folder(request, account_id), request.path_params["blob"])
     if not path.is_file():
         raise NotFound("No such blob in this container.", target="blob")
     return FileResponse(path)
@@ -127,8 +135,8 @@ async def delete(request: Request) -> Response:
     """DELETE a blob, or a folder and all it holds (a converted model with its files)."""
     account_id = request.path_params["account_id"]
     await authorize(request, account_id)
-    path = _container_folder(request, account_id) / _blob_path(request.path_params["blob"])
-    if path.is_dir():
+    path = _inside(_container_folder(request, account_id), request.path_params["blob"])
+    if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
     elif path.is_file():
         path.unlink()
