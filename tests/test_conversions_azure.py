@@ -4,6 +4,7 @@ failures ARR reported: a SAS without the rights, a container neither linked nor 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 import time
@@ -21,6 +22,8 @@ from azure.mixedreality.remoterendering import (
     AssetConversionStatus,
 )
 
+from renderhub.connect import RenderClient
+from renderhub.render import protocol
 from tests.hubs import RunningHub
 from tests.storage.azurite import Azurite
 
@@ -182,3 +185,40 @@ def test_conversion_ps1s_flow_converts_and_its_output_path_resolves(
     on_account = f"https://devstoreaccount1.blob.core.windows.net/{script.containers[1]}"
     assert done["output"]["outputAssetUri"] == f"{on_account}/Converted/box.arrAsset"
     assert azurite.read(target, "Converted/box.arrAsset")[:4] == b"glTF"
+
+
+@pytest.mark.slow
+async def test_a_session_loads_by_arrs_three_fields_from_linked_and_hub_storage(
+    linked_hub: RunningHub, azurite: Azurite
+) -> None:
+    """LoadModelOptions.CreateForBlobStorage's fields: a linked account's blob (the hub hands the render server a
+    short-lived SAS, only it holds the key), the hub's own storage (account "renderhub"), and neither."""
+    glb = (MODELS / "glTF2" / "BoxTextured-glTF-Binary" / "BoxTextured.glb").read_bytes()
+    container = azurite.container()
+    azurite.put(container, "cars/box.arrAsset", glb)
+    with linked_hub.client() as client:
+        upload = MODELS / "glTF2" / "BoxTextured-glTF-Binary" / "BoxTextured.glb"
+        client.upload("converted", "box/box.arrAsset", upload)
+        client.create("three-fields", "Standard", 10)
+        deadline = time.monotonic() + 30
+        while client.get("three-fields")["status"] != "Ready":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.2)
+        offer = f"{client.base}/render/{client.config.account_id}/three-fields/offer"
+        token, trust = client.token(), client.trust
+    render = RenderClient()
+    try:
+        await render.connect(offer, token, ssl_context=trust, width=320, height=240)
+        name = container.rsplit("/", 1)[1]
+        for account, where, path in (
+            ("devstoreaccount1.blob.core.windows.net", name, "cars/box.arrAsset"),
+            ("renderhub", "converted", "box/box.arrAsset"),
+        ):
+            render.send(protocol.load_model(blob=(account, where, path), ref=account))
+            loaded = await render.expect("modelLoaded", "error", timeout=60)
+            assert loaded["type"] == "modelLoaded" and loaded["triangles"] == 12, loaded
+        render.send(protocol.load_model(blob=("unlinked.blob.core.windows.net", name, "cars/box.arrAsset")))
+        refused = await render.expect("modelLoaded", "error", timeout=60)
+        assert refused["type"] == "error" and refused["code"] == "ModelNotFound", refused
+    finally:
+        await render.close()

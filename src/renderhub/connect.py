@@ -190,7 +190,7 @@ class RenderClient:
 
     async def load_model(self, model: str, *, timeout: float = 300.0) -> dict[str, Any]:
         """Load a model by URL (anything with "://") or by name; returns modelLoaded, raises ConnectError."""
-        self.send(protocol.load_model(**({"url": model} if "://" in model else {"name": model})))
+        self.send(protocol.load_model(url=model) if "://" in model else protocol.load_model(name=model))
         reply = await self.expect("modelLoaded", "error", timeout=timeout)
         if reply["type"] == "error":
             raise ConnectError(f"the model was refused ({reply['code']}: {reply['message']})")

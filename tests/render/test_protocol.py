@@ -38,6 +38,11 @@ def test_parses_each_client_message() -> None:
         "https://x/a.glb", None, "m1"
     )
     assert parse_client_message('{"type":"loadModel","name":"engine"}') == LoadModelMessage(None, "engine")
+    arr = json.dumps({"type": "loadModel", "storageAccountName": "acct.blob.core.windows.net",
+                      "blobContainerName": "c", "assetPath": "a/m.arrAsset"})  # fmt: skip
+    assert parse_client_message(arr) == LoadModelMessage(
+        None, None, None, ("acct.blob.core.windows.net", "c", "a/m.arrAsset")
+    )
     assert parse_client_message('{"type":"pointer","x":0.5,"y":1,"buttons":1,"kind":"down"}') == PointerMessage(
         0.5, 1.0, 1, "down"
     )
@@ -115,6 +120,8 @@ def test_nan_and_infinity_literals_are_refused() -> None:
     [
         '{"type":"loadModel"}',
         '{"type":"loadModel","url":"a","name":"b"}',
+        '{"type":"loadModel","storageAccountName":"a","blobContainerName":"c"}',
+        '{"type":"loadModel","name":"b","storageAccountName":"a","blobContainerName":"c","assetPath":"p"}',
         '{"type":"loadModel","url":""}',
         '{"type":"loadModel","name":7}',
         '{"type":"pointer","x":2,"y":0,"buttons":0,"kind":"move"}',

@@ -19,6 +19,7 @@ from renderhub.errors import Forbidden
 from renderhub.manager import SessionManager
 from renderhub.ratelimit import RateLimiter
 from renderhub.reaper import Replicas
+from renderhub.storage_links import StorageLinks
 
 TOKEN_CACHE_SIZE = 10_000
 
@@ -41,6 +42,7 @@ class Hub:
     key_guesses: KeyGuesses = field(default_factory=KeyGuesses)  # the STS's failed key checks, throttled
     storage_root: Path = Path("storage")  # the hub's own storage (settings.storage_root)
     upload_limit: int = 2 * 1024**3  # bytes a .zip upload may unpack to
+    links: StorageLinks = field(default_factory=lambda: StorageLinks("https", []))  # the hub's storage, linked accounts
 
 
 def hub(request: Request) -> Hub:

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from renderhub.accounts import Accounts
-from renderhub.api import assets, health, relay, render_keys, sessions, storage, sts, web
+from renderhub.api import assets, health, linked_storage, relay, render_keys, sessions, storage, sts, web
 from renderhub.api import conversions as conversion_api
 from renderhub.api.access import Hub
 from renderhub.api.body_limit import BodyLimit
@@ -88,6 +88,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, backend: Backe
                 ),
                 storage_root=settings.storage_root,
                 upload_limit=settings.storage_upload_limit_mb * 1024 * 1024,
+                links=links,
             )
             try:
                 async with relay, reaper.running(), conversion_runs.running():
@@ -107,6 +108,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, backend: Backe
     app.router.routes.extend(sessions.routes)
     app.router.routes.extend(conversion_api.routes)
     app.router.routes.extend(storage.routes)
+    app.router.routes.extend(linked_storage.routes)
     for module in (sts, relay, render_keys, assets, health, web):
         app.include_router(module.router)
     app.add_exception_handler(RenderHubError, on_renderhub_error)

@@ -35,7 +35,7 @@ def _container_folder(request: Request, account_id: str) -> Path:
     return root / account_id.lower() / container
 
 
-def _blob_path(name: str) -> PurePosixPath:
+def blob_path(name: str) -> PurePosixPath:
     """A blob name as a relative path: no empty, '.' or '..' segments, no backslashes or NULs."""
     path = PurePosixPath(name)
     if (
@@ -56,7 +56,7 @@ async def upload(request: Request) -> Response:
     account_id = request.path_params["account_id"]
     await authorize(request, account_id)
     folder = _container_folder(request, account_id)
-    name = _blob_path(request.path_params["blob"])
+    name = blob_path(request.path_params["blob"])
     extract = request.query_params.get("extract")
     if extract not in (None, "zip"):
         raise BadRequest("The extract parameter takes one value: zip.", target="extract")
@@ -87,7 +87,7 @@ def _unzip(archive: Path, into: Path, limit: int) -> list[str]:
                 raise BadRequest(f"The .zip unpacks to more than {limit // 2**20} MiB or {MAX_ZIP_MEMBERS} files.")
             names = []
             for member in members:
-                relative = _blob_path(member.filename.replace("\\", "/"))
+                relative = blob_path(member.filename.replace("\\", "/"))
                 target = into / relative
                 target.parent.mkdir(parents=True, exist_ok=True)
                 # zipfile stops each member at its declared size (and checks its CRC): the sum above holds.
@@ -116,7 +116,7 @@ async def listing(request: Request) -> Response:
 
 def _inside(folder: Path, name: str) -> Path:
     """The blob's path, which stays inside its container once links are resolved (uploads never make links)."""
-    path = folder / _blob_path(name)
+    path = folder / blob_path(name)
     if not path.resolve().is_relative_to(folder.resolve()):
         raise NotFound("No such blob in this container.", target="blob")
     return path

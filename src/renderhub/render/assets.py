@@ -22,6 +22,7 @@ from renderhub.render.protocol import LoadModelMessage
 SAMPLE_NAME = "sample"
 MAX_REDIRECTS = 5
 API_VERSION = "2021-01-01"
+HUB_STORAGE_ACCOUNT = "renderhub"  # the storage account name that means the hub's own storage in a loadModel
 Progress = Callable[[str, float], None]
 
 
@@ -168,6 +169,8 @@ class ModelResolver:
     async def resolve(self, request: LoadModelMessage, progress: Progress) -> Path:
         if request.url is not None:
             return await self.fetcher.fetch(request.url, self._workdir / "download", progress)
+        if request.blob is not None:
+            return await self._from_blob(*request.blob, progress)
         name = request.name or ""
         stored = await self._from_storage(name, progress)
         if stored is not None:
@@ -204,6 +207,27 @@ class ModelResolver:
         except ModelError as exc:
             if exc.code == "ModelFetchFailed" and "HTTP 404" in exc.message:
                 return None
+            raise
+
+    async def _from_blob(self, account: str, container: str, path: str, progress: Progress) -> Path:
+        """ARR's three-field form: the hub's own storage (account "renderhub"), or a storage account linked to the
+        hub, whose blob the hub hands over with a short-lived SAS (only the hub holds the account's key)."""
+        missing = ModelError("ModelNotFound", f"No model '{path[:128]}' in {account[:64]}/{container[:64]}.")
+        if account == HUB_STORAGE_ACCOUNT:
+            stored = await self._from_storage(f"{container}/{path}", progress)
+            if stored is None:
+                raise missing
+            return stored
+        if self.hub_url is None or self.account_id is None:
+            raise ModelError("ModelNotFound", "This render server reaches no linked storage account.")
+        where = "/".join(quote(part, safe="") for part in (account, container)) + "/" + quote(path)
+        url = f"{self.hub_url}accounts/{self.account_id}/linked-storage/{where}?api-version={API_VERSION}"
+        headers = {"Authorization": f"Bearer {self.client_token}"} if self.client_token else None
+        try:
+            return await self.hub_fetcher.fetch(url, self._workdir / "download", progress, headers)
+        except ModelError as exc:
+            if exc.code == "ModelFetchFailed" and ("HTTP 404" in exc.message or "HTTP 403" in exc.message):
+                raise missing from exc
             raise
 
     async def _from_hub(self, name: str, progress: Progress) -> Path:

@@ -17,6 +17,7 @@ MAX_REF_CHARS = 128
 MAX_KEY_CHARS = 32
 MAX_URL_CHARS = 2048
 MAX_NAME_CHARS = 256
+BLOB_FIELDS = ("storageAccountName", "blobContainerName", "assetPath")  # ARR's three-field form, as it named them
 POINTER_KINDS = frozenset({"down", "up", "move", "wheel", "cancel"})
 CHANNEL_LABEL = "renderhub"
 
@@ -53,6 +54,8 @@ class LoadModelMessage:
     url: str | None
     name: str | None
     ref: str | None = None
+    # ARR's LoadModelOptions.CreateForBlobStorage: (storageAccountName, blobContainerName, assetPath)
+    blob: tuple[str, str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -113,12 +116,18 @@ def _parse_pose(obj: dict[str, Any], ref: str | None) -> PoseMessage:
 
 
 def _parse_load_model(obj: dict[str, Any], ref: str | None) -> LoadModelMessage:
-    has_url, has_name = "url" in obj, "name" in obj
-    if has_url == has_name:
-        raise ProtocolError(BAD_MESSAGE, 'loadModel takes exactly one of "url" or "name"', ref)
-    if has_url:
+    blob_fields = [field for field in BLOB_FIELDS if field in obj]
+    forms = ("url" in obj) + ("name" in obj) + bool(blob_fields)
+    if forms != 1 or blob_fields not in ([], list(BLOB_FIELDS)):
+        raise ProtocolError(
+            BAD_MESSAGE, 'loadModel takes exactly one of "url", "name", or all of ' + ", ".join(BLOB_FIELDS), ref
+        )
+    if "url" in obj:
         return LoadModelMessage(_string(obj, "url", MAX_URL_CHARS, ref), None, ref)
-    return LoadModelMessage(None, _string(obj, "name", MAX_NAME_CHARS, ref), ref)
+    if "name" in obj:
+        return LoadModelMessage(None, _string(obj, "name", MAX_NAME_CHARS, ref), ref)
+    account, container, path = (_string(obj, field, MAX_NAME_CHARS, ref) for field in BLOB_FIELDS)
+    return LoadModelMessage(None, None, ref, (account, container, path))
 
 
 def _parse_pointer(obj: dict[str, Any], ref: str | None) -> PointerMessage:
@@ -260,13 +269,17 @@ def pose(
     )
 
 
-def load_model(*, url: str | None = None, name: str | None = None, ref: str | None = None) -> str:
-    """Client side: ask the server to load a model by URL or by name."""
+def load_model(
+    *, url: str | None = None, name: str | None = None, blob: tuple[str, str, str] | None = None, ref: str | None = None
+) -> str:
+    """Client side: ask the server to load a model by URL, by name, or by (storage account, container, path)."""
     body: dict[str, Any] = {"type": "loadModel"}
     if url is not None:
         body["url"] = url
     if name is not None:
         body["name"] = name
+    if blob is not None:
+        body.update(zip(BLOB_FIELDS, blob, strict=True))
     if ref is not None:
         body["ref"] = ref
     return _dump(body)
