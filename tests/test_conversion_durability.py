@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -68,3 +69,27 @@ def test_a_conversion_survives_a_hub_sigkill_and_completes_once(hub: RunningHub,
         assert len(client.list_conversions()) == 1
     assert "is gone; running it again" in hub.log
     assert not list((hub.data_dir / "conversions").iterdir())  # the killed run's work folder is gone too
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("limit", "words"),
+    [
+        (("--conversion-timeout", "0.02"), "time limit of 0.02 minutes"),
+        (("--conversion-memory", "300"), "more memory than a conversion may use"),
+    ],
+)
+def test_a_conversion_past_its_limits_fails_saying_which_and_the_hub_goes_on(
+    hub_factory: Callable[..., RunningHub], tmp_path: Path, limit: tuple[str, str], words: str
+) -> None:
+    hub = hub_factory("--rate-limit", "0", *limit)
+    cloud = write_cloud(tmp_path / "cloud.xyz", 1_000_000)  # about 3 s of conversion and 1 GB at its peak
+    with hub.client() as client:
+        client.upload("models", "cloud/cloud.xyz", cloud)
+        client.create_conversion("bounded", settings(client))
+        wait_for(lambda: client.get_conversion("bounded")["status"] in ("Succeeded", "Failed"), 120)
+        conversion = client.get_conversion("bounded")
+        assert conversion["status"] == "Failed" and conversion["error"]["code"] == "ConversionProcessFailed"
+        assert words in conversion["error"]["message"], conversion["error"]
+        assert client.list_conversions()[0]["id"] == "bounded"  # the hub answers on
+    assert not conversion_processes(hub.data_dir)
