@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +15,7 @@ from rich.markup import escape
 from rich.table import Column, Table
 
 from renderhub import admin, conversion_cli
-from renderhub.cli_client import api_command, hub_client
-from renderhub.client import HubClient
+from renderhub.cli_client import api_command, hub_client, wait_until
 from renderhub.clock import Clock
 from renderhub.terminal import console, data_dir_option, database_option, errors, fail
 
@@ -241,23 +239,10 @@ def session_create(size: str | None, lease_minutes: int | None, session_id: str 
         lease = lease_minutes if lease_minutes is not None else client.config.max_lease_minutes
         body = client.create(session_id, size or client.config.vm_size, lease)
         if wait:
-            body = _wait(client, body, quiet=as_json)
+            body = wait_until(body, client.get, TERMINAL, "session", quiet=as_json)
         _show(body, as_json)
         if body["status"] == "Error":
             sys.exit(2)
-
-
-def _wait(client: HubClient, body: dict[str, Any], quiet: bool) -> dict[str, Any]:
-    started = time.monotonic()
-    with console.status("", spinner="dots") as status:
-        while body["status"] not in TERMINAL:
-            if not quiet:
-                status.update(f"session {body['id']}: {body['status']} ({time.monotonic() - started:.1f} s)")
-            time.sleep(0.25)
-            body = client.get(body["id"])
-    if not quiet:
-        console.print(f"session {body['id']}: [bold]{body['status']}[/bold] after {time.monotonic() - started:.1f} s")
-    return body
 
 
 @session.command("get")

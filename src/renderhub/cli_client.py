@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ import click
 import httpx
 
 from renderhub.client import ApiError, ArrConfig, HubClient
-from renderhub.terminal import data_dir_option, fail
+from renderhub.terminal import console, data_dir_option, fail
 
 
 def hub_client(config: Path | None, data_dir: Path) -> HubClient:
@@ -61,3 +62,21 @@ def api_command(func: Callable[..., None]) -> Callable[..., None]:
     wrapper.__doc__, wrapper.__name__ = func.__doc__, func.__name__
     wrapper.__click_params__ = func.__click_params__  # type: ignore[attr-defined]
     return wrapper
+
+
+def wait_until(
+    body: dict[str, Any], get: Callable[[str], dict[str, Any]], terminal: tuple[str, ...], what: str, quiet: bool,
+    interval: float = 0.25,
+) -> dict[str, Any]:  # fmt: skip
+    """Poll `get(id)` until the object's status is terminal, showing its status and the time taken."""
+    started = time.monotonic()
+    with console.status("", spinner="dots") as status:
+        while body["status"] not in terminal:
+            if not quiet:
+                status.update(f"{what} {body['id']}: {body['status']} ({time.monotonic() - started:.1f} s)")
+            time.sleep(interval)
+            body = get(body["id"])
+    if not quiet:
+        took = time.monotonic() - started
+        console.print(f"{what} {body['id']}: [bold]{body['status']}[/bold] after {took:.1f} s")
+    return body

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-import time
 import uuid
 import zipfile
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from renderhub.cli_client import api_command, hub_client
+from renderhub.cli_client import api_command, hub_client, wait_until
 from renderhub.client import HubClient
 from renderhub.terminal import console, fail
 
@@ -92,25 +91,10 @@ def _convert(client: HubClient, path: Path, settings: Path | None, chosen: str |
         },
     )  # fmt: skip
     if wait:
-        body = _wait(client, body, quiet=as_json)
+        body = wait_until(body, client.get_conversion, TERMINAL, "conversion", as_json, interval=0.5)
     show(body, as_json)
     if body["status"] == "Failed":
         sys.exit(2)
-
-
-def _wait(client: HubClient, body: dict[str, Any], quiet: bool) -> dict[str, Any]:
-    started = time.monotonic()
-    with console.status("", spinner="dots") as status:
-        while body["status"] not in TERMINAL:
-            if not quiet:
-                status.update(f"conversion {body['id']}: {body['status']} ({time.monotonic() - started:.0f} s)")
-            time.sleep(0.5)
-            body = client.get_conversion(body["id"])
-    if not quiet:
-        console.print(
-            f"conversion {body['id']}: [bold]{body['status']}[/bold] after {time.monotonic() - started:.1f} s"
-        )
-    return body
 
 
 def model_name(conversion: dict[str, Any]) -> str | None:

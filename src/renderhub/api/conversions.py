@@ -11,7 +11,7 @@ from starlette.routing import Route
 from renderhub.api.access import authorize, hub
 from renderhub.api.conversion_schemas import check_conversion_id, conversion_json, parse_conversion
 from renderhub.api.responses import json_response
-from renderhub.errors import BadRequest
+from renderhub.api.schemas import check_skip_token
 
 CONVERSIONS = "/accounts/{account_id}/conversions"
 CONVERSION = CONVERSIONS + "/{conversion_id}"
@@ -40,10 +40,8 @@ async def list_conversions(request: Request) -> Response:
     """Every conversion of the account, oldest first, a page at a time; `@nextLink` null on the last page."""
     account_id = request.path_params["account_id"]
     version = await authorize(request, account_id)
-    skip = request.query_params.get("skipToken", "0")
-    if not (skip.isascii() and skip.isdigit()) or len(skip) > 18:
-        raise BadRequest("The skipToken is not valid.", target="skipToken")
-    page, next_seq = await hub(request).conversions.list_page(account_id.lower(), int(skip))
+    skip = check_skip_token(request.query_params.get("skipToken", "0"))
+    page, next_seq = await hub(request).conversions.list_page(account_id.lower(), skip)
     link = None
     if next_seq is not None:
         # The SDK follows @nextLink verbatim, so it must be a whole URL with the api-version.

@@ -109,3 +109,11 @@ def error_json(error: RenderHubError) -> dict[str, Any]:
     if error.target:
         inner["target"] = error.target
     return {"error": inner}
+
+
+def check_skip_token(skip: str) -> int:
+    """The list cursor of a @nextLink; anything else is a 400 (never a 500)."""
+    # isascii: str.isdigit() also accepts digits such as "²" that int() refuses (that was a 500).
+    if not (skip.isascii() and skip.isdigit()) or len(skip) > 18:
+        raise BadRequest("The skipToken is not valid.", target="skipToken")
+    return int(skip)

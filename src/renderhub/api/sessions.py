@@ -10,8 +10,7 @@ from starlette.routing import Route
 
 from renderhub.api.access import Hub, authorize, hub
 from renderhub.api.responses import json_response
-from renderhub.api.schemas import check_session_id, parse_create, parse_update, session_json
-from renderhub.errors import BadRequest
+from renderhub.api.schemas import check_session_id, check_skip_token, parse_create, parse_update, session_json
 
 SESSIONS = "/accounts/{account_id}/sessions"
 SESSION = SESSIONS + "/{session_id}"
@@ -57,12 +56,9 @@ async def stop_session(request: Request) -> Response:
 async def list_sessions(request: Request) -> Response:
     account_id = request.path_params["account_id"]
     version = await authorize(request, account_id)
-    skip = request.query_params.get("skipToken", "0")
-    # isascii: str.isdigit() also accepts digits such as "²" that int() refuses (that was a 500).
-    if not (skip.isascii() and skip.isdigit()) or len(skip) > 18:
-        raise BadRequest("The skipToken is not valid.", target="skipToken")
+    skip = check_skip_token(request.query_params.get("skipToken", "0"))
     h = hub(request)
-    page, next_seq = await h.manager.list_page(account_id.lower(), int(skip))
+    page, next_seq = await h.manager.list_page(account_id.lower(), skip)
     now = h.clock.now()
     body: dict[str, object] = {"sessions": [session_json(s, now) for s in page]}
     if next_seq is not None:
