@@ -8,6 +8,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageStat
 
 from tests.hubs import RENDERHUB, RunningHub, wait_for
@@ -69,3 +70,22 @@ def test_a_failed_conversion_says_why_and_exits_nonzero(hub: RunningHub, tmp_pat
     assert failed.returncode == 2, failed.stdout + failed.stderr
     assert "Failed" in failed.stdout and "ConversionProcessFailed" in failed.stdout
     assert "Traceback" not in failed.stdout + failed.stderr
+
+
+def test_a_converted_point_cloud_renders_as_points(hub: RunningHub, tmp_path: Path) -> None:
+    cloud = tmp_path / "scan.xyz"
+    grid = [(x * 0.02, y * 0.02, 0.0) for x in range(100) for y in range(100)]  # a red 2 m square of 10,000 points
+    cloud.write_text("".join(f"{x:.3f} {y:.3f} {z:.3f} 255 0 0\n" for x, y, z in grid))
+    done = renderhub(hub, "convert", str(cloud), "--id", "scan", "--wait", "--json")
+    assert done.returncode == 0 and json.loads(done.stdout)["status"] == "Succeeded", done.stdout + done.stderr
+    with hub.client() as client:
+        client.create("points", "Standard", 10)
+        wait_for(lambda: client.get("points")["status"] == "Ready", timeout=30)
+    out = tmp_path / "frame.png"
+    connected = renderhub(hub, "connect", "points", "--model", "converted/scan/scan.arrAsset", "--frames", "10",
+                          "--width", "320", "--height", "240", "--out", str(out), "--json")  # fmt: skip
+    assert connected.returncode == 0, connected.stderr
+    with Image.open(out) as frame:
+        pixels = np.asarray(frame.convert("RGB"))[:200].astype(int)  # above the pose tag
+    reddish = int(((pixels[..., 0] > 120) & (pixels[..., 1] < 80)).sum())
+    assert reddish > 500, f"the cloud's red points, drawn ({reddish} red pixels)"

@@ -159,10 +159,10 @@ def test_e57_scans_in_the_files_common_coordinates(tmp_path: Path) -> None:
     np.testing.assert_array_equal(np.unique(written_colors(tmp_path), axis=0), [[200, 100, 50, 255]])
 
 
-def test_the_render_servers_loader_accepts_a_point_cloud_but_draws_no_points_yet(
+def test_the_render_servers_loader_draws_a_converted_point_cloud(
     tmp_path: Path, cloud: tuple[np.ndarray, np.ndarray]
 ) -> None:
-    from renderhub.render.scene import ModelError, load_scene
+    from renderhub.render.scene import load_scene
 
     positions, colors = cloud
     np.savetxt(tmp_path / "scan.xyz", np.column_stack([positions, colors]), fmt="%.3f")
@@ -170,10 +170,17 @@ def test_the_render_servers_loader_accepts_a_point_cloud_but_draws_no_points_yet
     asset = tmp_path / "out" / "cloud.arrAsset"
     header, binary = read_header(asset, asset.read_bytes())
     estimate = check_header(header, binary, asset.parent)
-    assert (estimate.skipped, estimate.skipped_modes) == (1, {"points"})
-    with pytest.raises(ModelError) as caught:  # the renderer draws triangles only, for now
-        load_scene(asset, max_primitives=None, max_bytes=1 << 26)
-    assert caught.value.code == "UnsupportedPrimitive"
+    assert (estimate.points, estimate.triangles, estimate.skipped) == (COUNT, 0, 0)
+    scene = load_scene(asset, max_primitives=COUNT, max_bytes=1 << 26)  # a point counts as one primitive
+    (batch,) = scene.clouds
+    assert (scene.points, scene.triangles, scene.draw_calls) == (COUNT, 0, 1)
+    # The asset's node translation is applied in float64: the survey coordinates come back to the millimetre, each
+    # point with its colour (in another order: the loader sorts points along a space-filling curve).
+    assert batch.colors is not None
+    ours = np.column_stack([(batch.positions + batch.origin).round(3), batch.colors])
+    theirs = np.column_stack([positions, written_colors(tmp_path)])
+    np.testing.assert_allclose(ours[np.lexsort(ours.T)], theirs[np.lexsort(theirs.T)], rtol=0, atol=2e-5)
+    np.testing.assert_allclose(scene.bounds, [positions.min(0), positions.max(0)], rtol=0, atol=2e-5)
 
 
 # Hostile and broken files: refused quickly, with a message, before anything large is allocated.

@@ -24,7 +24,7 @@ MAX_BYTES = 512 * 1024 * 1024
 def probe(path: Path) -> dict[str, Any]:
     """Load (and when it loads, render) one file; runs in the child process."""
     from renderhub.render.camera import frame_bounds, projection_matrix, view_matrix
-    from renderhub.render.renderer import BACKGROUND_RGB, Renderer
+    from renderhub.render.renderer import BACKGROUND_RGB, MAX_POINT_PIXELS, Renderer
     from renderhub.render.scene import STANDARD_MAX_PRIMITIVES, ModelError, load_scene
 
     with warnings.catch_warnings(record=True) as caught:
@@ -44,12 +44,14 @@ def probe(path: Path) -> dict[str, Any]:
     ndc = clip[:, :2] / clip[:, 3:]
     columns = np.clip(((ndc[:, 0] + 1) / 2 * WIDTH).round().astype(int), 0, WIDTH)
     rows = np.clip(((1 - ndc[:, 1]) / 2 * HEIGHT).round().astype(int), 0, HEIGHT)
-    x0, x1, y0, y1 = columns.min() - 2, columns.max() + 2, rows.min() - 2, rows.max() + 2
+    margin = 2 + (int(MAX_POINT_PIXELS) // 2 if scene.points else 0)  # a point's square reaches past its centre
+    x0, x1, y0, y1 = columns.min() - margin, columns.max() + margin, rows.min() - margin, rows.max() + margin
     model = (frame != np.array(BACKGROUND_RGB, np.uint8)).any(axis=2)
     inside = int(model[max(y0, 0) : y1, max(x0, 0) : x1].sum())
     return {
         "outcome": "renders",
         "triangles": scene.triangles,
+        "points": scene.points,
         "inside": inside,
         "area": int((x1 - x0) * (y1 - y0)),
         "outside": int(model.sum()) - inside,
@@ -99,9 +101,11 @@ def test_model(entry: dict[str, str], outcomes: dict[str, dict[str, Any]]) -> No
     assert result["outcome"] == entry["expect"], result
     assert result["warnings"] == [], "loading must not leak warnings"
     if entry["expect"] == "renders":
-        assert result["triangles"] > 0
-        # Model pixels where its bounding box projects (a blank or misplaced frame fails), none elsewhere.
-        assert result["inside"] >= max(20, 0.1 * result["area"]), result
+        assert result["triangles"] + result["points"] > 0
+        # Model pixels where its bounding box projects (a blank or misplaced frame fails), none elsewhere; a cloud
+        # need not fill its box (the generator's clouds are a square's outline), but most of its points show.
+        least = max(20, 0.1 * result["area"]) if result["triangles"] else 0.5 * result["points"]
+        assert result["inside"] >= least, result
         assert result["outside"] == 0, result
     else:
         assert result["message"]

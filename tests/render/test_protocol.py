@@ -140,7 +140,7 @@ def test_server_messages_are_compact_valid_json() -> None:
     messages = [
         protocol.hello("s1", 1280, 720, 30, "H264", "llvmpipe"),
         protocol.progress("parse", 1.7),
-        protocol.model_loaded(100, 2, 12.345, ([0, 0, 0], [1, 1, 1])),
+        protocol.model_loaded(100, 2, 12.345, ([0, 0, 0], [1, 1, 1]), 7),
         protocol.model_loaded(0, 0, 1, None),
         protocol.error("InvalidPose", "bad"),
         protocol.frame(3, 9, 21.234, 6.5),
@@ -162,6 +162,7 @@ def test_server_messages_are_compact_valid_json() -> None:
     assert decoded[2] == {
         "type": "modelLoaded",
         "triangles": 100,
+        "points": 7,
         "drawCalls": 2,
         "loadMs": 12.35,
         "bounds": {"min": [0, 0, 0], "max": [1, 1, 1]},

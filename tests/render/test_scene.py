@@ -216,17 +216,21 @@ def test_buffers_outside_the_model_folder_are_never_read(tmp_path: Path, uri: st
     assert refused(path).code == "InvalidModel"
 
 
-def test_points_and_lines_are_skipped_beside_triangles(tmp_path: Path) -> None:
+def test_points_load_beside_triangles_and_lines_are_skipped(tmp_path: Path) -> None:
     path = triangle_gltf(tmp_path / "t.gltf")
     header = json.loads(path.read_text())
-    header["meshes"][0]["primitives"].append({"attributes": {"POSITION": 0}, "mode": 0})
+    header["meshes"][0]["primitives"] += [
+        {"attributes": {"POSITION": 0}, "mode": 0},
+        {"attributes": {"POSITION": 0}, "mode": 1},
+    ]
     path.write_text(json.dumps(header))
     scene = load(path)
-    assert (scene.triangles, scene.skipped_primitives) == (1, 1)
-    header["meshes"][0]["primitives"] = [{"attributes": {"POSITION": 0}, "mode": 1}]
+    assert (scene.triangles, scene.points, scene.skipped_primitives, scene.draw_calls) == (1, 3, 1, 2)
+    header["meshes"][0]["primitives"] = [{"attributes": {"POSITION": 0}, "mode": mode} for mode in (1, 3)]
     path.write_text(json.dumps(header))
     error = refused(path)
-    assert error.code == "UnsupportedPrimitive" and "lines" in error.message
+    assert error.code == "UnsupportedPrimitive" and "line strips, lines;" in error.message
+    assert "only triangles and points are rendered" in error.message
 
 
 def test_materials_base_colour_double_sided_and_alpha(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import struct
@@ -16,10 +17,11 @@ from renderhub.render.errors import RenderError
 # Required extensions whose absence only changes the look; anything else required means we would draw it wrongly.
 _SPEC_GLOSS = "KHR_materials_pbrSpecularGlossiness"
 SUPPORTED_REQUIRED = {_SPEC_GLOSS, "KHR_materials_unlit", "KHR_materials_emissive_strength"}
-TRIANGLES, TRIANGLE_STRIP = 4, 5
+POINTS, TRIANGLES, TRIANGLE_STRIP = 0, 4, 5
+COMPONENT_TYPES = {5120: "<i1", 5121: "<u1", 5122: "<i2", 5123: "<u2", 5125: "<u4", 5126: "<f4"}  # numpy's names
 _COMPONENT_BYTES = {5120: 1, 5121: 1, 5122: 2, 5123: 2, 5125: 4, 5126: 4}
-_TYPE_COMPONENTS = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT2": 4, "MAT3": 9, "MAT4": 16}
-_MODE_NAMES = {0: "points", 1: "lines", 2: "line loops", 3: "line strips", 6: "triangle fans"}
+TYPE_COMPONENTS = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT2": 4, "MAT3": 9, "MAT4": 16}
+_MODE_NAMES = {1: "lines", 2: "line loops", 3: "line strips", 6: "triangle fans"}
 
 
 class ModelError(RenderError):
@@ -161,6 +163,7 @@ def _sparse(sparse: object, count: int, size: int, views: list[dict[str, Any]], 
 class Estimate:
     triangles: int = 0
     vertices: int = 0
+    points: int = 0
     skipped: int = 0
     data_bytes: int = 0
     skipped_modes: set[str] = field(default_factory=set)
@@ -195,7 +198,7 @@ def check_header(header: dict[str, Any], binary: bytes | None, folder: Path) -> 
     counts: list[int] = []
     for i, a in enumerate(accessors):
         count, offset = _uints(a, f"accessor {i}", count=None, byteOffset=0)
-        size = _COMPONENT_BYTES.get(a.get("componentType"), 0) * _TYPE_COMPONENTS.get(a.get("type"), 0)  # type: ignore[arg-type]
+        size = _COMPONENT_BYTES.get(a.get("componentType"), 0) * TYPE_COMPONENTS.get(a.get("type"), 0)  # type: ignore[arg-type]
         if not size:
             raise invalid(f"accessor {i} has an invalid type or componentType")
         if "bufferView" in a:
@@ -235,12 +238,12 @@ def check_header(header: dict[str, Any], binary: bytes | None, folder: Path) -> 
             texture = pbr["baseColorTexture"]
             _index(texture.get("index") if isinstance(texture, dict) else None, len(textures), f"material {i}")
     materials, meshes = len(_items(header, "materials")), _items(header, "meshes")
-    per_mesh: list[tuple[int, int]] = []
+    per_mesh: list[tuple[int, int, int]] = []
     for i, mesh in enumerate(meshes):
         primitives = mesh.get("primitives")
         if not isinstance(primitives, list) or not all(isinstance(p, dict) for p in primitives):
             raise invalid(f"mesh {i}: 'primitives' must be an array of objects")
-        triangles = vertices = 0
+        triangles = vertices = points = 0
         for p in primitives:
             attributes, mode = p.get("attributes"), p.get("mode", TRIANGLES)
             if not isinstance(attributes, dict) or mode not in range(7):
@@ -249,18 +252,21 @@ def check_header(header: dict[str, Any], binary: bytes | None, folder: Path) -> 
             vertex_count = counts[_index(attributes.get("POSITION"), len(accessors), f"mesh {i} POSITION")]
             if "material" in p:
                 _index(p["material"], materials, f"mesh {i}")
-            if mode not in (TRIANGLES, TRIANGLE_STRIP):
+            if mode not in (POINTS, TRIANGLES, TRIANGLE_STRIP):
                 estimate.skipped += 1
                 estimate.skipped_modes.add(_MODE_NAMES[mode])
                 continue
             if len(sizes) != 1:
                 raise invalid(f"mesh {i}: a primitive's attributes have different counts {sorted(sizes)}")
             n = counts[_index(p["indices"], len(accessors), f"mesh {i} indices")] if "indices" in p else vertex_count
+            if mode == POINTS:
+                points += n
+                continue
             if mode == TRIANGLES and n % 3:
                 raise invalid(f"mesh {i}: {n} triangle corners is not a multiple of 3")
             triangles += n // 3 if mode == TRIANGLES else max(n - 2, 0)
             vertices += vertex_count
-        per_mesh.append((triangles, vertices))
+        per_mesh.append((triangles, vertices, points))
     nodes = _items(header, "nodes")
     for n in order:
         node = nodes[n]
@@ -268,10 +274,25 @@ def check_header(header: dict[str, Any], binary: bytes | None, folder: Path) -> 
             if key in node:
                 _numbers(node[key], count, f"node {n} {key}")
         if "mesh" in node:
-            triangles, vertices = per_mesh[_index(node["mesh"], len(meshes), f"node {n}")]
+            triangles, vertices, points = per_mesh[_index(node["mesh"], len(meshes), f"node {n}")]
             estimate.triangles += triangles
             estimate.vertices += vertices
+            estimate.points += points
     return estimate
+
+
+def view_bytes(header: dict[str, Any], binary: bytes | None, folder: Path, view: dict[str, Any]) -> bytes | memoryview:
+    """A bufferView's bytes (check_header made sure they exist); the GLB chunk's are a view, never a copy."""
+    buffer = header["buffers"][view["buffer"]]
+    start, length = view.get("byteOffset", 0), view["byteLength"]
+    uri = buffer.get("uri")
+    if uri is None:
+        return memoryview(binary or b"")[start : start + length]
+    if uri.startswith("data:"):
+        return base64.b64decode(uri.partition(",")[2])[start : start + length]
+    with (folder / unquote(uri)).open("rb") as f:  # check_header made sure it lies in the model's folder
+        f.seek(start)
+        return f.read(length)
 
 
 def without_specular_glossiness(header: dict[str, Any]) -> bool:

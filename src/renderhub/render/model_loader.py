@@ -108,8 +108,13 @@ class ModelLoader:
             log.exception("loading a model failed")
             self._error("LoadFailed", "the model could not be loaded", message.ref)
             return
-        self.model = {"triangles": info.triangles, "drawCalls": info.draw_calls, "loadMs": info.load_ms}
-        self._send(protocol.model_loaded(info.triangles, info.draw_calls, info.load_ms, info.bounds))
+        self.model = {
+            "triangles": info.triangles,
+            "points": info.points,
+            "drawCalls": info.draw_calls,
+            "loadMs": info.load_ms,
+        }
+        self._send(protocol.model_loaded(info.triangles, info.draw_calls, info.load_ms, info.bounds, info.points))
 
     async def _timed_out(self, message: LoadModelMessage, in_worker: bool) -> None:
         """The error goes out once the server is ready for the next load, so that one is not refused as Busy."""

@@ -213,9 +213,9 @@ def progress(stage: str, fraction: float) -> str:
 
 
 def model_loaded(
-    triangles: int, draw_calls: int, load_ms: float, bounds: tuple[list[float], list[float]] | None
+    triangles: int, draw_calls: int, load_ms: float, bounds: tuple[list[float], list[float]] | None, points: int = 0
 ) -> str:
-    body: dict[str, Any] = {"type": "modelLoaded", "triangles": triangles, "drawCalls": draw_calls}
+    body: dict[str, Any] = {"type": "modelLoaded", "triangles": triangles, "points": points, "drawCalls": draw_calls}
     body["loadMs"] = _ms(load_ms)
     body["bounds"] = {"min": list(bounds[0]), "max": list(bounds[1])} if bounds else None
     return _dump(body)

@@ -247,7 +247,8 @@ class RenderLoop:
             return
         bounds = (scene.bounds[0].tolist(), scene.bounds[1].tolist())
         load_ms = (time.perf_counter() - load_started) * 1000
-        self.conn.send(Loaded(request.id, None, ModelInfo(scene.triangles, scene.draw_calls, load_ms, bounds)))
+        info = ModelInfo(scene.triangles, scene.draw_calls, load_ms, bounds, points=scene.points)
+        self.conn.send(Loaded(request.id, None, info))
         self.dirty = self.latest is not None  # the client sees the new model without having to move
 
     def clear(self, request: Clear) -> None:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 import moderngl
 import numpy as np
 from numpy.typing import NDArray
 
 from renderhub.render.camera import Hit, Matrix, Pose, projection_matrix, unproject, view_matrix
-from renderhub.render.scene import Scene
+from renderhub.render.scene import Material, PointBatch, Scene
 
 BACKGROUND = (0.2, 0.2, 0.2)  # neutral dark grey; 51 in each 8-bit channel
 BACKGROUND_RGB = tuple(round(c * 255) for c in BACKGROUND)
@@ -23,12 +23,19 @@ HEADLIGHT = np.array([-0.3, 0.5, 1.0]) / np.linalg.norm([-0.3, 0.5, 1.0])
 # it mirrors the winding too, hence front_face = "cw" below.
 FLIP_Y = np.diag([1.0, -1.0, 1.0, 1.0])
 
+# Points are drawn as squares as wide as the cloud's point spacing seen from the camera, so a scanned surface reads
+# as a surface up close and as a fine cloud from afar; between these bounds in pixels, a cloud never vanishes nor
+# hides the view behind a few huge squares next to the camera.
+MIN_POINT_PIXELS, MAX_POINT_PIXELS = 1.0, 16.0
+
 _VERTEX_SHADER = """
 #version 330
 uniform mat4 u_mvp;
 in vec3 in_position;
+#ifdef LIT
 in vec3 in_normal;
 out vec3 v_normal;
+#endif
 #ifdef TEXTURED
 in vec2 in_texcoord;
 out vec2 v_texcoord;
@@ -37,27 +44,39 @@ out vec2 v_texcoord;
 in vec4 in_color;
 out vec4 v_color;
 #endif
+#ifdef POINTS
+uniform float u_point_size;  // world units times pixels per world unit at distance 1
+uniform vec2 u_point_bounds;
+#endif
 void main() {
     gl_Position = u_mvp * vec4(in_position, 1.0);
+#ifdef LIT
     v_normal = in_normal;
+#endif
 #ifdef TEXTURED
     v_texcoord = in_texcoord;
 #endif
 #ifdef VERTEX_COLOR
     v_color = in_color;
 #endif
+#ifdef POINTS
+    gl_PointSize = clamp(u_point_size / max(gl_Position.w, 1e-6), u_point_bounds.x, u_point_bounds.y);
+#endif
 }
 """
 # Shading is in linear light with gamma 2 standing in for sRGB: a square and a square root cost llvmpipe far
-# less than pow(). Factors and vertex colours are linear in glTF, base-colour textures sRGB.
+# less than pow(). Factors and vertex colours are linear in glTF, base-colour textures sRGB. Unlit materials
+# (KHR_materials_unlit) and points, which have no normals, show their colour as it is.
 _FRAGMENT_SHADER = """
 #version 330
 uniform sampler2D u_texture;
 uniform vec4 u_base_color;
 uniform vec3 u_light;
 uniform float u_cutoff;
-in vec3 v_normal;
 out vec4 f_color;
+#ifdef LIT
+in vec3 v_normal;
+#endif
 #ifdef TEXTURED
 in vec2 v_texcoord;
 #endif
@@ -76,25 +95,38 @@ void main() {
 #ifdef ALPHA_MASK
     if (color.a < u_cutoff) discard;
 #endif
+#ifdef LIT
     vec3 n = normalize(gl_FrontFacing ? v_normal : -v_normal);
     float diffuse = max(dot(n, u_light), 0.0);
     float sky = 0.5 + 0.5 * n.y;
     vec3 lit = color.rgb * (0.08 + 0.12 * sky + 0.7 * diffuse);
     f_color = vec4(sqrt(lit), color.a);
+#else
+    f_color = vec4(sqrt(color.rgb), color.a);
+#endif
 }
 """
 _ATTRIBUTES = ("in_position", "in_normal", "in_texcoord", "in_color")
 _SHADERS = (_VERTEX_SHADER.lstrip(), _FRAGMENT_SHADER.lstrip())
 _VERTEX = np.dtype([("p", "f4", 3), ("n", "f4", 3), ("t", "f4", 2), ("c", "u1", 4)])
+_POINT = np.dtype([("p", "f4", 3), ("c", "u1", 4)])
 
 
-_Variant = tuple[bool, bool, bool]  # textured, vertex colours, alpha mask
-_VARIANTS: list[_Variant] = [(t, c, m) for t in (False, True) for c in (False, True) for m in (False, True)]
+class _Variant(NamedTuple):
+    textured: bool
+    colors: bool  # vertex colours
+    mask: bool  # alpha mask
+    lit: bool
+    points: bool = False
+
+
+_NAMES = ("TEXTURED", "VERTEX_COLOR", "ALPHA_MASK", "LIT", "POINTS")
+# Compiled up front: the lit triangle variants every model uses; the rest on first use.
+_COMMON = [_Variant(t, c, m, True) for t in (False, True) for c in (False, True) for m in (False, True)]
 
 
 def _program(ctx: moderngl.Context, variant: _Variant) -> moderngl.Program:
-    names = ("TEXTURED", "VERTEX_COLOR", "ALPHA_MASK")
-    defines = "".join(f"#define {name}\n" for name, on in zip(names, variant, strict=True) if on)
+    defines = "".join(f"#define {name}\n" for name, on in zip(_NAMES, variant, strict=True) if on)
     vertex, fragment = (s.replace("#version 330\n", "#version 330\n" + defines, 1) for s in _SHADERS)
     return ctx.program(vertex_shader=vertex, fragment_shader=fragment)
 
@@ -102,7 +134,7 @@ def _program(ctx: moderngl.Context, variant: _Variant) -> moderngl.Program:
 @dataclass
 class _Draw:
     vao: moderngl.VertexArray
-    buffers: tuple[moderngl.Buffer, moderngl.Buffer]
+    buffers: tuple[moderngl.Buffer, ...]
     program: moderngl.Program
     texture: moderngl.Texture | None
     base_color: tuple[float, float, float, float]
@@ -110,6 +142,8 @@ class _Draw:
     mask: bool
     blend: bool
     cutoff: float
+    origin: NDArray[np.float64] | None = None  # points: where their positions are relative to
+    spacing: float = 0.0  # points: their world size
 
 
 class Renderer:
@@ -125,10 +159,11 @@ class Renderer:
             raise RuntimeError(f"no headless OpenGL 3.3 context through EGL: {e}") from e
         self._ctx.front_face = "cw"
         self._ctx.cull_face = "back"
+        self._ctx.enable(moderngl.PROGRAM_POINT_SIZE)  # points size themselves in the vertex shader
         # Variants rather than branches or dummy inputs: on llvmpipe every varying costs triangle setup (an unused
         # vertex colour cost the 121k-triangle engine a quarter of its vertex stage, 8% of a 720p frame), a dummy
         # texture costs a sample per pixel, and `discard` anywhere in a shader turns off its early depth test.
-        self._programs = {variant: _program(self._ctx, variant) for variant in _VARIANTS}
+        self._programs = {variant: _program(self._ctx, variant) for variant in _COMMON}
         self._draws: list[_Draw] = []
         self._textures: list[moderngl.Texture] = []
         self._scene: Scene | None = None
@@ -136,6 +171,7 @@ class Renderer:
         self.width = self.height = 0
         self._fbos: list[moderngl.Framebuffer] = []
         self._last_frame: tuple[Pose, Matrix] | None = None  # the pose and world-to-clip matrix picks unproject with
+        self._point_scale = 0.0  # this frame's pixels per world unit at distance 1, for sizing points
         self.resize(width, height)
         self.last_render_ms = 0.0
 
@@ -146,6 +182,10 @@ class Renderer:
     @property
     def triangles(self) -> int:
         return self._scene.triangles if self._scene else 0
+
+    @property
+    def points(self) -> int:
+        return self._scene.points if self._scene else 0
 
     @property
     def draw_calls(self) -> int:
@@ -159,6 +199,7 @@ class Renderer:
             "height": self.height,
             "samples": self.samples,
             "triangles": self.triangles,
+            "points": self.points,
             "drawCalls": self.draw_calls,
             "lastRenderMs": round(self.last_render_ms, 2),
         }
@@ -208,22 +249,51 @@ class Renderer:
             vertices["t"], vertices["c"] = batch.texcoords, batch.colors
             vbo = self._ctx.buffer(vertices.tobytes())
             ibo = self._ctx.buffer(np.ascontiguousarray(batch.indices, dtype=np.uint32).tobytes())
-            variant = (texture is not None, bool((batch.colors != 255).any()), material.alpha_mode == "MASK")
-            program = self._programs[variant]
+            colors = bool((batch.colors != 255).any())
+            variant = _Variant(texture is not None, colors, material.alpha_mode == "MASK", not material.unlit)
             # Attributes a variant does not read are skipped ("x") in the shared 36-byte vertex layout.
-            layout = " ".join(("3f", "3f", "2f" if variant[0] else "8x", "4f1" if variant[1] else "4x"))
-            names = [n for n, on in zip(_ATTRIBUTES, (True, True, *variant[:2]), strict=True) if on]
+            layout = " ".join(
+                ("3f", "3f" if variant.lit else "12x", "2f" if variant.textured else "8x", "4f1" if colors else "4x")
+            )
+            names = [n for n, on in zip(_ATTRIBUTES, (True, variant.lit, *variant[:2]), strict=True) if on]
+            program = self._program(variant)
             vao = self._ctx.vertex_array(program, [(vbo, layout, *names)], index_buffer=ibo, index_element_size=4)
             self._draws.append(
-                _Draw(
-                    vao, (vbo, ibo), program, texture, material.base_color, not material.double_sided, variant[2],
-                    material.alpha_mode == "BLEND", material.alpha_cutoff,
-                )
-            )  # fmt: skip
+                _Draw(vao, (vbo, ibo), program, texture, *self._state(material, not material.double_sided))
+            )
+        for cloud in scene.clouds:
+            self._draws.append(self._cloud_draw(cloud))
         # Opaque first, culled before double-sided (fewer state changes), blended last over what they cover.
         self._draws.sort(key=lambda d: (d.blend, d.mask, not d.cull, d.texture is not None))
         self._textures = list(textures.values())
         self._scene = scene
+
+    def _cloud_draw(self, cloud: PointBatch) -> _Draw:
+        material = cloud.material
+        variant = _Variant(False, cloud.colors is not None, material.alpha_mode == "MASK", False, True)
+        if cloud.colors is None:
+            vbo = self._ctx.buffer(np.ascontiguousarray(cloud.positions, np.float32))  # no bytes copy: GL copies
+            attributes: list[tuple[Any, ...]] = [(vbo, "3f", "in_position")]
+        else:
+            vertices = np.empty(len(cloud.positions), _POINT)
+            vertices["p"], vertices["c"] = cloud.positions, cloud.colors
+            vbo = self._ctx.buffer(vertices)
+            del vertices
+            attributes = [(vbo, "3f 4f1", "in_position", "in_color")]
+        program = self._program(variant)
+        vao = self._ctx.vertex_array(program, attributes)
+        return _Draw(vao, (vbo,), program, None, *self._state(material, False), cloud.origin, cloud.spacing)
+
+    @staticmethod
+    def _state(material: Material, cull: bool) -> tuple[tuple[float, float, float, float], bool, bool, bool, float]:
+        """(base colour, cull, mask, blend, cutoff) of a draw with `material`."""
+        mode = material.alpha_mode
+        return material.base_color, cull, mode == "MASK", mode == "BLEND", material.alpha_cutoff
+
+    def _program(self, variant: _Variant) -> moderngl.Program:
+        if variant not in self._programs:
+            self._programs[variant] = _program(self._ctx, variant)
+        return self._programs[variant]
 
     def clear(self) -> None:
         """Drop the model: frames show only the background."""
@@ -243,17 +313,22 @@ class Renderer:
         fbo.depth_mask = True
         ctx.clear(*BACKGROUND, 1.0, depth=1.0)
         bounds = self._scene.bounds if self._scene else None
-        mvp = FLIP_Y @ projection_matrix(pose, self.width / self.height, bounds) @ view_matrix(pose)
+        projection = projection_matrix(pose, self.width / self.height, bounds)
+        mvp = FLIP_Y @ projection @ view_matrix(pose)
+        self._point_scale = projection[1, 1] * self.height / 2
         if self._draws:
             light = pose.rotation() @ HEADLIGHT
-            for (textured, _colors, _mask), program in self._programs.items():
+            for variant, program in self._programs.items():
+                if variant.points:
+                    continue  # placed by their origin: set for each draw
                 program["u_mvp"].write(mvp.T.astype("f4").tobytes())  # type: ignore[union-attr]
-                program["u_light"].value = tuple(light)  # type: ignore[union-attr]
-                if textured:
+                if variant.lit:
+                    program["u_light"].value = tuple(light)  # type: ignore[union-attr]
+                if variant.textured:
                     program["u_texture"].value = 0  # type: ignore[union-attr]
             ctx.enable(moderngl.DEPTH_TEST)
             for draw in self._draws:
-                self._draw(draw)
+                self._draw(draw, mvp)
             ctx.disable(moderngl.BLEND)
         out = np.empty((self.height, self.width, 3), np.uint8)
         if self.samples:
@@ -282,7 +357,7 @@ class Renderer:
         position = (float(world[0]), float(world[1]), float(world[2]))
         return Hit(position, float(np.linalg.norm(world - np.asarray(pose.position))))
 
-    def _draw(self, draw: _Draw) -> None:
+    def _draw(self, draw: _Draw, mvp: Matrix) -> None:
         ctx = self._ctx
         if draw.cull:
             ctx.enable(moderngl.CULL_FACE)
@@ -298,7 +373,16 @@ class Renderer:
             program["u_cutoff"].value = draw.cutoff  # type: ignore[union-attr]
         if draw.texture is not None:
             draw.texture.use(0)
-        draw.vao.render(moderngl.TRIANGLES)
+        if draw.origin is None:
+            draw.vao.render(moderngl.TRIANGLES)
+            return
+        # In float64, the origin's large coordinates and the camera's cancel before anything is rounded to float32.
+        model = np.eye(4)
+        model[:3, 3] = draw.origin
+        program["u_mvp"].write((mvp @ model).T.astype("f4").tobytes())  # type: ignore[union-attr]
+        program["u_point_size"].value = draw.spacing * self._point_scale  # type: ignore[union-attr]
+        program["u_point_bounds"].value = (MIN_POINT_PIXELS, MAX_POINT_PIXELS)  # type: ignore[union-attr]
+        draw.vao.render(moderngl.POINTS)
 
     def release(self) -> None:
         self.clear()

@@ -22,11 +22,13 @@ from renderhub.render.model_limits import (
     MAX_TEXTURE_SIZE,
     VERTEX_BYTES,
     check_load,
+    drawn_bytes,
     out_of_memory,
 )
 
 STANDARD_MAX_PRIMITIVES = 20_000_000  # ARR's limit for Standard sessions
 _NORMALS_SLICE = 1 << 21  # faces per slice when computing normals: about 100 MB of temporaries
+UNLIT = "KHR_materials_unlit"
 
 FloatArray = NDArray[np.float32]
 
@@ -39,6 +41,7 @@ class Material:
     double_sided: bool = False
     alpha_mode: str = "OPAQUE"  # OPAQUE, MASK or BLEND
     alpha_cutoff: float = 0.5
+    unlit: bool = False  # KHR_materials_unlit: the base colour as it is, without lighting
 
 
 @dataclass(frozen=True, eq=False)
@@ -58,19 +61,44 @@ class Batch:
 
 
 @dataclass(frozen=True, eq=False)
+class PointBatch:
+    """Points drawn with one material, unlit (points have no normals): one draw call."""
+
+    material: Material
+    origin: NDArray[np.float64]  # (3,) where positions are relative to: float32 keeps survey coordinates' detail
+    positions: FloatArray  # (n, 3) world space minus origin
+    colors: NDArray[np.uint8] | None  # (n, 4) COLOR_0; None without one (the material's colour alone)
+    spacing: float = 0.0  # typical distance between neighbouring points (world units): the size points are drawn
+
+    @property
+    def points(self) -> int:
+        return len(self.positions)
+
+    @property
+    def bounds(self) -> NDArray[np.float64]:
+        low, high = self.positions.min(0).astype(np.float64), self.positions.max(0).astype(np.float64)
+        return np.array([low + self.origin, high + self.origin])
+
+
+@dataclass(frozen=True, eq=False)
 class Scene:
     batches: tuple[Batch, ...]
     bounds: NDArray[np.float64]  # [[min x, y, z], [max x, y, z]]
-    skipped_primitives: int = 0  # points, lines and fans, which the renderer does not draw
+    skipped_primitives: int = 0  # lines and fans, which the renderer does not draw
     textures: int = 0
+    clouds: tuple[PointBatch, ...] = ()
 
     @property
     def triangles(self) -> int:
         return sum(b.triangles for b in self.batches)
 
     @property
+    def points(self) -> int:
+        return sum(c.points for c in self.clouds)
+
+    @property
     def draw_calls(self) -> int:
-        return len(self.batches)
+        return len(self.batches) + len(self.clouds)
 
     @property
     def gpu_bytes(self) -> int:
@@ -79,13 +107,17 @@ class Scene:
         }
         vertices = sum(len(b.positions) for b in self.batches)
         mipmapped = sum(textures.values()) * 4 // 3  # mipmaps: a third more
-        return vertices * VERTEX_BYTES + self.triangles * INDEX_BYTES + mipmapped
+        points = sum(c.positions.nbytes + (0 if c.colors is None else c.colors.nbytes) for c in self.clouds)
+        return vertices * VERTEX_BYTES + self.triangles * INDEX_BYTES + mipmapped + points
 
 
-def _limits(triangles: int, gpu_bytes: int, max_primitives: int | None, max_bytes: int) -> None:
-    if max_primitives is not None and triangles > max_primitives:
-        message = f"the model has {triangles:,} triangles; this session allows {max_primitives:,}"
-        raise ModelError("TooManyPrimitives", message)
+def _limits(triangles: int, points: int, gpu_bytes: int, max_primitives: int | None, max_bytes: int) -> None:
+    """ARR's primitive limit counts a point as one primitive, as it does a triangle: their sum is bounded."""
+    if max_primitives is not None and triangles + points > max_primitives:
+        parts = [f"{triangles:,} triangles"] if triangles or not points else []
+        parts += [f"{points:,} points"] if points else []
+        message = f"the model has {' and '.join(parts)}; this session allows {max_primitives:,}"
+        raise ModelError("TooManyPrimitives", message + (" primitives (a point counts as one)" if points else ""))
     if gpu_bytes > max_bytes:
         raise ModelError("ModelTooLarge", f"the model needs about {gpu_bytes:,} bytes of memory; limit {max_bytes:,}")
 
@@ -100,7 +132,11 @@ def _texture(image: Any, max_bytes: int) -> NDArray[np.uint8]:
     return np.asarray(image, dtype=np.uint8).copy()
 
 
-def _material(source: Any, textures: dict[int, NDArray[np.uint8]], max_bytes: int) -> Material:
+def _material(source: Any, textures: dict[int, NDArray[np.uint8]], max_bytes: int, unlit: set[int]) -> Material:
+    name = str(getattr(source, "name", None) or "")
+    index, _, untagged = name.partition(":")
+    if unlit:  # the names were tagged with each material's index: trimesh keeps no extensions to tell unlit ones
+        name = untagged
     factor = getattr(source, "baseColorFactor", None)
     rgba = [1.0] * 4 if factor is None else [float(c) / 255 for c in np.asarray(factor).ravel()[:4]] + [1.0]
     image = getattr(source, "baseColorTexture", None)
@@ -108,13 +144,26 @@ def _material(source: Any, textures: dict[int, NDArray[np.uint8]], max_bytes: in
         textures[id(image)] = _texture(image, max_bytes)
     mode, cutoff = getattr(source, "alphaMode", None), getattr(source, "alphaCutoff", None)
     return Material(
-        name=str(getattr(source, "name", None) or "material"),
+        name=name or "material",
         base_color=(rgba[0], rgba[1], rgba[2], rgba[3]),
         texture=None if image is None else textures[id(image)],
         double_sided=bool(getattr(source, "doubleSided", False)),
         alpha_mode=mode if mode in ("MASK", "BLEND") else "OPAQUE",
         alpha_cutoff=0.5 if cutoff is None else float(cutoff),
+        unlit=bool(unlit) and index.isdigit() and int(index) in unlit,
     )
+
+
+def _unlit(header: dict[str, Any]) -> set[int]:
+    """Indices of the materials with KHR_materials_unlit."""
+    materials = header.get("materials", [])
+    return {i for i, m in enumerate(materials) if isinstance(m.get("extensions"), dict) and UNLIT in m["extensions"]}
+
+
+def _tag_materials(header: dict[str, Any]) -> None:
+    """Each material's name prefixed with its index, which trimesh carries through to the meshes that use it."""
+    for i, material in enumerate(header.get("materials", [])):
+        material["name"] = f"{i}:{material.get('name') or ''}"
 
 
 def _computed_normals(vertices: NDArray[np.float32], faces: NDArray[np.int64]) -> NDArray[np.float32]:
@@ -148,7 +197,7 @@ def _unit(
     return unit
 
 
-def _parts(scene: Any, max_bytes: int) -> Iterator[tuple[Material | None, dict[str, np.ndarray]]]:
+def _parts(scene: Any, max_bytes: int, unlit: set[int]) -> Iterator[tuple[Material | None, dict[str, np.ndarray]]]:
     """Each mesh instance with its node transform baked, checked for what trimesh does not check.
 
     Every array leaves here in the type the GPU takes (float32, uint8): float64 copies of a 20 M-triangle model
@@ -160,7 +209,7 @@ def _parts(scene: Any, max_bytes: int) -> Iterator[tuple[Material | None, dict[s
         transform, name = scene.graph[node]
         mesh = scene.geometry[name]
         if len(getattr(mesh, "faces", ())) == 0:
-            continue  # points and lines, already counted as skipped
+            continue  # points (read by point_clouds.py) and lines (counted as skipped)
         vertices = np.asarray(mesh.vertices)
         faces = np.asarray(mesh.faces)
         if faces.min() < 0 or faces.max() >= len(vertices):
@@ -189,7 +238,7 @@ def _parts(scene: Any, max_bytes: int) -> Iterator[tuple[Material | None, dict[s
         visual, material = mesh.visual, None
         if getattr(visual, "material", None) is not None:
             if id(visual.material) not in materials:
-                materials[id(visual.material)] = _material(visual.material, textures, max_bytes)
+                materials[id(visual.material)] = _material(visual.material, textures, max_bytes, unlit)
             material = materials[id(visual.material)]
         uv = getattr(visual, "uv", None)
         texcoords = np.zeros((len(vertices), 2), np.float32)
@@ -213,11 +262,11 @@ def _colors(colors: Any, count: int) -> NDArray[np.uint8]:
     return colors if colors.shape[1] == 4 else np.column_stack([colors, np.full(count, 255, np.uint8)])
 
 
-def _batches(scene: Any, max_bytes: int) -> list[Batch]:
+def _batches(scene: Any, max_bytes: int, unlit: set[int]) -> list[Batch]:
     """Instances grouped by material: one draw call per material however many nodes share it."""
     groups: dict[int, tuple[Material, list[dict[str, np.ndarray]]]] = {}
     default = Material("default", base_color=(0.8, 0.8, 0.8, 1.0))
-    for material, part in _parts(scene, max_bytes):
+    for material, part in _parts(scene, max_bytes, unlit):
         part["f"] = part["f"].astype(np.uint32)  # the GPU's index type, at half the size of trimesh's int64
         groups.setdefault(id(material or default), (material or default, []))[1].append(part)
     batches = []
@@ -262,34 +311,50 @@ def _load(path: Path, max_primitives: int | None, max_bytes: int) -> Scene:
     estimate = check_header(header, binary, path.parent)
     if size + estimate.data_bytes > max_bytes:
         raise ModelError("ModelTooLarge", f"the model's data totals {size + estimate.data_bytes:,} bytes")
-    drawn = estimate.vertices * VERTEX_BYTES + estimate.triangles * INDEX_BYTES
-    _limits(estimate.triangles, drawn, max_primitives, max_bytes)
+    _limits(estimate.triangles, estimate.points, drawn_bytes(estimate), max_primitives, max_bytes)
     glb = data[:4] == b"glTF"
-    # Unchanged, the file is read again by trimesh rather than kept here: a copy less at the peak of a load.
-    rewritten = encode(header, binary, glb) if without_specular_glossiness(header) else None
-    check_load(header, binary, path.parent, estimate, size, max_bytes)
-    del data, binary
-    import trimesh  # here, not at import: the render server starts without paying for it
+    meshes = estimate.triangles > 0 or not estimate.points  # points alone never need trimesh
+    unlit = _unlit(header) if meshes else set()
+    rewrite = without_specular_glossiness(header) or bool(unlit)
+    # trimesh reads a rewritten file from memory: one copy more at the peak of the load.
+    check_load(header, binary, path.parent, estimate, size * (2 if rewrite and meshes else 1), max_bytes)
+    if estimate.points:
+        from renderhub.render.point_clouds import load_clouds
 
-    # trimesh warns (NaN math, decompression-bomb checks) where we check ourselves and refuse below.
-    with warnings.catch_warnings(), io.BytesIO(rewritten) if rewritten else path.open("rb") as source:
-        warnings.simplefilter("ignore")
-        resolver = trimesh.resolvers.FilePathResolver(str(path))
-        loaded = trimesh.load(source, file_type="glb" if glb else "gltf", force="scene", resolver=resolver)
-        del rewritten
-        batches = _batches(loaded, max_bytes)
-        del loaded
-    if not batches:
+        clouds = load_clouds(header, binary, path.parent)
+    else:
+        clouds = []
+    if unlit:
+        _tag_materials(header)
+    # Unchanged, the file is read again by trimesh rather than kept here: a copy less at the peak of a load.
+    rewritten = encode(header, binary, glb) if rewrite and meshes else None
+    del data, binary
+    batches: list[Batch] = []
+    if meshes:
+        import trimesh  # here, not at import: the render server starts without paying for it
+
+        # trimesh warns (NaN math, decompression-bomb checks) where we check ourselves and refuse below.
+        with warnings.catch_warnings(), io.BytesIO(rewritten) if rewritten else path.open("rb") as source:
+            warnings.simplefilter("ignore")
+            resolver = trimesh.resolvers.FilePathResolver(str(path))
+            loaded = trimesh.load(source, file_type="glb" if glb else "gltf", force="scene", resolver=resolver)
+            del rewritten
+            batches = _batches(loaded, max_bytes, unlit)
+            del loaded
+    if not batches and not clouds:
         if estimate.skipped:
             modes = ", ".join(sorted(estimate.skipped_modes))
-            raise ModelError("UnsupportedPrimitive", f"the model holds only {modes}; only triangles are rendered")
-        raise ModelError("EmptyModel", "the model's scene has no triangles to render")
-    lows, highs = zip(*((b.positions.min(0), b.positions.max(0)) for b in batches), strict=True)
+            message = f"the model holds only {modes}; only triangles and points are rendered"
+            raise ModelError("UnsupportedPrimitive", message)
+        raise ModelError("EmptyModel", "the model's scene has no triangles or points to render")
+    boxes = [np.array([b.positions.min(0), b.positions.max(0)], np.float64) for b in batches]
+    boxes += [c.bounds for c in clouds]
     scene = Scene(
         batches=tuple(batches),
-        bounds=np.array([np.min(lows, 0), np.max(highs, 0)], dtype=np.float64),
+        bounds=np.array([np.min([b[0] for b in boxes], 0), np.max([b[1] for b in boxes], 0)]),
         skipped_primitives=estimate.skipped,
         textures=len({id(b.material.texture) for b in batches if b.material.texture is not None}),
+        clouds=tuple(clouds),
     )
-    _limits(scene.triangles, scene.gpu_bytes, max_primitives, max_bytes)
+    _limits(scene.triangles, scene.points, scene.gpu_bytes, max_primitives, max_bytes)
     return scene

@@ -27,6 +27,7 @@ class ModelInfo:
     draw_calls: int
     load_ms: float
     bounds: tuple[list[float], list[float]] | None
+    points: int = 0  # a point cloud's points, which count against the primitive limit beside triangles
 
 
 # ----------------------------------------------------- server -> worker, per frame: no id, never answered

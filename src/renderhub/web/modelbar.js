@@ -113,8 +113,11 @@ export class ModelBar {
       this.done();
       const seconds = (Number(message.loadMs) || 0) / 1000;
       const triangles = Number(message.triangles || 0).toLocaleString("en-US");
+      const points = Number(message.points || 0);
+      const cloud = points ? ` · ${points.toLocaleString("en-US")} points` : "";
       const draws = Number(message.drawCalls || 0).toLocaleString("en-US");
-      $("model-info").textContent = `${triangles} triangles · ${draws} draw calls · loaded in ${seconds.toFixed(2)} s`;
+      $("model-info").textContent =
+        `${triangles} triangles${cloud} · ${draws} draw calls · loaded in ${seconds.toFixed(2)} s`;
       current.camera.frame(message.bounds);
       this.state.poseChanged();
     } else if (message.type === "error") {
