@@ -36,6 +36,9 @@ from tests.hubs import (
     wait_for,
 )
 
+# The CLI as a user runs it: a `renderhub` process per command.
+pytestmark = pytest.mark.integration
+
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
@@ -275,6 +278,7 @@ def test_an_address_the_certificate_does_not_name_gets_a_hint(
 # Accounts, straight on the database while the hub runs
 
 
+@pytest.mark.slow
 def test_accounts(cli: Cli, served_hub: ServedHub, tmp_path: Path) -> None:
     data = served_hub.data_dir
     second_config = tmp_path / "second" / "arrconfig.json"
@@ -416,6 +420,7 @@ def serving(
         kill_render_servers(data_dir)
 
 
+@pytest.mark.slow
 def test_serve_first_start(cli: Cli, tmp_path: Path) -> None:
     data = tmp_path / "fresh"
     with serving(data) as (port, stdout, stderr):

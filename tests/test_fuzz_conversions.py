@@ -8,6 +8,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import requests
 import schemathesis
 from hypothesis import given
@@ -44,6 +45,7 @@ SANE = st.builds(
 )
 
 
+@pytest.mark.slow
 def test_fuzz_conversion_operations(served_hub_factory: Callable[..., ServedHub]) -> None:
     """No 5xx, answers match the swagger, and a good share of calls reach a success."""
     hub = served_hub_factory(conversion_concurrency=0)

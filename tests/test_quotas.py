@@ -115,6 +115,7 @@ def renderhub(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([RENDERHUB, *(str(a) for a in args)], capture_output=True, text=True, timeout=60, env=env)
 
 
+@pytest.mark.slow
 def test_set_quota_raises_and_lowers_it_on_a_running_hub(served_hub: ServedHub) -> None:
     data = served_hub.data_dir
     account = served_hub.config.account_id

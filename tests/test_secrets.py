@@ -115,6 +115,7 @@ def _assert_private(data_dir: Path, probe: Probe) -> None:
         probe.cannot_read(path)
 
 
+@pytest.mark.slow
 def test_a_hub_under_umask_000_keeps_every_secret_to_itself(open_tmp: Path, probe: Probe) -> None:
     data, log = open_tmp / "new" / "data", open_tmp / "hub.log"
     with serving(data, log, umask=0):
@@ -136,6 +137,7 @@ def test_a_hub_under_umask_000_keeps_every_secret_to_itself(open_tmp: Path, prob
     assert _mode(data.parent) & 0o022 == 0  # a parent the hub made: nobody else can swap the data dir inside it
 
 
+@pytest.mark.slow
 def test_a_loose_data_dir_of_ours_is_tightened_and_the_hub_says_so(open_tmp: Path, probe: Probe) -> None:
     data, log = open_tmp / "data", open_tmp / "hub.log"
     with serving(data, log):

@@ -104,6 +104,7 @@ async def test_a_signed_token_naming_no_key_slot_is_refused(api: InProcessHub, s
     assert "malformed" in response.json()["error"]["message"]
 
 
+@pytest.mark.slow
 def test_the_sdk_waits_out_its_address_throttle_and_gets_a_token(
     served_hub_factory: Callable[..., ServedHub], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -20,7 +20,11 @@ RENDER_CORPUS = json.loads((Path(__file__).parents[1] / "render" / "corpus.json"
 ROOT = Path(RENDER_CORPUS["root"])
 DRAWN = [entry for entry in RENDER_CORPUS["models"] if entry["expect"] == "renders"]
 
-pytestmark = pytest.mark.skipif(not ROOT.is_dir(), reason=f"{ROOT} missing: install Debian's assimp-testmodels")
+# Converts every glTF file the loader renders: about 10 s.
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not ROOT.is_dir(), reason=f"{ROOT} missing: install Debian's assimp-testmodels"),
+]
 
 
 @pytest.mark.parametrize("entry", DRAWN, ids=[entry["path"] for entry in DRAWN])
