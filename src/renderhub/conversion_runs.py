@@ -60,7 +60,7 @@ class ConversionRuns:
         free = self.settings.conversion_concurrency - len(self.tasks)
         if free <= 0:
             return
-        for conversion in await self.store.pending(limit=len(self.tasks) + free + 16):
+        for conversion in await self.store.pending(limit=free):
             if free <= 0:
                 return
             if conversion.seq in self.tasks:

@@ -13,8 +13,6 @@ from renderhub.models import ArrError, BlobLocation, Conversion, ConversionSetti
 from renderhub.store.tables import conversions
 from renderhub.store.transaction import transaction
 
-PENDING = [ConversionStatus.NOT_STARTED.value, ConversionStatus.RUNNING.value]
-
 
 class DuplicateConversion(Exception):
     """A conversion with this account and id already exists."""
@@ -102,10 +100,18 @@ class ConversionStore:
             return [_conversion(row) for row in (await c.execute(query)).all()]
 
     async def pending(self, limit: int) -> list[Conversion]:
-        """Conversions not finished, oldest first: those to start, and running ones whose runner may have died."""
-        query = conversions.select().where(conversions.c.status.in_(PENDING)).order_by(conversions.c.seq).limit(limit)
+        """Every Running conversion (their runners may have died; they are as many as the replicas run at once),
+        then up to `limit` NotStarted ones, oldest first: however many run elsewhere, the waiting ones are seen."""
+        running = conversions.select().where(conversions.c.status == ConversionStatus.RUNNING.value)
+        waiting = (
+            conversions.select()
+            .where(conversions.c.status == ConversionStatus.NOT_STARTED.value)
+            .order_by(conversions.c.seq)
+            .limit(limit)
+        )
         async with transaction(self.engine) as c:
-            return [_conversion(row) for row in (await c.execute(query)).all()]
+            rows = [*(await c.execute(running.order_by(conversions.c.seq))).all(), *(await c.execute(waiting)).all()]
+        return [_conversion(row) for row in rows]
 
     async def claim(self, conversion: Conversion, runner: str, now: datetime) -> bool:
         """Take a conversion to run, as it was read (NotStarted, or Running under a runner that died): one
