@@ -132,11 +132,15 @@ class ConversionRuns:
     def _outcome(
         self, conversion: Conversion, code: int | None, stdout: bytes, stderr: bytes
     ) -> tuple[str | None, ArrError | None]:
-        if code in (-signal.SIGKILL, -signal.SIGXCPU, -signal.SIGSEGV) or b"MemoryError" in stderr[-2000:]:
+        if code == -signal.SIGXCPU:  # RLIMIT_CPU: the same minutes as the wall-clock limit, in CPU time
+            minutes = self.settings.conversion_timeout_minutes
+            return None, ArrError("ConversionProcessFailed", f"The conversion ran past its time limit of {minutes:g} "
+                                  "minutes (CPU time).")  # fmt: skip
+        if code in (-signal.SIGKILL, -signal.SIGSEGV) or b"MemoryError" in stderr[-2000:]:
             return None, ArrError(
                 "ConversionProcessFailed",
-                f"{INVALID_INPUT} The conversion process ran out of memory or CPU time (limits: "
-                f"{self.settings.conversion_memory_mb} MB, {self.settings.conversion_timeout_minutes:g} minutes).",
+                f"{INVALID_INPUT} The conversion process ran out of memory (limit: "
+                f"{self.settings.conversion_memory_mb} MB).",
             )
         try:
             report: dict[str, Any] = json.loads(stdout.decode().strip().splitlines()[-1])
