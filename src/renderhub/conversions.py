@@ -6,6 +6,7 @@ from renderhub.clock import Clock
 from renderhub.config import Settings
 from renderhub.errors import Conflict, DelegatedResourceAccessError, NotFound
 from renderhub.models import BlobLocation, Conversion, ConversionSettings, ConversionStatus
+from renderhub.paging import split_page
 from renderhub.storage_links import StorageLinks
 from renderhub.store.conversions import ConversionStore, DuplicateConversion
 
@@ -54,7 +55,4 @@ class ConversionManager:
     async def list_page(self, account_id: str, after_seq: int) -> tuple[list[Conversion], int | None]:
         """One page of the account's conversions, oldest first, and the cursor of the next page if any."""
         limit = self.settings.page_size
-        page = await self.store.page(account_id, after_seq, limit + 1)
-        if len(page) > limit:
-            return page[:limit], page[limit - 1].seq
-        return page, None
+        return split_page(await self.store.page(account_id, after_seq, limit + 1), limit)

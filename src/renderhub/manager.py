@@ -15,6 +15,7 @@ from renderhub.clock import Clock
 from renderhub.config import Settings
 from renderhub.errors import BackendError, Conflict, NotFound, QuotaExceeded, StoreUnavailable
 from renderhub.models import ArrError, ServerSize, Session, SessionStatus, SizeProfile
+from renderhub.paging import split_page
 from renderhub.store.repository import DuplicateSession, OverQuota, Repository
 
 log = logging.getLogger("renderhub.manager")
@@ -125,10 +126,7 @@ class SessionManager:
     async def list_page(self, account_id: str, after_seq: int) -> tuple[list[Session], int | None]:
         """One page of live sessions and the cursor of the next page, if there is one."""
         limit = self.settings.page_size
-        page = await self.repo.list_live_sessions(account_id, after_seq, limit + 1)
-        if len(page) > limit:
-            return page[:limit], page[limit - 1].seq
-        return page, None
+        return split_page(await self.repo.list_live_sessions(account_id, after_seq, limit + 1), limit)
 
     # Starting a render server
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -139,7 +138,8 @@ class BlobLocation:
 
     container_uri: str
     blob_prefix: str = ""
-    sas: str | None = field(default=None, repr=False)  # a secret: never echoed, never logged
+    # A secret: never echoed, never logged. Not part of what a location is: a retried create may renew it.
+    sas: str | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -153,22 +153,11 @@ class ConversionSettings:
 
     def same_as(self, other: ConversionSettings) -> bool:
         """The same conversion, whatever SAS each carries (a retry may come with a renewed one)."""
-        return replace_sas(self) == replace_sas(other)
+        return self == other  # BlobLocation leaves its SAS out of comparisons
 
     @property
     def output_uri(self) -> str:
         return f"{self.output.container_uri}/{self.output.blob_prefix}{self.output_filename}"
-
-
-def replace_sas(
-    settings: ConversionSettings, input_sas: str | None = None, output_sas: str | None = None
-) -> ConversionSettings:
-    """The settings with these SAS (none by default)."""
-    return dataclasses.replace(
-        settings,
-        input=dataclasses.replace(settings.input, sas=input_sas),
-        output=dataclasses.replace(settings.output, sas=output_sas),
-    )
 
 
 @dataclass(frozen=True)
