@@ -235,6 +235,21 @@ def ray_cluster() -> Iterator[RayCluster]:
         shutil.rmtree(cluster.temp_dir, ignore_errors=True)
 
 
+@pytest.fixture
+def ray_hubs(
+    hub_factory: Callable[..., RunningHub], ray_cluster: RayCluster, tmp_path: Path
+) -> Iterator[Callable[..., RunningHub]]:
+    """Start hubs with the Ray backend, in a namespace of this test's own; its actors are killed afterwards."""
+    namespace = f"test-{tmp_path.name}"
+
+    def start(*args: str, name: str = "hub") -> RunningHub:
+        ray_args = ("--backend", "ray", "--ray-address", ray_cluster.address, "--ray-namespace", namespace)
+        return hub_factory("--rate-limit", "0", *ray_args, *args, name=name)
+
+    yield start
+    ray_cluster.kill_actors(namespace)
+
+
 # Azure Blob storage for conversions: one Azurite per test worker (tests use containers of their own).
 
 

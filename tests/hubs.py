@@ -179,7 +179,8 @@ class ServedHub(HubEndpoint):
     thread: threading.Thread | None = None
 
     def start(self, **settings: Any) -> ServedHub:
-        hub_settings = Settings(data_dir=self.data_dir, port=self.port, rate_limit_per_second=0, **settings)
+        unlimited = {"rate_limit_per_second": 0}  # unless the test sets one
+        hub_settings = Settings(data_dir=self.data_dir, port=self.port, **{**unlimited, **settings})
         files = asyncio.run(first_start(hub_settings, Clock()))
         app = create_app(hub_settings, backend=MemoryBackend(hub_settings))
         config = server_config(hub_settings, files, app, log_level="warning", access_log=False)

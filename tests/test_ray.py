@@ -8,7 +8,7 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,21 +22,6 @@ from tests.ray_cluster import RayCluster
 from tests.render.test_revocation import offer_status, rotate_key
 
 pytestmark = pytest.mark.ray
-
-
-@pytest.fixture
-def ray_hubs(
-    hub_factory: Callable[..., RunningHub], ray_cluster: RayCluster, tmp_path: Path
-) -> Iterator[Callable[..., RunningHub]]:
-    """Start hubs with the Ray backend, in a namespace of this test's own; its actors are killed afterwards."""
-    namespace = f"test-{tmp_path.name}"
-
-    def start(*args: str, name: str = "hub") -> RunningHub:
-        ray_args = ("--backend", "ray", "--ray-address", ray_cluster.address, "--ray-namespace", namespace)
-        return hub_factory("--rate-limit", "0", *ray_args, *args, name=name)
-
-    yield start
-    ray_cluster.kill_actors(namespace)
 
 
 def ready(client: HubClient, session_id: str, timeout: float = 20) -> dict[str, Any]:

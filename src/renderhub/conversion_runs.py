@@ -8,18 +8,16 @@ import dataclasses
 import functools
 import json
 import logging
-import os
-import shutil
 import signal
-import sys
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
+from renderhub.accounts import Accounts
+from renderhub.auth import TokenService
 from renderhub.clock import Clock
 from renderhub.config import Settings
-from renderhub.datadir import private_dir
+from renderhub.conversion_places import ConversionPlace
 from renderhub.errors import StoreUnavailable
 from renderhub.models import ArrError, BlobLocation, Conversion, ConversionStatus
 from renderhub.periodic import every
@@ -34,7 +32,8 @@ INTERNAL = "Unexpected internal server error encountered."
 
 
 class ConversionRuns:
-    """Runs up to `conversion_concurrency` conversions at a time on this replica, whether it leads or not (claims
+    """Runs up to `conversion_concurrency` conversions at a time from this replica (as its children, or as Ray tasks
+    with the Ray backend), whether it leads or not (claims
     are conditional updates: one runner each); a conversion whose runner died (a replica that stopped
     heartbeating, or this one's previous life) is claimed again and run from the start, its outputs replaced
     whole, so it completes once."""
@@ -47,10 +46,16 @@ class ConversionRuns:
         alive: Callable[[str | None], bool],
         replica_id: str,
         clock: Clock,
+        place: ConversionPlace,
+        accounts: Accounts,
+        tokens: TokenService,
     ) -> None:
         self.settings = settings
         self.store = store
         self.links = links
+        self.place = place
+        self.accounts = accounts
+        self.tokens = tokens
         self.alive = alive
         self.replica_id = replica_id
         self.clock = clock
@@ -103,34 +108,18 @@ class ConversionRuns:
             log.warning("conversion %s failed: %s: %s", conversion.id, error.code, error.message)
 
     async def _process(self, conversion: Conversion) -> tuple[str | None, ArrError | None]:
-        """Run the conversion process; what it reports, or the error its end says."""
-        runs = self.settings.data_dir / "conversions"
-        for earlier in runs.glob(f"{conversion.seq}-*"):  # an attempt whose runner died (or this hub, killed)
-            shutil.rmtree(earlier, ignore_errors=True)
-        work = runs / f"{conversion.seq}-{conversion.attempts}"
-        private_dir(work)
-        spec = json.dumps(self._spec(conversion, work)).encode()  # on stdin: it holds SAS tokens
+        """Run the conversion process where this hub runs them; what it reports, or the error its end says."""
         limit = self.settings.conversion_timeout_minutes * 60
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "renderhub.conversion.job",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            cwd=work, env={**os.environ, "TMPDIR": str(work)},  # assimp's scratch files too: gone with the run
-        )  # fmt: skip
-        try:
-            stdout, stderr = await asyncio.wait_for(process.communicate(spec), limit)
-        except TimeoutError:
+        spec = await self._spec(conversion)
+        end = await self.place.run(f"{conversion.seq}-{conversion.attempts}", spec, limit)
+        if end.code is None:
             return None, ArrError(
                 "ConversionProcessFailed", f"The conversion ran past its time limit of {limit / 60:g} minutes."
             )
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-            shutil.rmtree(work, ignore_errors=True)
-        return self._outcome(conversion, process.returncode, stdout, stderr)
+        return self._outcome(conversion, end.code, end.stdout, end.stderr)
 
     def _outcome(
-        self, conversion: Conversion, code: int | None, stdout: bytes, stderr: bytes
+        self, conversion: Conversion, code: int, stdout: bytes, stderr: bytes
     ) -> tuple[str | None, ArrError | None]:
         if code == -signal.SIGXCPU:  # RLIMIT_CPU: the same minutes as the wall-clock limit, in CPU time
             minutes = self.settings.conversion_timeout_minutes
@@ -153,14 +142,14 @@ class ConversionRuns:
             return None, ArrError(str(error["code"]), str(error["message"]))
         return str(report["outputUri"]), None
 
-    def _spec(self, conversion: Conversion, work: Path) -> dict[str, Any]:
+    async def _spec(self, conversion: Conversion) -> dict[str, Any]:
         settings = conversion.settings
+        token = None if self.place.hub_url is None else await self._token(conversion.account_id)
         return {
             "conversionId": conversion.id,
-            "work": str(work),
-            "input": self._location(conversion.account_id, settings.input),
+            "input": self._location(conversion.account_id, settings.input, token),
             "relativeInputAssetPath": settings.relative_input_path,
-            "output": self._location(conversion.account_id, settings.output),
+            "output": self._location(conversion.account_id, settings.output, token),
             "outputAssetFilename": settings.output_filename,
             "outputAssetUri": settings.output_uri,
             "maxInputBytes": self.settings.conversion_max_input_mb * 1024 * 1024,
@@ -175,11 +164,20 @@ class ConversionRuns:
             "cpuSeconds": int(self.settings.conversion_timeout_minutes * 60),
         }
 
-    def _location(self, account_id: str, location: BlobLocation) -> dict[str, Any]:
+    async def _token(self, account_id: str) -> str | None:
+        """A token of the account's primary key for a process elsewhere to reach the hub's storage (None: the
+        account is gone, and so is its storage)."""
+        account = await self.accounts.current(account_id)
+        return None if account is None else self.tokens.issue(account, 1, self.clock.now())
+
+    def _location(self, account_id: str, location: BlobLocation, token: str | None) -> dict[str, Any]:
         hub = self.links.hub_container(location.container_uri)
         if hub is not None and hub.account_id == account_id:
-            folder = hub.folder(self.settings.storage_root.resolve())
-            return {"folder": str(folder), "prefix": location.blob_prefix}
+            if self.place.hub_url is None:
+                folder = hub.folder(self.settings.storage_root.resolve())
+                return {"folder": str(folder), "prefix": location.blob_prefix}
+            url = f"{self.place.hub_url}accounts/{hub.account_id}/storage/{hub.container}"
+            return {"hubContainer": url, "token": token, "caPem": self.place.ca_pem, "prefix": location.blob_prefix}
         return {"uri": location.container_uri, "sas": location.sas, "prefix": location.blob_prefix}
 
     @contextlib.asynccontextmanager

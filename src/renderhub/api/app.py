@@ -25,6 +25,7 @@ from renderhub.auth import TokenService, new_signing_key
 from renderhub.backends import Backend, load_backend
 from renderhub.clock import Clock
 from renderhub.config import Settings
+from renderhub.conversion_places import conversion_place
 from renderhub.conversion_runs import ConversionRuns
 from renderhub.conversions import ConversionManager
 from renderhub.errors import RenderHubError
@@ -56,15 +57,17 @@ def create_app(settings: Settings, *, clock: Clock | None = None, backend: Backe
             reaper = Reaper(manager, settings, clock, steps=[retention])
             links = StorageLinks(settings.scheme, ["127.0.0.1", *settings.certificate_hosts], settings.linked_storage)
             conversions = ConversionManager(settings, repo.conversions, links, clock)
+            accounts = Accounts(repo, settings.account_cache_seconds)
+            place = conversion_place(session_backend, settings.data_dir)
             conversion_runs = ConversionRuns(
-                settings, repo.conversions, links, reaper.replicas.alive, manager.replica_id, clock
-            )
+                settings, repo.conversions, links, reaper.replicas.alive, manager.replica_id, clock, place, accounts,
+                tokens,
+            )  # fmt: skip
             await reaper.join()
             # The rate limit holds across replicas: each takes an equal share of it.
             limiter = RateLimiter(
                 settings.rate_limit_per_second, settings.rate_limit_burst, replicas=lambda: reaper.replicas.count
             )
-            accounts = Accounts(repo, settings.account_cache_seconds)
             trust = ssl.create_default_context(cafile=str(ensure_ca(settings.tls_dir, clock.now())))
             relay = httpx.AsyncClient(verify=trust, timeout=RELAY_TIMEOUT)
             app.state.reaper = reaper  # for tests that run a pass themselves; request handlers never use it

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from renderhub.conversion import hub_storage
 from renderhub.conversion.engine import convert
 from renderhub.render.lifetime import die_with_parent
 from renderhub.storage.blob import Container, LinkedAccount, Network, container_for, download, upload
@@ -49,6 +50,9 @@ def fetch(spec: dict[str, Any], into: Path, network: Network) -> Path:
             missing = f"{folder(source['prefix'])}{spec['relativeInputAssetPath']}"
             raise StorageFailed(PROCESS_FAILED, f"{INVALID_INPUT} The input '{missing}' is not in the container.")
         return root
+    if "hubContainer" in source:  # the hub's own storage, from a cluster node
+        hub_storage.download(hub_storage.HubContainer.of(source), source["prefix"], into, int(spec["maxInputBytes"]))
+        return into
     download(_container(source, spec, network), source["prefix"], into, int(spec["maxInputBytes"]), network=network)
     return into
 
@@ -64,6 +68,9 @@ def deliver(spec: dict[str, Any], outputs: Path, network: Network) -> None:
             partial = destination / f".upload-{path.name}"
             shutil.copyfile(path, partial)
             os.replace(partial, destination / path.name)
+        return
+    if "hubContainer" in target:
+        hub_storage.upload(hub_storage.HubContainer.of(target), target["prefix"], files)
         return
     upload(_container(target, spec, network), target["prefix"], files, network=network)
 

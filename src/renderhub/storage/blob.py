@@ -160,7 +160,7 @@ def download(
         listing = [(blob.name, blob.size) for blob in client.list_blobs(name_starts_with=start or None)]
         files = layout(listing, start)
         if sum(size for _, size in listing) > max_bytes:
-            raise _too_big(start, max_bytes)
+            raise too_big(start, max_bytes)
         dest.mkdir(parents=True, exist_ok=True)
         root = dest.resolve()
         received = 0
@@ -174,12 +174,12 @@ def download(
                 for chunk in client.download_blob(name, max_concurrency=1).chunks():
                     received += len(chunk)
                     if received > max_bytes:
-                        raise _too_big(start, max_bytes)
+                        raise too_big(start, max_bytes)
                     out.write(chunk)
     return [str(relative) for _, relative in files]
 
 
-def _too_big(start: str, max_bytes: int) -> StorageFailed:
+def too_big(start: str, max_bytes: int) -> StorageFailed:
     where = f"under '{start}'" if start else "in the input container"
     return StorageFailed(PROCESS_FAILED, f"The input {where} is larger than this hub's limit of {max_bytes} bytes.")
 
