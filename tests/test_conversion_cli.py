@@ -47,6 +47,9 @@ def test_convert_then_connect_renders_the_converted_model(hub: RunningHub, tmp_p
     assert connected.returncode == 0, connected.stderr
     with Image.open(out) as frame:
         assert ImageStat.Stat(frame.convert("L").crop((0, 0, 320, 200))).stddev[0] > 10, "the model, not a blank frame"
+    figures = json.loads(connected.stdout)
+    assert figures["model"]["levels"] == [12]  # too small for coarser levels of detail
+    assert figures["level_moving_p50"] == 0 and figures["full_detail_ms_after_stop"] < 5000  # the still frame came
 
     # Converted models are the account's own: another account's session cannot load this one by its name.
     other = hub.new_account("other")

@@ -26,6 +26,7 @@ from renderhub.render.compat import enable_loopback_candidates, use_marker_jitte
 from renderhub.render.rtc import IceServer, ice_configuration, negotiated_codec
 
 DEGREES_PER_SECOND = 40.0  # orbit speed: every frame differs, slowly enough to look at
+FULL_DETAIL_TIMEOUT = 20.0  # seconds to wait, once the camera stops, for the full-detail frame
 HTTP_TIMEOUT = 60.0
 
 
@@ -125,7 +126,8 @@ class RenderClient:
             # Decode at each frame's marker bit, as browsers do: else the figures are one frame interval worse.
             use_marker_jitter_buffer(transceiver.receiver)
         self.messages: list[dict[str, Any]] = []
-        self.frame_reports: list[dict[str, Any]] = []
+        self.frame_reports: list[dict[str, Any]] = []  # each with "receivedAt" (time.monotonic()) added
+        self.arrived_at: dict[str, float] = {}  # when the last message of each type arrived
         self.codec = ""
         self.meter = LatencyMeter()
         self._cursor = 0
@@ -144,8 +146,11 @@ class RenderClient:
             message = protocol.parse_server_message(data)
         except ValueError:
             return
+        self.arrived_at[message["type"]] = time.monotonic()
         if message["type"] == "frame":
+            message["receivedAt"] = self.arrived_at["frame"]
             self.frame_reports.append(message)
+            self._arrived.set()
             return
         self.messages.append(message)
         self._arrived.set()
@@ -196,6 +201,21 @@ class RenderClient:
             raise ConnectError(f"the model was refused ({reply['code']}: {reply['message']})")
         return reply
 
+    async def full_detail(self, pose_id: int, timeout: float) -> float | None:
+        """When (time.monotonic()) the server reported the full-detail frame of `pose_id` sent; None if it did not
+        within `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for report in self.frame_reports:
+                if report["poseId"] == pose_id and report.get("level", 0) == 0:
+                    return float(report["receivedAt"])
+            self._arrived.clear()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+
     @property
     def poses_sent(self) -> int:
         return self._next_pose_id
@@ -227,7 +247,13 @@ class RenderClient:
         await self.pc.close()
 
 
-async def _orbit(client: RenderClient, fps: int, target: list[float], distance: float) -> None:
+def _triangles(loaded: dict[str, Any] | None, level: int) -> float:
+    """Triangles drawn at a level of detail of the loaded model (its `levels`, full detail first)."""
+    levels = (loaded or {}).get("levels") or [(loaded or {}).get("triangles", 0)]
+    return float(levels[min(level, len(levels) - 1)])
+
+
+async def orbit(client: RenderClient, fps: int, target: list[float], distance: float) -> None:
     started = time.monotonic()
     tick = 0
     while True:
@@ -257,7 +283,7 @@ async def run_client(
 ) -> dict[str, Any]:
     """Connect, load `model`, orbit it until `frames` new frames were measured; return the stream's figures."""
     client = RenderClient(ice_servers=ice_servers, loopback=loopback, marker_frames=marker_frames)
-    orbit: asyncio.Task[None] | None = None
+    orbiting: asyncio.Task[None] | None = None
     try:
         hello = await client.connect(offer_url, token, ssl_context=ssl_context, width=width, height=height, fps=fps)
         loaded = await client.load_model(model) if model else None
@@ -266,22 +292,36 @@ async def run_client(
             low, high = np.array(loaded["bounds"]["min"]), np.array(loaded["bounds"]["max"])
             target = ((low + high) / 2).tolist()
             distance = max(float(np.linalg.norm(high - low)) / 2, 1e-3) / math.sin(math.radians(30)) * 1.1
-        orbit = asyncio.create_task(_orbit(client, fps, target, distance))
+        orbiting = asyncio.create_task(orbit(client, fps, target, distance))
         # The first second holds the key frame and the encoder's start: measured from then on.
         warmup_until = time.monotonic() + warmup_s
         last: av.VideoFrame | None = None
         deadline = time.monotonic() + 60 + frames * 4 / fps
+        measured_from = None
         while len(client.meter.new_frames) < frames:
             if time.monotonic() > deadline:
                 raise ConnectError(f"only {len(client.meter.new_frames)} of {frames} frames arrived in time")
             client.meter.measuring = time.monotonic() >= warmup_until
+            if client.meter.measuring and measured_from is None:
+                measured_from = len(client.frame_reports)
             last, _ = await client.next_frame()
         figures = client.meter.figures()
+        moving = client.frame_reports[measured_from or 0 :]
+        # The camera stops: how long until the server shows the last pose in full detail.
+        orbiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await orbiting
+        stopped_at = time.monotonic()
+        shown = await client.full_detail(client.poses_sent - 1, FULL_DETAIL_TIMEOUT)
         figures.update(codec=client.codec, width=last.width if last else 0, height=last.height if last else 0)
         renders = [r["renderMs"] for r in client.frame_reports]
         sends = [r["encodeMs"] for r in client.frame_reports if "encodeMs" in r]
+        levels = [int(r.get("level", 0)) for r in moving]
         figures.update(
             poses_sent=client.poses_sent,
+            level_moving_p50=_percentile(levels, 0.5),
+            triangles_moving_p50=_percentile([_triangles(loaded, level) for level in levels], 0.5),
+            full_detail_ms_after_stop=None if shown is None else round((shown - stopped_at) * 1000, 1),
             server_render_ms_p50=_percentile(renders, 0.5),
             server_send_ms_p50=_percentile(sends, 0.5),
             renderer=hello.get("renderer"),
@@ -293,8 +333,8 @@ async def run_client(
             Image.fromarray(last.to_ndarray(format="rgb24")).save(out)
         return figures
     finally:
-        if orbit is not None:
-            orbit.cancel()
+        if orbiting is not None:
+            orbiting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await orbit
+                await orbiting
         await client.close()

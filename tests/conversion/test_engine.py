@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from renderhub.conversion.engine import ConversionFailed, Outcome, convert
-from renderhub.render.scene import load_scene
+from renderhub.render.scene import PackedBatch, load_scene
 from tests.conversion.gltf_files import QUAD, Builder, accessor, quad_gltf, read_glb
 
 ARR_INFO_KEYS = ["files", "conversionSettings", "inputInfo", "inputStatistics", "outputInfo", "outputStatistics"]
@@ -50,7 +50,8 @@ def test_a_quad_converts_with_arrs_reports(tmp_path: Path) -> None:
         {"result": "succeeded"},
     ]
     report = info(tmp_path)
-    assert list(report)[:6] == ARR_INFO_KEYS and "renderhub" not in report
+    assert list(report)[:6] == ARR_INFO_KEYS
+    assert report["renderhub"] == {"levelsOfDetail": [2]}  # two triangles: nothing coarser is made
     assert report["files"] == {"input": "quad.gltf", "output": "model.arrAsset"}  # not the default name
     assert report["inputInfo"] == {
         "sourceAssetExtension": ".gltf",
@@ -207,10 +208,12 @@ def test_a_mirroring_axis_keeps_faces_outward(tmp_path: Path) -> None:
     quad_gltf(tmp_path / "q.gltf")
     run(tmp_path, "q.gltf", {"axis": ["-x", "+y", "+z"]})
     scene = load_scene(tmp_path / "out" / "model.arrAsset", max_primitives=None, max_bytes=1 << 26)
-    (batch,) = scene.batches
+    (batch,) = scene.batches  # the level of detail the render server draws
+    assert isinstance(batch, PackedBatch)
+    positions, normals = batch.vertices["p"], batch.vertices["n"]
     for a, b, c in batch.indices:  # counter-clockwise seen from where each vertex normal points
-        normal = np.cross(batch.positions[b] - batch.positions[a], batch.positions[c] - batch.positions[a])
-        assert np.dot(normal, batch.normals[a]) > 0
+        normal = np.cross(positions[b] - positions[a], positions[c] - positions[a])
+        assert np.dot(normal, normals[a]) > 0
     np.testing.assert_allclose(scene.bounds, [[-1, 0, 0], [0, 1, 0]])
 
 
@@ -289,7 +292,7 @@ def test_vertex_colours_to_linear_and_streams_left_out(tmp_path: Path) -> None:
     assert set(written["attributes"]) == {"POSITION", "COLOR_0"}
     np.testing.assert_allclose(accessor(header, binary, written["attributes"]["COLOR_0"])[0], [0.2140411, 1, 0, 0.25],
                                atol=1e-6)  # fmt: skip
-    assert info(tmp_path)["renderhub"] == {"settingsWithoutEffect": ["vertex.texcoord1"]}
+    assert info(tmp_path)["renderhub"]["settingsWithoutEffect"] == ["vertex.texcoord1"]
 
 
 def test_a_settings_file_that_breaks_the_schema_fails_naming_the_property(tmp_path: Path) -> None:

@@ -143,8 +143,8 @@ def test_server_messages_are_compact_valid_json() -> None:
         protocol.model_loaded(100, 2, 12.345, ([0, 0, 0], [1, 1, 1]), 7),
         protocol.model_loaded(0, 0, 1, None),
         protocol.error("InvalidPose", "bad"),
-        protocol.frame(3, 9, 21.234, 6.5),
-        protocol.frame(3, 9, 21.234),
+        protocol.frame(3, 9, 21.234, 6.5, level=2),
+        protocol.frame(3, 9, 21.234, still=True),
         protocol.pong(4.5),
     ]
     decoded = [protocol.parse_server_message(m) for m in messages]
@@ -164,11 +164,14 @@ def test_server_messages_are_compact_valid_json() -> None:
         "triangles": 100,
         "points": 7,
         "drawCalls": 2,
+        "levels": [100],  # triangles per level of detail: one level, full detail
         "loadMs": 12.35,
         "bounds": {"min": [0, 0, 0], "max": [1, 1, 1]},
     }
     assert "ref" not in decoded[4] and "encodeMs" not in decoded[6]
-    assert decoded[5] == {"type": "frame", "poseId": 3, "frameNumber": 9, "renderMs": 21.23, "encodeMs": 6.5}
+    assert decoded[5] == {"type": "frame", "poseId": 3, "frameNumber": 9, "level": 2, "still": False,
+                          "renderMs": 21.23, "encodeMs": 6.5}  # fmt: skip
+    assert decoded[6]["level"] == 0 and decoded[6]["still"] is True
     with pytest.raises(ValueError):
         protocol.frame(1, 1, math.nan)
     with pytest.raises(ValueError):

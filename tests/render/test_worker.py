@@ -16,6 +16,7 @@ import pytest
 
 from renderhub.render import pose_tag
 from renderhub.render.camera import orbit_pose
+from renderhub.render.render_loop import STILL_SECONDS
 from renderhub.render.sample import write_sample
 from renderhub.render.scene import ModelError
 from renderhub.render.worker import RenderWorker, WorkerError
@@ -46,6 +47,10 @@ async def test_latest_pose_wins_frames_never_repeat_and_idle_costs_nothing() -> 
             assert pose_tag.read(image) == meta.pose_id and image.shape == (240, 320, 3)
             ids.append(meta.pose_id)
         assert ids == sorted(set(ids)) and len(ids) < 50, "stale poses were rendered"
+        assert not meta.still
+        # The camera stopped: the last pose once more, drawn in full as the still frame, then nothing.
+        image, meta = await asyncio.wait_for(worker.next_frame(), STILL_SECONDS + 2)
+        assert (meta.pose_id, meta.still, meta.level) == (50, True, 0) and pose_tag.read(image) == 50
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(worker.next_frame(), 0.5)  # no new pose: no frame, and never the old one again
         assert worker.pid is not None

@@ -420,6 +420,7 @@ def test_session_bar_keys_and_stats_overlay(hub: RunningHub, browser: Browser) -
     expect(page.locator("#stat-bitrate")).to_have_text(re.compile(r"^(\d+ kbit/s|\d+\.\d Mbit/s)$"), timeout=10_000)
     expect(page.locator("#stat-p50")).to_have_text(re.compile(r"^\d+ ms$"), timeout=10_000)
     expect(page.locator("#stat-render")).to_have_text(re.compile(r"^\d+\.\d ms$"))
+    expect(page.locator("#stat-detail")).to_have_text("full")  # the sample has one level of detail
 
     # Keys on the view: an arrow turns the camera (a new pose reaches the screen); S and the Stats button switch
     # the overlay; Space starts and stops the turntable.

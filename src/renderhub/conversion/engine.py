@@ -89,7 +89,7 @@ def _convert(
 ) -> None:
     import numpy as np
 
-    from renderhub.conversion import glb, report, settings, transforms
+    from renderhub.conversion import draw_levels, glb, report, settings, transforms
 
     source = _source(input_root, input_path)
     extension = source.suffix.lower()
@@ -116,7 +116,10 @@ def _convert(
         for primitive in mesh.primitives:
             if not np.isfinite(primitive.attributes["POSITION"]).all():  # scaled or recentred past float32
                 raise bad_input(f"{source.name}: its positions are too large for single precision")
-    header, binary = glb.document(model, f"RenderHub conversion ({tool})")
+    # Levels of detail for meshes (a point cloud, or a model with points, is drawn whole).
+    batches = [] if points or _has_points(model) else draw_levels.merged(model)
+    chain = draw_levels.levels(batches) if batches else None
+    header, binary = glb.document(model, f"RenderHub conversion ({tool})", chain)
     asset = output_dir / output_filename
     report.write_parts(asset, glb.encode(header, binary))
     info = {
@@ -127,8 +130,13 @@ def _convert(
         "outputInfo": {"conversionToolVersion": tool, "conversionHash": report.conversion_hash(header, binary)},
         "outputStatistics": report.output_statistics(model, np.zeros(3) if recentering is None else recentering),
     }
+    ours: dict[str, Any] = {}
+    if chain:
+        ours["levelsOfDetail"] = [sum(b.triangles for b in level) for level in chain]
     if without_effect:
-        info["renderhub"] = {"settingsWithoutEffect": without_effect}
+        ours["settingsWithoutEffect"] = without_effect
+    if ours:
+        info["renderhub"] = ours
     report.write_json(output_dir / f"{stem}.info.json", info)
 
 
@@ -175,6 +183,12 @@ def _read(
         tool += f"; assimp {meshes.assimp_version()}"
         return model, _input_info(meshes.FORMATS[extension], version, generator), tool, False
     raise bad_input(f"{source.name}: '{source.suffix}' files are not converted; accepted formats: {ACCEPTED}")
+
+
+def _has_points(model: Model) -> bool:
+    from renderhub.conversion.model import POINTS
+
+    return any(p.mode == POINTS for mesh in model.meshes for p in mesh.primitives)
 
 
 def _input_info(kind: str, version: str, generator: str) -> dict[str, str]:

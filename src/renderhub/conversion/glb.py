@@ -8,8 +8,10 @@ from typing import Any
 
 import numpy as np
 
+from renderhub.conversion.draw_levels import DrawBatch, extension
 from renderhub.conversion.errors import bad_input
 from renderhub.conversion.model import Model, Primitive
+from renderhub.render.draw_levels import EXTENSION
 
 _FLOAT, _UBYTE, _USHORT, _UINT = 5126, 5121, 5123, 5125
 _ARRAY_BUFFER, _ELEMENT_ARRAY_BUFFER = 34962, 34963
@@ -94,8 +96,11 @@ def _node(model: Model, index: int) -> dict[str, Any]:
     return entry
 
 
-def document(model: Model, generator: str) -> tuple[dict[str, Any], list[Part]]:
-    """The glTF JSON and its binary chunk, in parts (a large model is never copied into one string)."""
+def document(
+    model: Model, generator: str, levels: list[list[DrawBatch]] | None = None
+) -> tuple[dict[str, Any], list[Part]]:
+    """The glTF JSON and its binary chunk, in parts (a large model is never copied into one string); with `levels`,
+    the render servers' levels of detail in the RENDERHUB_draw_levels extension too."""
     writer = _Writer()
     meshes = []
     for mesh in model.meshes:
@@ -127,6 +132,8 @@ def document(model: Model, generator: str) -> tuple[dict[str, Any], list[Part]]:
     ):
         if items:
             header[key] = items
+    if levels:
+        header["extensions"] = {EXTENSION: extension(levels, writer.view)}
     if used := sorted(_extensions(header)):
         header["extensionsUsed"] = used
     return header, writer.parts

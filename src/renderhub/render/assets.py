@@ -22,6 +22,7 @@ from renderhub.render.protocol import LoadModelMessage
 SAMPLE_NAME = "sample"
 MAX_REDIRECTS = 5
 API_VERSION = "2021-01-01"
+CONVERTED_FILE_FACTOR = 2  # a converted model's file may be this many times the session's model memory
 HUB_STORAGE_ACCOUNT = "renderhub"  # the storage account name that means the hub's own storage in a loadModel
 Progress = Callable[[str, float], None]
 
@@ -153,7 +154,9 @@ class ModelResolver:
         self.hub_assets_url = config.hub_assets_url
         # The hub is the operator's own server, wherever it runs: no SSRF guard, but its CA must vouch for it.
         self.hub_fetcher = Fetcher(
-            max_bytes=config.max_model_bytes,
+            # A converted model holds its triangles twice (as glTF, and as drawn) and its coarser levels besides; what
+            # it maps into memory is checked against the session's limit once it is here.
+            max_bytes=CONVERTED_FILE_FACTOR * config.max_model_bytes,
             timeout=config.fetch_timeout_seconds,
             allow_private=True,
             verify=ssl.create_default_context(cadata=config.hub_ca_pem) if config.hub_ca_pem else True,

@@ -112,9 +112,11 @@ class ModelLoader:
             "triangles": info.triangles,
             "points": info.points,
             "drawCalls": info.draw_calls,
+            "levels": info.levels,
             "loadMs": info.load_ms,
         }
-        self._send(protocol.model_loaded(info.triangles, info.draw_calls, info.load_ms, info.bounds, info.points))
+        self._send(protocol.model_loaded(info.triangles, info.draw_calls, info.load_ms, info.bounds, info.points,
+                                         info.levels))  # fmt: skip
 
     async def _timed_out(self, message: LoadModelMessage, in_worker: bool) -> None:
         """The error goes out once the server is ready for the next load, so that one is not refused as Busy."""

@@ -55,6 +55,7 @@ class ClientStream:
         self.codec = ""
         self.answer_sdp = self.answer_type = ""
         self.last_pose_id = -1
+        self.last_level: int | None = None
         self.errors_sent = 0
         # Through the loader at each pick, so picks reach the new worker after a restart.
         self.picker = Picker(lambda x, y: self.loader.worker.pick(x, y), self.send, self._error)
@@ -203,9 +204,10 @@ class ClientStream:
 
     def _frame_sent(self, meta: FrameMeta, send_ms: float) -> None:
         self.figures.frame_sent(meta.pose_id, meta.render_ms, send_ms)
+        self.last_level = meta.level
         channel = self.channel
         if channel is not None and channel.bufferedAmount < MAX_BUFFERED_BYTES:
-            self.send(protocol.frame(meta.pose_id, meta.frame_number, meta.render_ms, send_ms))
+            self.send(protocol.frame(meta.pose_id, meta.frame_number, meta.render_ms, send_ms, meta.level, meta.still))
 
     # ------------------------------------------------------------------------------------------- lifecycle
 
@@ -271,6 +273,7 @@ class ClientStream:
             "framesSent": self.track.frames_sent,
             "framesDropped": self.worker.dropped_frames,
             "lastPoseId": self.last_pose_id,
+            "lastLevel": self.last_level,  # the level of detail of the last frame sent (0: full detail)
             "model": self.loader.model,
             "renderer": self.worker.renderer_name,
             "workerPid": self.worker.pid,

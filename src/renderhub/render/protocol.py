@@ -213,9 +213,15 @@ def progress(stage: str, fraction: float) -> str:
 
 
 def model_loaded(
-    triangles: int, draw_calls: int, load_ms: float, bounds: tuple[list[float], list[float]] | None, points: int = 0
+    triangles: int,
+    draw_calls: int,
+    load_ms: float,
+    bounds: tuple[list[float], list[float]] | None,
+    points: int = 0,
+    levels: list[int] | None = None,
 ) -> str:
     body: dict[str, Any] = {"type": "modelLoaded", "triangles": triangles, "points": points, "drawCalls": draw_calls}
+    body["levels"] = levels or [triangles]
     body["loadMs"] = _ms(load_ms)
     body["bounds"] = {"min": list(bounds[0]), "max": list(bounds[1])} if bounds else None
     return _dump(body)
@@ -228,8 +234,16 @@ def error(code: str, message: str, ref: str | None = None) -> str:
     return _dump(body)
 
 
-def frame(pose_id: int, frame_number: int, render_ms: float, encode_ms: float | None = None) -> str:
+def frame(
+    pose_id: int,
+    frame_number: int,
+    render_ms: float,
+    encode_ms: float | None = None,
+    level: int = 0,
+    still: bool = False,
+) -> str:
     body: dict[str, Any] = {"type": "frame", "poseId": pose_id, "frameNumber": frame_number}
+    body["level"], body["still"] = level, still
     body["renderMs"] = _ms(render_ms)
     if encode_ms is not None:
         body["encodeMs"] = _ms(encode_ms)

@@ -53,7 +53,14 @@ SLOTS = 2  # one ready or being copied out by the parent, one being written by t
 # Frames rendered but not yet taken by the encoder. One: the next pose renders while the previous frame encodes,
 # and never further ahead, since a frame nobody takes is CPU stolen from the encoder on a small machine.
 MAX_UNCLAIMED = 1
-HEADER_FIELDS = 8  # int64s per slot: pose id, frame number, render ns, width, height, ready-at ns, spare, spare
+HEADER_FIELDS = 8  # int64s per slot: pose id, frame number, render ns, width, height, ready-at ns, level, still
+# Once no pose has come for this long, the camera is taken to be still: the server draws the view once more at full
+# detail (the one frame a person looks at longest), then nothing until the next pose. One threshold for every step
+# that waits for stillness.
+STILL_SECONDS = 0.15
+# While the camera moves, the level of detail drawn is the finest expected to render within this share of a frame's
+# interval: the encoder needs the rest of the machine meanwhile.
+FRAME_BUDGET_SHARE = 0.75
 HEADER_BYTES = HEADER_FIELDS * 8
 FIRST_GENERATION = 1  # bumped by each resize; frames and releases of another generation are ignored
 
@@ -138,8 +145,53 @@ def worker_main(
     loop.run()
 
 
+class LevelChooser:
+    """The level of detail to draw while the camera moves: the finest whose render time fits the frame budget. Times
+    are measured per triangle count (the empty scene's too: what a frame costs without a model) and estimated for
+    levels not drawn yet along the line through the measured ones; the coarsest until any is measured, so a new
+    model shows at once."""
+
+    def __init__(self, budget_ms: float) -> None:
+        self.budget_ms = budget_ms
+        self.triangles = [0]  # per level, full detail first
+        self.ms: dict[int, float] = {}  # render time by triangles drawn
+
+    def reset(self, triangles: list[int], *, resized: bool = False) -> None:
+        """A new model (its levels' triangles), or a new frame size (every time measured is void)."""
+        self.triangles = triangles
+        self.ms = {} if resized else {count: ms for count, ms in self.ms.items() if count == 0}
+
+    def choose(self) -> int:
+        for level, count in enumerate(self.triangles):
+            estimate = self.estimate(count)
+            if estimate is not None and estimate <= self.budget_ms:
+                return level
+        return len(self.triangles) - 1
+
+    def estimate(self, count: int) -> float | None:
+        if count in self.ms:
+            return self.ms[count]
+        below = [c for c in self.ms if c < count]
+        if not below:
+            return None
+        near = max(below)
+        above = [c for c in self.ms if c > count]
+        if above:  # between two measured counts
+            far = min(above)
+        elif len(below) > 1:  # past the finest measured: along the line through the two finest
+            far, near = near, max(c for c in below if c != near)
+        else:  # one measurement: in proportion to triangles, pessimistic (clearing and filling do not grow)
+            return self.ms[near] * count / max(near, 1)
+        slope = (self.ms[far] - self.ms[near]) / (far - near)
+        return self.ms[near] + slope * (count - near)
+
+    def measured(self, count: int, ms: float) -> None:
+        self.ms[count] = ms if count not in self.ms else 0.7 * self.ms[count] + 0.3 * ms
+
+
 class RenderLoop:
-    """Renders the latest pose when a slot is free, and answers each request in its handler, one at a time."""
+    """Renders the latest pose when a slot is free, and answers each request in its handler, one at a time. While the
+    camera moves it draws the level of detail that fits the frame budget; once still, full detail once."""
 
     def __init__(
         self, conn: Connection, renderer: Renderer, shm: SharedMemory, width: int, height: int, fps: float
@@ -152,6 +204,10 @@ class RenderLoop:
         self.frame_number, self.dirty = 0, False
         self.latest: tuple[int, Pose] | None = None
         self.shown: int | None = None  # the pose id of the frame in the framebuffer, which picks answer for
+        self.levels = LevelChooser(1000 / fps * FRAME_BUDGET_SHARE)
+        self.moved_at = time.monotonic()  # when the latest pose arrived
+        self.still_drawn = True  # whether the frame last drawn is the still one (no pose since it)
+        self.drawing_still = False
         self.running = True
         self.memory = HardLimit()  # measured now: the renderer is up, no model is loaded
         self.handlers: dict[type[Any], Callable[[Any], None]] = {
@@ -163,7 +219,7 @@ class RenderLoop:
         }
 
     def run(self) -> None:
-        inbox = _Inbox(self.conn)
+        inbox = self.inbox = _Inbox(self.conn)
         while self.running:
             request = self.next_request(inbox)
             if request is None:
@@ -183,7 +239,14 @@ class RenderLoop:
                     return inbox.requests.popleft()
                 if inbox.pose_changed:
                     self.latest, self.dirty, inbox.pose_changed = inbox.pose, True, False
+                    self.moved_at, self.still_drawn, self.drawing_still = time.monotonic(), False, False
                 unclaimed = SLOTS - len(self.free)
+                if not self.dirty and not self.still_drawn and self.latest is not None:
+                    still_in = self.moved_at + STILL_SECONDS - time.monotonic()
+                    if still_in > 0:
+                        inbox.cond.wait(still_in)
+                        continue
+                    self.dirty = self.drawing_still = True  # the camera stopped: the full-detail frame is due
                 delay = self.bucket.wait_time() if self.dirty and self.latest and unclaimed < MAX_UNCLAIMED else None
                 if delay == 0.0:
                     return None
@@ -195,20 +258,31 @@ class RenderLoop:
         self.bucket.take()
         slot = self.free.pop(0)
         pose_id, pose = self.latest
+        still = self.drawing_still
+        level = 0 if still else self.levels.choose()
         started = time.perf_counter_ns()
+        inbox = self.inbox
         try:
-            image = self.renderer.render(pose)
+            # The full-detail frame of a still camera gives way to a camera that moves again.
+            image = self.renderer.render(pose, level, (lambda: inbox.pose_changed) if still else None)
         except Exception as exc:
             self.conn.send(Fatal(f"rendering failed: {type(exc).__name__}: {exc}"))
             self.running = False
             return
         render_ns = time.perf_counter_ns() - started
+        if image is None:  # abandoned: the slot is free again, and the next pose is drawn as a moving one
+            self.free.insert(0, slot)
+            self.drawing_still = False
+            return
+        level = self.renderer.last_level
+        self.levels.measured(self.renderer.level_primitives[level], render_ns / 1e6)
         self.shown = pose_id
+        self.still_drawn, self.drawing_still = still, False
         header, target = self.views[slot]
         np.copyto(target, image)
         pose_tag.draw(target, pose_id)
         self.frame_number += 1
-        header[:6] = (pose_id, self.frame_number, render_ns, self.width, self.height, time.monotonic_ns())
+        header[:] = (pose_id, self.frame_number, render_ns, self.width, self.height, time.monotonic_ns(), level, still)
         self.dirty = False
         self.conn.send(Frame(self.generation, slot))
 
@@ -247,12 +321,17 @@ class RenderLoop:
             return
         bounds = (scene.bounds[0].tolist(), scene.bounds[1].tolist())
         load_ms = (time.perf_counter() - load_started) * 1000
-        info = ModelInfo(scene.triangles, scene.draw_calls, load_ms, bounds, points=scene.points)
+        info = ModelInfo(
+            scene.triangles, scene.draw_calls, load_ms, bounds, points=scene.points, levels=scene.level_primitives
+        )
         self.conn.send(Loaded(request.id, None, info))
-        self.dirty = self.latest is not None  # the client sees the new model without having to move
+        self.levels.reset(scene.level_primitives)
+        # The client sees the new model without having to move: at once at a level that draws fast, then in full.
+        self.dirty, self.still_drawn, self.moved_at = self.latest is not None, False, time.monotonic()
 
     def clear(self, request: Clear) -> None:
         self.renderer.clear()
+        self.levels.reset([0])
         self.dirty = self.latest is not None
         self.conn.send(Cleared(request.id))
 
@@ -264,6 +343,7 @@ class RenderLoop:
         self.shm = SharedMemory(request.shm_name)
         self.views = slot_views(self.shm.buf, self.width, self.height, SLOTS)
         self.free, self.dirty, self.shown = list(range(SLOTS)), self.latest is not None, None
+        self.levels.reset(self.levels.triangles, resized=True)  # another size renders at another speed
         self.conn.send(Resized(request.id))
 
     def stop(self, request: Stop) -> None:

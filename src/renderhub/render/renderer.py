@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, NamedTuple
@@ -12,7 +13,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from renderhub.render.camera import Hit, Matrix, Pose, projection_matrix, unproject, view_matrix
-from renderhub.render.scene import Material, PointBatch, Scene
+from renderhub.render.scene import Batch, Material, PackedBatch, PointBatch, Scene
+from renderhub.render.vertices import VERTEX
 
 BACKGROUND = (0.2, 0.2, 0.2)  # neutral dark grey; 51 in each 8-bit channel
 BACKGROUND_RGB = tuple(round(c * 255) for c in BACKGROUND)
@@ -27,6 +29,7 @@ FLIP_Y = np.diag([1.0, -1.0, 1.0, 1.0])
 # as a surface up close and as a fine cloud from afar; between these bounds in pixels, a cloud never vanishes nor
 # hides the view behind a few huge squares next to the camera.
 MIN_POINT_PIXELS, MAX_POINT_PIXELS = 1.0, 16.0
+SLICE_TRIANGLES = 500_000  # an abandonable frame checks between slices of this many triangles of a batch
 
 _VERTEX_SHADER = """
 #version 330
@@ -108,7 +111,6 @@ void main() {
 """
 _ATTRIBUTES = ("in_position", "in_normal", "in_texcoord", "in_color")
 _SHADERS = (_VERTEX_SHADER.lstrip(), _FRAGMENT_SHADER.lstrip())
-_VERTEX = np.dtype([("p", "f4", 3), ("n", "f4", 3), ("t", "f4", 2), ("c", "u1", 4)])
 _POINT = np.dtype([("p", "f4", 3), ("c", "u1", 4)])
 
 
@@ -144,6 +146,7 @@ class _Draw:
     cutoff: float
     origin: NDArray[np.float64] | None = None  # points: where their positions are relative to
     spacing: float = 0.0  # points: their world size
+    triangles: int = 0
 
 
 class Renderer:
@@ -164,7 +167,7 @@ class Renderer:
         # vertex colour cost the 121k-triangle engine a quarter of its vertex stage, 8% of a 720p frame), a dummy
         # texture costs a sample per pixel, and `discard` anywhere in a shader turns off its early depth test.
         self._programs = {variant: _program(self._ctx, variant) for variant in _COMMON}
-        self._draws: list[_Draw] = []
+        self._levels: list[list[_Draw]] = [[]]  # full detail first, then each coarser level of detail
         self._textures: list[moderngl.Texture] = []
         self._scene: Scene | None = None
         self.samples = samples
@@ -174,6 +177,7 @@ class Renderer:
         self._point_scale = 0.0  # this frame's pixels per world unit at distance 1, for sizing points
         self.resize(width, height)
         self.last_render_ms = 0.0
+        self.last_level = 0
 
     @property
     def gl_renderer(self) -> str:
@@ -189,7 +193,12 @@ class Renderer:
 
     @property
     def draw_calls(self) -> int:
-        return len(self._draws)
+        return len(self._levels[0])
+
+    @property
+    def level_primitives(self) -> list[int]:
+        """Primitives at each level of detail, full detail (level 0) first."""
+        return self._scene.level_primitives if self._scene else [0]
 
     def figures(self) -> dict[str, Any]:
         """What the inspector and the hub show about rendering."""
@@ -201,6 +210,8 @@ class Renderer:
             "triangles": self.triangles,
             "points": self.points,
             "drawCalls": self.draw_calls,
+            "levelPrimitives": self.level_primitives,
+            "lastLevel": self.last_level,
             "lastRenderMs": round(self.last_render_ms, 2),
         }
 
@@ -230,43 +241,48 @@ class Renderer:
         self._last_frame = None  # new buffers hold no frame
 
     def upload(self, scene: Scene) -> None:
-        """Replace the model on the GPU with `scene`."""
+        """Replace the model on the GPU with `scene`, every level of detail of it."""
         self.clear()
         textures: dict[int, moderngl.Texture] = {}
-        for batch in scene.batches:
-            material = batch.material
-            texture = None
-            if material.texture is not None:
-                if id(material.texture) not in textures:
-                    image = material.texture
-                    created = self._ctx.texture((image.shape[1], image.shape[0]), 4, np.ascontiguousarray(image))
-                    created.build_mipmaps()
-                    created.filter = (moderngl.LINEAR_MIPMAP_LINEAR, moderngl.LINEAR)
-                    textures[id(material.texture)] = created
-                texture = textures[id(material.texture)]
-            vertices = np.empty(len(batch.positions), _VERTEX)
+        full = [self._batch_draw(batch, textures) for batch in scene.batches]
+        full += [self._cloud_draw(cloud) for cloud in scene.clouds]
+        self._levels = [full, *([self._batch_draw(batch, textures) for batch in level] for level in scene.coarser)]
+        for draws in self._levels:
+            # Opaque first, culled before double-sided (fewer state changes), blended last over what they cover.
+            draws.sort(key=lambda d: (d.blend, d.mask, not d.cull, d.texture is not None))
+        self._textures = list(textures.values())
+        self._scene = scene
+
+    def _batch_draw(self, batch: Batch | PackedBatch, textures: dict[int, moderngl.Texture]) -> _Draw:
+        material = batch.material
+        texture = None
+        if material.texture is not None:
+            if id(material.texture) not in textures:
+                image = material.texture
+                created = self._ctx.texture((image.shape[1], image.shape[0]), 4, np.ascontiguousarray(image))
+                created.build_mipmaps()
+                created.filter = (moderngl.LINEAR_MIPMAP_LINEAR, moderngl.LINEAR)
+                textures[id(material.texture)] = created
+            texture = textures[id(material.texture)]
+        if isinstance(batch, PackedBatch):  # in the buffers' layout already: GL copies the file's bytes as they are
+            vbo, ibo, colors = self._ctx.buffer(batch.vertices), self._ctx.buffer(batch.indices), batch.colored
+        else:
+            vertices = np.empty(len(batch.positions), VERTEX)
             vertices["p"], vertices["n"] = batch.positions, batch.normals
             vertices["t"], vertices["c"] = batch.texcoords, batch.colors
             vbo = self._ctx.buffer(vertices.tobytes())
             ibo = self._ctx.buffer(np.ascontiguousarray(batch.indices, dtype=np.uint32).tobytes())
             colors = bool((batch.colors != 255).any())
-            variant = _Variant(texture is not None, colors, material.alpha_mode == "MASK", not material.unlit)
-            # Attributes a variant does not read are skipped ("x") in the shared 36-byte vertex layout.
-            layout = " ".join(
-                ("3f", "3f" if variant.lit else "12x", "2f" if variant.textured else "8x", "4f1" if colors else "4x")
-            )
-            names = [n for n, on in zip(_ATTRIBUTES, (True, variant.lit, *variant[:2]), strict=True) if on]
-            program = self._program(variant)
-            vao = self._ctx.vertex_array(program, [(vbo, layout, *names)], index_buffer=ibo, index_element_size=4)
-            self._draws.append(
-                _Draw(vao, (vbo, ibo), program, texture, *self._state(material, not material.double_sided))
-            )
-        for cloud in scene.clouds:
-            self._draws.append(self._cloud_draw(cloud))
-        # Opaque first, culled before double-sided (fewer state changes), blended last over what they cover.
-        self._draws.sort(key=lambda d: (d.blend, d.mask, not d.cull, d.texture is not None))
-        self._textures = list(textures.values())
-        self._scene = scene
+        variant = _Variant(texture is not None, colors, material.alpha_mode == "MASK", not material.unlit)
+        # Attributes a variant does not read are skipped ("x") in the shared 36-byte vertex layout.
+        layout = " ".join(
+            ("3f", "3f" if variant.lit else "12x", "2f" if variant.textured else "8x", "4f1" if colors else "4x")
+        )
+        names = [n for n, on in zip(_ATTRIBUTES, (True, variant.lit, *variant[:2]), strict=True) if on]
+        program = self._program(variant)
+        vao = self._ctx.vertex_array(program, [(vbo, layout, *names)], index_buffer=ibo, index_element_size=4)
+        state = self._state(material, not material.double_sided)
+        return _Draw(vao, (vbo, ibo), program, texture, *state, triangles=batch.triangles)
 
     def _cloud_draw(self, cloud: PointBatch) -> _Draw:
         material = cloud.material
@@ -297,17 +313,21 @@ class Renderer:
 
     def clear(self) -> None:
         """Drop the model: frames show only the background."""
-        for draw in self._draws:
+        for draw in (draw for draws in self._levels for draw in draws):
             draw.vao.release()
             for buffer in draw.buffers:
                 buffer.release()
         for texture in self._textures:
             texture.release()
-        self._draws, self._textures, self._scene = [], [], None
+        self._levels, self._textures, self._scene = [[]], [], None
 
-    def render(self, pose: Pose) -> NDArray[np.uint8]:
-        """The frame seen from `pose`: (height, width, 3) RGB, row 0 at the top, ready for a video frame."""
+    def render(self, pose: Pose, level: int = 0, abandon: Callable[[], bool] | None = None) -> NDArray[np.uint8] | None:
+        """The frame seen from `pose` at a level of detail (0: full; past the coarsest, the coarsest): (height, width,
+        3) RGB, row 0 at the top, ready for a video frame. With `abandon`, asked between slices of a large draw: None
+        once it says so (a long full-detail frame gives way to a camera that moves again)."""
         started = time.perf_counter()
+        level = min(level, len(self._levels) - 1)
+        draws = self._levels[level]
         ctx, fbo = self._ctx, self._fbos[0]
         fbo.use()
         fbo.depth_mask = True
@@ -316,7 +336,7 @@ class Renderer:
         projection = projection_matrix(pose, self.width / self.height, bounds)
         mvp = FLIP_Y @ projection @ view_matrix(pose)
         self._point_scale = projection[1, 1] * self.height / 2
-        if self._draws:
+        if draws:
             light = pose.rotation() @ HEADLIGHT
             for variant, program in self._programs.items():
                 if variant.points:
@@ -327,8 +347,11 @@ class Renderer:
                 if variant.textured:
                     program["u_texture"].value = 0  # type: ignore[union-attr]
             ctx.enable(moderngl.DEPTH_TEST)
-            for draw in self._draws:
-                self._draw(draw, mvp)
+            for draw in draws:
+                if not self._draw(draw, mvp, abandon):
+                    ctx.disable(moderngl.BLEND)
+                    self._last_frame = None  # the framebuffer holds half a frame: no pick answers from it
+                    return None
             ctx.disable(moderngl.BLEND)
         out = np.empty((self.height, self.width, 3), np.uint8)
         if self.samples:
@@ -336,6 +359,7 @@ class Renderer:
         self._fbos[-1].read_into(out, components=3, alignment=1)
         self._last_frame = (pose, mvp)
         self.last_render_ms = (time.perf_counter() - started) * 1000
+        self.last_level = level
         return out
 
     def pick(self, x: float, y: float) -> Hit | None:
@@ -357,7 +381,8 @@ class Renderer:
         position = (float(world[0]), float(world[1]), float(world[2]))
         return Hit(position, float(np.linalg.norm(world - np.asarray(pose.position))))
 
-    def _draw(self, draw: _Draw, mvp: Matrix) -> None:
+    def _draw(self, draw: _Draw, mvp: Matrix, abandon: Callable[[], bool] | None = None) -> bool:
+        """Draw one batch; False when `abandon` said so between its slices."""
         ctx = self._ctx
         if draw.cull:
             ctx.enable(moderngl.CULL_FACE)
@@ -374,8 +399,17 @@ class Renderer:
         if draw.texture is not None:
             draw.texture.use(0)
         if draw.origin is None:
-            draw.vao.render(moderngl.TRIANGLES)
-            return
+            if abandon is None or draw.triangles <= SLICE_TRIANGLES:
+                draw.vao.render(moderngl.TRIANGLES)
+                return True
+            # llvmpipe shades vertices and sets triangles up in the draw call itself: between slices is where a
+            # frame can stop.
+            for first in range(0, draw.triangles, SLICE_TRIANGLES):
+                if abandon():
+                    return False
+                count = min(SLICE_TRIANGLES, draw.triangles - first)
+                draw.vao.render(moderngl.TRIANGLES, vertices=3 * count, first=3 * first)
+            return True
         # In float64, the origin's large coordinates and the camera's cancel before anything is rounded to float32.
         model = np.eye(4)
         model[:3, 3] = draw.origin
@@ -383,6 +417,7 @@ class Renderer:
         program["u_point_size"].value = draw.spacing * self._point_scale  # type: ignore[union-attr]
         program["u_point_bounds"].value = (MIN_POINT_PIXELS, MAX_POINT_PIXELS)  # type: ignore[union-attr]
         draw.vao.render(moderngl.POINTS)
+        return True
 
     def release(self) -> None:
         self.clear()

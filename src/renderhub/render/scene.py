@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import io
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from renderhub.render import compat
+from renderhub.render.draw_levels import Mapped, image, levels, material_fields, peek
 from renderhub.render.gltf import ModelError, check_header, encode, invalid, read_header, without_specular_glossiness
 from renderhub.render.model_limits import (
     INDEX_BYTES,
@@ -25,9 +26,9 @@ from renderhub.render.model_limits import (
     drawn_bytes,
     out_of_memory,
 )
+from renderhub.render.vertices import unit_vectors, vertex_normals
 
 STANDARD_MAX_PRIMITIVES = 20_000_000  # ARR's limit for Standard sessions
-_NORMALS_SLICE = 1 << 21  # faces per slice when computing normals: about 100 MB of temporaries
 UNLIT = "KHR_materials_unlit"
 
 FloatArray = NDArray[np.float32]
@@ -44,6 +45,9 @@ class Material:
     unlit: bool = False  # KHR_materials_unlit: the base colour as it is, without lighting
 
 
+DEFAULT_MATERIAL = Material("default", base_color=(0.8, 0.8, 0.8, 1.0))  # for triangles that name none
+
+
 @dataclass(frozen=True, eq=False)
 class Batch:
     """Everything drawn with one material: one draw call."""
@@ -54,6 +58,21 @@ class Batch:
     texcoords: FloatArray  # (n, 2) glTF convention: (0, 0) is the image's top-left
     colors: NDArray[np.uint8]  # (n, 4) vertex colour (COLOR_0), white when absent
     indices: NDArray[np.uint32]  # (m, 3) counter-clockwise front faces
+
+    @property
+    def triangles(self) -> int:
+        return len(self.indices)
+
+
+@dataclass(frozen=True, eq=False)
+class PackedBatch:
+    """Everything drawn with one material, already in the GL buffers' layout: a converted model's batches, at each
+    of its levels of detail, as views of the file."""
+
+    material: Material
+    vertices: NDArray[np.void]  # render/vertices.py's VERTEX
+    indices: NDArray[np.uint32]  # (m, 3) counter-clockwise front faces
+    colored: bool  # whether any vertex colour is not white
 
     @property
     def triangles(self) -> int:
@@ -82,15 +101,21 @@ class PointBatch:
 
 @dataclass(frozen=True, eq=False)
 class Scene:
-    batches: tuple[Batch, ...]
+    batches: tuple[Batch | PackedBatch, ...]  # full detail
     bounds: NDArray[np.float64]  # [[min x, y, z], [max x, y, z]]
     skipped_primitives: int = 0  # lines and fans, which the renderer does not draw
     textures: int = 0
     clouds: tuple[PointBatch, ...] = ()
+    coarser: tuple[tuple[PackedBatch, ...], ...] = ()  # levels of detail below full, each about a quarter the last
 
     @property
     def triangles(self) -> int:
         return sum(b.triangles for b in self.batches)
+
+    @property
+    def level_primitives(self) -> list[int]:
+        """Primitives (triangles and points) drawn at each level of detail, full detail (level 0) first."""
+        return [self.triangles + self.points, *(sum(b.triangles for b in level) for level in self.coarser)]
 
     @property
     def points(self) -> int:
@@ -105,10 +130,12 @@ class Scene:
         textures = {
             id(b.material.texture): b.material.texture.nbytes for b in self.batches if b.material.texture is not None
         }
-        vertices = sum(len(b.positions) for b in self.batches)
+        vertices = sum(len(b.vertices if isinstance(b, PackedBatch) else b.positions) for b in self.batches)
+        vertices += sum(len(b.vertices) for level in self.coarser for b in level)
+        indices = self.triangles + sum(b.triangles for level in self.coarser for b in level)
         mipmapped = sum(textures.values()) * 4 // 3  # mipmaps: a third more
         points = sum(c.positions.nbytes + (0 if c.colors is None else c.colors.nbytes) for c in self.clouds)
-        return vertices * VERTEX_BYTES + self.triangles * INDEX_BYTES + mipmapped + points
+        return vertices * VERTEX_BYTES + indices * INDEX_BYTES + mipmapped + points
 
 
 def _limits(triangles: int, points: int, gpu_bytes: int, max_primitives: int | None, max_bytes: int) -> None:
@@ -122,7 +149,7 @@ def _limits(triangles: int, points: int, gpu_bytes: int, max_primitives: int | N
         raise ModelError("ModelTooLarge", f"the model needs about {gpu_bytes:,} bytes of memory; limit {max_bytes:,}")
 
 
-def _texture(image: Any, max_bytes: int) -> NDArray[np.uint8]:
+def texture_pixels(image: Any, max_bytes: int) -> NDArray[np.uint8]:
     width, height = image.size  # read from the image header: nothing is decoded yet
     if width * height > MAX_TEXTURE_PIXELS or width * height * 4 > max_bytes:  # check_load refused these already
         raise ModelError("ModelTooLarge", f"a {width}x{height} texture exceeds the memory limit")
@@ -141,7 +168,7 @@ def _material(source: Any, textures: dict[int, NDArray[np.uint8]], max_bytes: in
     rgba = [1.0] * 4 if factor is None else [float(c) / 255 for c in np.asarray(factor).ravel()[:4]] + [1.0]
     image = getattr(source, "baseColorTexture", None)
     if image is not None and id(image) not in textures:
-        textures[id(image)] = _texture(image, max_bytes)
+        textures[id(image)] = texture_pixels(image, max_bytes)
     mode, cutoff = getattr(source, "alphaMode", None), getattr(source, "alphaCutoff", None)
     return Material(
         name=name or "material",
@@ -164,37 +191,6 @@ def _tag_materials(header: dict[str, Any]) -> None:
     """Each material's name prefixed with its index, which trimesh carries through to the meshes that use it."""
     for i, material in enumerate(header.get("materials", [])):
         material["name"] = f"{i}:{material.get('name') or ''}"
-
-
-def _computed_normals(vertices: NDArray[np.float32], faces: NDArray[np.int64]) -> NDArray[np.float32]:
-    """Area-weighted vertex normals with plain numpy (trimesh wants scipy for this, which we do not ship).
-
-    In slices of faces: gathering every corner at once took 72 bytes a triangle, the largest single cost of a load.
-    """
-    sums = np.zeros((len(vertices), 3), np.float32)
-    for start in range(0, len(faces), _NORMALS_SLICE):
-        part = faces[start : start + _NORMALS_SLICE]
-        first = vertices[part[:, 0]]
-        face_normals = np.cross(vertices[part[:, 1]] - first, vertices[part[:, 2]] - first)
-        del first
-        for k in range(3):
-            sums[:, k] += np.bincount(part.ravel(), np.repeat(face_normals[:, k], 3), minlength=len(vertices))
-    return sums
-
-
-def _unit(
-    vectors: NDArray[np.float32], fallback: Callable[[], NDArray[np.float32]] | None = None
-) -> NDArray[np.float32]:
-    """Unit vectors; zero or non-finite ones (bad normals in a file, degenerate faces) come from `fallback`, else +Y."""
-    length = np.linalg.norm(vectors, axis=1, keepdims=True)
-    bad = ~np.isfinite(length) | (length < 1e-12)
-    if bad.any():
-        vectors = np.where(bad, fallback(), vectors) if fallback else vectors
-        length = np.linalg.norm(vectors, axis=1, keepdims=True)
-        bad = ~np.isfinite(length) | (length < 1e-12)
-        vectors, length = np.where(bad, [0.0, 1.0, 0.0], vectors), np.where(bad, 1.0, length)
-    unit: NDArray[np.float32] = (vectors / length).astype(np.float32, copy=False)  # numpy types the quotient as Any
-    return unit
 
 
 def _parts(scene: Any, max_bytes: int, unlit: set[int]) -> Iterator[tuple[Material | None, dict[str, np.ndarray]]]:
@@ -225,14 +221,16 @@ def _parts(scene: Any, max_bytes: int, unlit: set[int]) -> Iterator[tuple[Materi
         local = vertices.astype(np.float32) if moved else positions
 
         def computed(vertices: NDArray[np.float32] = local, faces: NDArray[np.int64] = faces) -> NDArray[np.float32]:
-            return _computed_normals(vertices, faces)
+            return vertex_normals(vertices, faces)
 
         # Only the normals the file gave: asking trimesh for normals would compute them itself.
         given = compat.loaded_vertex_normals(mesh)
         usable = given is not None and len(given) == len(vertices)
-        normals = _unit(np.asarray(given, np.float32), computed) if usable else _unit(computed(), computed)
+        normals = (
+            unit_vectors(np.asarray(given, np.float32), computed) if usable else unit_vectors(computed(), computed)
+        )
         if moved:
-            normals = _unit(normals @ np.linalg.inv(linear).astype(np.float32))  # the inverse transpose, on rows
+            normals = unit_vectors(normals @ np.linalg.inv(linear).astype(np.float32))  # the inverse transpose, on rows
         if np.linalg.det(linear) < 0:
             faces = faces[:, ::-1]  # a mirroring transform turns the winding inside out
         visual, material = mesh.visual, None
@@ -265,7 +263,7 @@ def _colors(colors: Any, count: int) -> NDArray[np.uint8]:
 def _batches(scene: Any, max_bytes: int, unlit: set[int]) -> list[Batch]:
     """Instances grouped by material: one draw call per material however many nodes share it."""
     groups: dict[int, tuple[Material, list[dict[str, np.ndarray]]]] = {}
-    default = Material("default", base_color=(0.8, 0.8, 0.8, 1.0))
+    default = DEFAULT_MATERIAL
     for material, part in _parts(scene, max_bytes, unlit):
         part["f"] = part["f"].astype(np.uint32)  # the GPU's index type, at half the size of trimesh's int64
         groups.setdefault(id(material or default), (material or default, []))[1].append(part)
@@ -288,6 +286,9 @@ def _batches(scene: Any, max_bytes: int, unlit: set[int]) -> list[Batch]:
 def load_scene(path: Path, *, max_primitives: int | None, max_bytes: int) -> Scene:
     """Load a .glb or .gltf into batches ready to upload, or raise ModelError; never hangs or crashes on bad input."""
     try:
+        levels = peek(path)
+        if levels is not None:
+            return _load_levels(path, *levels, max_primitives, max_bytes)
         return _load(path, max_primitives, max_bytes)
     except ModelError:
         raise
@@ -297,6 +298,46 @@ def load_scene(path: Path, *, max_primitives: int | None, max_bytes: int) -> Sce
         raise invalid(f"the model could not be read ({type(e).__name__}: {str(e)[:200]})") from None
     finally:
         gc.collect()  # trimesh's objects hold cycles: give a failed or finished load's memory back before the next
+
+
+def _load_levels(
+    path: Path, header: dict[str, Any], json_length: int, max_primitives: int | None, max_bytes: int
+) -> Scene:
+    """A converted model's levels of detail, mapped from the file: no vertex passes through Python."""
+    mapped = Mapped(path, json_length)
+    chain = levels(header, mapped)
+    triangles = sum(len(indices) for _, _, indices, _ in chain[0])
+    drawn = sum(vertices.nbytes + indices.nbytes for level in chain for _, vertices, indices, _ in level)
+    _limits(triangles, 0, drawn, max_primitives, max_bytes)  # before any texture is decoded
+    materials: dict[int | None, Material] = {None: DEFAULT_MATERIAL}
+    textures: dict[int, NDArray[np.uint8]] = {}  # by image: materials sharing one share its pixels
+
+    def material(index: int | None) -> Material:
+        if index not in materials:
+            assert index is not None
+            fields = material_fields(header, index, mapped)
+            source = fields.pop("image")
+            if source is not None and source not in textures:
+                textures[source] = texture_pixels(image(header, source, mapped), max_bytes)
+            materials[index] = Material(**fields, texture=None if source is None else textures[source])
+        return materials[index]
+
+    packed = [
+        tuple(PackedBatch(material(m), vertices, indices, colored) for m, vertices, indices, colored in level)
+        for level in chain
+    ]
+    if not triangles:
+        raise ModelError("EmptyModel", "the model's scene has no triangles or points to render")
+    positions = [b.vertices["p"] for b in packed[0] if len(b.vertices)]
+    bounds = np.array([np.min([p.min(0) for p in positions], 0), np.max([p.max(0) for p in positions], 0)], np.float64)
+    scene = Scene(
+        batches=packed[0],
+        bounds=bounds,
+        textures=len(textures),
+        coarser=tuple(packed[1:]),
+    )
+    _limits(triangles, 0, scene.gpu_bytes, max_primitives, max_bytes)
+    return scene
 
 
 def _load(path: Path, max_primitives: int | None, max_bytes: int) -> Scene:

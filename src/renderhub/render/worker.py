@@ -216,8 +216,8 @@ class RenderWorker:
             await self._frame_ready.wait()
         slot, self._ready_slot = self._ready_slot, None
         header, image = self._views[slot]
-        pose_id, number, render_ns, width, height, ready_ns = (int(v) for v in header[:6])
-        meta = FrameMeta(pose_id, number, render_ns / 1e6, width, height, ready_ns / 1e9)
+        pose_id, number, render_ns, width, height, ready_ns, level, still = (int(v) for v in header)
+        meta = FrameMeta(pose_id, number, render_ns / 1e6, width, height, ready_ns / 1e9, level, bool(still))
         try:
             converted = convert(image)
         finally:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from renderhub.render.camera import Hit, Pose
 
@@ -19,6 +19,8 @@ class FrameMeta:
     width: int
     height: int
     ready_at: float  # time.monotonic() when the frame was complete; CLOCK_MONOTONIC is shared by processes
+    level: int = 0  # the level of detail drawn: 0 is full detail, each one above about a quarter of the triangles
+    still: bool = False  # drawn once the camera stopped (full detail); nothing follows until the next pose
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class ModelInfo:
     load_ms: float
     bounds: tuple[list[float], list[float]] | None
     points: int = 0  # a point cloud's points, which count against the primitive limit beside triangles
+    levels: list[int] = field(default_factory=list)  # primitives per level of detail, full detail first
 
 
 # ----------------------------------------------------- server -> worker, per frame: no id, never answered

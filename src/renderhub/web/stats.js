@@ -6,6 +6,17 @@ const $ = (id) => document.getElementById(id);
 
 const ms = (value, digits = 0) => (value === null || value === undefined ? "–" : `${value.toFixed(digits)} ms`);
 
+/** 312443 as "312 k", 4999122 as "5.0 M". */
+const count = (n) => (n >= 1e6 ? `${(n / 1e6).toFixed(1)} M` : n >= 1e3 ? `${Math.round(n / 1e3)} k` : `${n}`);
+
+/** The level of detail of the frame on screen: "full" (level 0) or "2 of 4", with the primitives it draws. */
+function detail(level, levels) {
+  if (level === null) return "–";
+  if (!levels || levels.length < 2) return "full";
+  const drawn = count(levels[Math.min(level, levels.length - 1)]);
+  return level === 0 ? `full · ${drawn}` : `level ${level} of ${levels.length - 1} · ${drawn}`;
+}
+
 /** Its only state is in the page: the Stats button's aria-pressed says whether the user wants it. */
 export class StatsOverlay {
   /** @param state the ViewerState, only read: whether a stream is open */
@@ -51,6 +62,7 @@ export class StatsOverlay {
     this.set("stat-render", ms(f.renderMs, 1), f.renderMs);
     this.set("stat-encode", ms(f.encodeMs, 1), f.encodeMs);
     this.set("stat-rtt", ms(f.rttMs, 1), f.rttMs);
+    this.set("stat-detail", detail(f.level, f.levels), f.level);
     const dropped = f.framesDropped ? ` (${f.framesDropped} dropped)` : "";
     this.set("stat-decoded", `${f.framesDecoded}${dropped}`, f.framesDecoded);
     this.set("stat-renderer", f.renderer || "–", f.renderer);

@@ -87,6 +87,8 @@ export class RenderStream extends EventTarget {
     this.encodeMs = [];
     this.lastFrameId = null;
     this.rttMs = null;
+    this.level = null; // the level of detail of the last frame reported (0: full detail)
+    this.levels = null; // primitives per level of detail of the model loaded, full detail first
     this.rtp = { codec: null, width: 0, height: 0, bitrateKbps: null, framesDecoded: 0, framesDropped: 0 };
     this.lastBytes = null;
   }
@@ -186,12 +188,15 @@ export class RenderStream extends EventTarget {
       this.hello = message;
       if (Number.isFinite(message.fps) && message.fps > 0) this.fps = message.fps;
     } else if (message.type === "frame") {
+      if (Number.isInteger(message.level)) this.level = message.level;
       if (Number.isFinite(message.renderMs)) pushBounded(this.renderMs, message.renderMs, TIMING_SAMPLES);
       if (Number.isFinite(message.encodeMs)) pushBounded(this.encodeMs, message.encodeMs, TIMING_SAMPLES);
       return; // many per second: not passed on
     } else if (message.type === "pong") {
       if (Number.isFinite(message.t)) this.rttMs = performance.now() - message.t;
       return;
+    } else if (message.type === "modelLoaded") {
+      this.levels = Array.isArray(message.levels) ? message.levels : null;
     }
     this.emit("message", message);
   }
@@ -318,6 +323,8 @@ export class RenderStream extends EventTarget {
       renderMs: mean(this.renderMs),
       encodeMs: mean(this.encodeMs),
       rttMs: this.rttMs,
+      level: this.level,
+      levels: this.levels,
       renderer: this.hello ? this.hello.renderer : null,
       lastPoseId: this.lastFrameId,
       tagBackground: this.tags.background(this.video, this.video.videoWidth, this.video.videoHeight),
