@@ -5,6 +5,7 @@ a file in storage may come from anyone, not only from a conversion."""
 from __future__ import annotations
 
 import io
+import json
 import mmap
 import struct
 from pathlib import Path
@@ -28,8 +29,6 @@ _GLB_JSON, _GLB_BIN = 0x4E4F534A, 0x004E4942
 def peek(path: Path) -> tuple[dict[str, Any], int] | None:
     """The glTF JSON of a binary glTF that carries levels of detail, and its length (read without the rest of the
     file); None for any other file."""
-    import json
-
     try:
         with path.open("rb") as file:
             head = file.read(20)

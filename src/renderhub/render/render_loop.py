@@ -147,26 +147,26 @@ def worker_main(
 
 class LevelChooser:
     """The level of detail to draw while the camera moves: the finest whose render time fits the frame budget. Times
-    are measured per triangle count (the empty scene's too: what a frame costs without a model) and estimated for
+    are measured per primitive count (the empty scene's too: what a frame costs without a model) and estimated for
     levels not drawn yet along the line through the measured ones; the coarsest until any is measured, so a new
     model shows at once."""
 
     def __init__(self, budget_ms: float) -> None:
         self.budget_ms = budget_ms
-        self.triangles = [0]  # per level, full detail first
-        self.ms: dict[int, float] = {}  # render time by triangles drawn
+        self.primitives = [0]  # per level, full detail first
+        self.ms: dict[int, float] = {}  # render time by primitives drawn
 
-    def reset(self, triangles: list[int], *, resized: bool = False) -> None:
-        """A new model (its levels' triangles), or a new frame size (every time measured is void)."""
-        self.triangles = triangles
+    def reset(self, primitives: list[int], *, resized: bool = False) -> None:
+        """A new model (its levels' primitives), or a new frame size (every time measured is void)."""
+        self.primitives = primitives
         self.ms = {} if resized else {count: ms for count, ms in self.ms.items() if count == 0}
 
     def choose(self) -> int:
-        for level, count in enumerate(self.triangles):
+        for level, count in enumerate(self.primitives):
             estimate = self.estimate(count)
             if estimate is not None and estimate <= self.budget_ms:
                 return level
-        return len(self.triangles) - 1
+        return len(self.primitives) - 1
 
     def estimate(self, count: int) -> float | None:
         if count in self.ms:
@@ -180,7 +180,7 @@ class LevelChooser:
             far = min(above)
         elif len(below) > 1:  # past the finest measured: along the line through the two finest
             far, near = near, max(c for c in below if c != near)
-        else:  # one measurement: in proportion to triangles, pessimistic (clearing and filling do not grow)
+        else:  # one measurement: in proportion to primitives, pessimistic (clearing and filling do not grow)
             return self.ms[near] * count / max(near, 1)
         slope = (self.ms[far] - self.ms[near]) / (far - near)
         return self.ms[near] + slope * (count - near)
@@ -343,7 +343,7 @@ class RenderLoop:
         self.shm = SharedMemory(request.shm_name)
         self.views = slot_views(self.shm.buf, self.width, self.height, SLOTS)
         self.free, self.dirty, self.shown = list(range(SLOTS)), self.latest is not None, None
-        self.levels.reset(self.levels.triangles, resized=True)  # another size renders at another speed
+        self.levels.reset(self.levels.primitives, resized=True)  # another size renders at another speed
         self.conn.send(Resized(request.id))
 
     def stop(self, request: Stop) -> None:
