@@ -25,6 +25,21 @@ class SilentBackend(MemoryBackend):
         return ServerState.STARTING if server is ServerState.RUNNING else server
 
 
+class SlowStopBackend(MemoryBackend):
+    """Stops a server only once `release` is set (a server that takes its grace to exit); `stopping` is set once a
+    stop has begun."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.stopping = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def stop(self, state: State) -> None:
+        self.stopping.set()
+        await self.release.wait()
+        await super().stop(state)
+
+
 class SlowBackend(MemoryBackend):
     """Takes a while to launch each server (a busy cluster); `launched` is set once a launch has returned."""
 

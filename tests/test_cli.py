@@ -215,7 +215,7 @@ def test_failures_are_messages_not_tracebacks(cli: Cli, served_hub: ServedHub, t
                               remoteRenderingDomain=f"https://127.0.0.1:{free_port()}")  # fmt: skip
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "arrconfig.json").write_text('{"accountSettings": {}, "renderingSessionSettings": {}}')
-    unknown, shorter, extend_unknown, no_data, no_config, broken, down, bad_id = cli.all(
+    unknown, shorter, extend_unknown, no_data, no_config, broken, down, bad_id, slash, empty, conversion = cli.all(
         ["session", "get", "no-such-session", "--data-dir", data],
         ["session", "extend", "f1", "--lease-minutes", "10", "--data-dir", data],
         ["session", "extend", "no-such-session", "--lease-minutes", "40", "--data-dir", data],
@@ -224,6 +224,9 @@ def test_failures_are_messages_not_tracebacks(cli: Cli, served_hub: ServedHub, t
         ["session", "list", "--config", tmp_path / "broken" / "arrconfig.json"],
         ["session", "list", "--config", unreachable, "--data-dir", data],
         ["session", "get", "bad id!", "--data-dir", data],
+        ["session", "stop", "a/b", "--data-dir", data],
+        ["session", "create", "--id", "", "--data-dir", data],
+        ["conversion", "get", "x/../y", "--data-dir", data],
     )
     failed(unknown, "NotFound", "HTTP 404", "no-such-session")
     assert unknown.stdout == ""
@@ -233,7 +236,14 @@ def test_failures_are_messages_not_tracebacks(cli: Cli, served_hub: ServedHub, t
     failed(no_config, "no account config", str(tmp_path / "nowhere.json"))
     failed(broken, "not a usable arrconfig.json", "arrAccountId")
     failed(down, "cannot reach https://127.0.0.1:")
-    failed(bad_id, "BadRequest", "HTTP 400")
+    # Ids are checked before anything is sent, saying what an id may be.
+    rule = "an id is 1 to 256 characters of letters, digits, hyphens and underscores"
+    failed(bad_id, "'bad id!' is not a session id", rule)
+    failed(slash, "'a/b' is not a session id", rule)
+    failed(empty, "'' is not a session id", rule)
+    failed(conversion, "'x/../y' is not a conversion id", rule)
+    with served_hub.client() as client:
+        assert [s["id"] for s in client.list()] == ["f1"]  # the empty --id created nothing
     # A message is one line, however long, so that it can be grepped from a log.
     assert shorter.stderr.count("\n") == 1, shorter.stderr
     # The failed extend changed nothing.

@@ -4,6 +4,7 @@ the start and stop of real render servers on the local backend."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import time
@@ -25,7 +26,7 @@ from renderhub.manager import SessionManager
 from renderhub.models import ServerSize, Session, SessionStatus, SizeProfile
 from renderhub.reaper import Reaper, Step, reconcile
 from renderhub.store import open_store
-from tests.fakes import FailingBackend, SilentBackend, SlowBackend
+from tests.fakes import FailingBackend, SilentBackend, SlowBackend, SlowStopBackend
 from tests.hubs import kill_render_servers, pid_alive
 
 ACCOUNT = "8d3c2f4e-0000-4000-8000-000000000001"
@@ -257,6 +258,26 @@ async def test_reconcile_stops_orphans_and_keeps_live_and_pooled_servers(hubs: F
     assert sorted(identity(s) for s in await restarted.backend.servers()) == sorted(
         [identity(ready.backend_state), identity(waiting)]  # type: ignore[arg-type]
     )
+
+
+async def test_a_server_stopping_with_its_session_is_left_to_that_stop(
+    hubs: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reaper pass while a stopped session's server takes its time to exit: not an orphan, no warning."""
+    reaper = hubs(backend_class=SlowStopBackend)
+    manager = reaper.manager
+    backend = manager.backend
+    assert isinstance(backend, SlowStopBackend)
+    await manager.create(ACCOUNT, "s1", ServerSize.STANDARD, 10)
+    await until(reaper, "s1", SessionStatus.READY)
+    stopping = asyncio.create_task(manager.stop(ACCOUNT, "s1"))
+    await asyncio.wait_for(backend.stopping.wait(), 5)
+    with caplog.at_level(logging.WARNING, logger="renderhub"):
+        assert await asyncio.wait_for(reconcile(manager), 5) == []
+    assert "belongs to no live session" not in caplog.text
+    backend.release.set()
+    await stopping
+    assert await backend.servers() == []
 
 
 async def test_a_late_second_watcher_leaves_a_ready_server_alone(hubs: Factory) -> None:

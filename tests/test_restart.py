@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -65,3 +66,8 @@ def test_sigkilled_hub_restarts_and_readopts(hub_factory: Callable[..., RunningH
         os.kill(watched_pid, signal.SIGKILL)
         failed = wait_for(lambda: (s := client.get("watched"))["status"] == "Error" and s, timeout=5)
         assert failed["error"]["code"] == "RenderServerLost"
+    # The log says when: every record of the hub's and of uvicorn's starts with its time. The orphan was named as
+    # one; "kept", stopped through the API, was not (its hub stopped it, without the reaper's warning).
+    records = [line for line in hub.log.splitlines() if re.search(r"\b(INFO|WARNING|ERROR)\b", line)]
+    assert records and all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ", line) for line in records), records
+    assert hub.log.count("belongs to no live session") == 1

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import gc
 import json
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from renderhub.auth import new_account
 from renderhub.backends import Backend
@@ -105,7 +106,7 @@ def run_hub(settings: Settings, files: ServeFiles, *, backend: Backend | None = 
     from renderhub.api import create_app
 
     # The hub's own log lines (sessions failing, replicas taking over the reaper) beside uvicorn's.
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=f"{LOG_TIME} %(levelname)s:     %(name)s: %(message)s")
     for chatty in ("httpx", "alembic"):  # a line per relayed request; a line per migration check
         logging.getLogger(chatty).setLevel(logging.WARNING)
     app = create_app(settings, backend=backend)
@@ -120,6 +121,19 @@ def run_hub(settings: Settings, files: ServeFiles, *, backend: Backend | None = 
         pass
     if not server.started:
         sys.exit(3)  # uvicorn.run's code for a server that could not start (the port taken, say)
+
+
+LOG_TIME = "%(asctime)s"  # every line of the hub's log starts with when it happened
+
+
+def _log_config() -> dict[str, Any]:
+    """uvicorn's own logging (its start and stop lines, the access log) with the time in front, like the hub's."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    for formatter in config["formatters"].values():
+        formatter["fmt"] = f"{LOG_TIME} {formatter['fmt']}"
+    return config
 
 
 def server_config(
@@ -137,6 +151,7 @@ def server_config(
         ssl_certfile=str(files.cert) if files.cert else None,
         ssl_keyfile=str(files.key) if files.key else None,
         log_level=log_level,
+        log_config=_log_config(),
         access_log=access_log,
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
         # Slow or oversized request heads and connection floods are cut off (api/limits.py); TLS handshakes too.

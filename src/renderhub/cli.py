@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Column, Table
 
 from renderhub import admin, conversion_cli
-from renderhub.cli_client import api_command, hub_client, wait_until
+from renderhub.cli_client import api_command, checked_id, hub_client, wait_until
 from renderhub.clock import Clock
 from renderhub.terminal import console, data_dir_option, database_option, errors, fail
 
@@ -226,7 +226,7 @@ def session() -> None:
 @session.command("create")
 @click.option("--size", default=None, help="Standard or Premium (default: the config's vmSize).")
 @click.option("--lease-minutes", type=int, default=None, help="Lease in minutes (default: the config's).")
-@click.option("--id", "session_id", default=None, help="Session id (default: a new one).")
+@click.option("--id", "session_id", default=None, callback=checked_id, help="Session id (default: a new one).")
 @click.option("--wait", is_flag=True, help="Show progress until the session is Ready or fails.")
 @api_command
 def session_create(size: str | None, lease_minutes: int | None, session_id: str | None, wait: bool,
@@ -235,7 +235,7 @@ def session_create(size: str | None, lease_minutes: int | None, session_id: str 
     import uuid
 
     with hub_client(config, data_dir) as client:
-        session_id = session_id or f"session-{uuid.uuid4()}"
+        session_id = f"session-{uuid.uuid4()}" if session_id is None else session_id
         lease = lease_minutes if lease_minutes is not None else client.config.max_lease_minutes
         body = client.create(session_id, size or client.config.vm_size, lease)
         if wait:
@@ -246,7 +246,7 @@ def session_create(size: str | None, lease_minutes: int | None, session_id: str 
 
 
 @session.command("get")
-@click.argument("session_id")
+@click.argument("session_id", callback=checked_id)
 @api_command
 def session_get(session_id: str, config: Path | None, data_dir: Path, as_json: bool) -> None:
     """Show one session."""
@@ -273,7 +273,7 @@ def session_list(config: Path | None, data_dir: Path, as_json: bool) -> None:
 
 
 @session.command("extend")
-@click.argument("session_id")
+@click.argument("session_id", callback=checked_id)
 @click.option("--lease-minutes", type=int, required=True, help="The new total lease (as ARR's PATCH).")
 @api_command
 def session_extend(session_id: str, lease_minutes: int, config: Path | None, data_dir: Path, as_json: bool) -> None:
@@ -283,7 +283,7 @@ def session_extend(session_id: str, lease_minutes: int, config: Path | None, dat
 
 
 @session.command("stop")
-@click.argument("session_id")
+@click.argument("session_id", callback=checked_id)
 @api_command
 def session_stop(session_id: str, config: Path | None, data_dir: Path, as_json: bool) -> None:
     """Stop a session and its render server."""
@@ -293,7 +293,7 @@ def session_stop(session_id: str, config: Path | None, data_dir: Path, as_json: 
 
 
 @main.command()
-@click.argument("session_id")
+@click.argument("session_id", callback=checked_id)
 @click.option("--model", default="sample", show_default=True, help="A glTF URL, or a name in the hub's assets.")
 @click.option("--frames", type=click.IntRange(min=1), default=120, show_default=True, help="Frames to measure.")
 @click.option("--out", type=click.Path(path_type=Path), help="Save the last frame here (PNG).")

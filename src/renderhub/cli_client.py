@@ -11,6 +11,7 @@ import click
 import httpx
 
 from renderhub.client import ApiError, ArrConfig, HubClient
+from renderhub.models import ID_PATTERN, ID_RULE
 from renderhub.terminal import console, data_dir_option, fail
 
 
@@ -36,6 +37,14 @@ def _origin(exc: httpx.HTTPError) -> str:
     except RuntimeError:  # no request attached
         return "the hub"
     return f"{url.scheme}://{url.netloc.decode()}"
+
+
+def checked_id(_ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A session or conversion id as the API takes it, refused here (saying what is allowed) rather than sent."""
+    if value is not None and not ID_PATTERN.fullmatch(value):
+        what = (param.name or "id").replace("_", " ")
+        fail(f"{value[:80]!r} is not a {what}: an id is {ID_RULE}", code=2)
+    return value
 
 
 def api_command(func: Callable[..., None]) -> Callable[..., None]:

@@ -13,7 +13,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from renderhub.cli_client import api_command, hub_client, wait_until
+from renderhub.cli_client import api_command, checked_id, hub_client, wait_until
 from renderhub.client import HubClient
 from renderhub.terminal import console, fail
 
@@ -67,7 +67,7 @@ def upload(client: HubClient, path: Path, settings: Path | None, chosen: str | N
 @click.option("--settings", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A ConversionSettings.json for the model.")  # fmt: skip
 @click.option("--model", "chosen", help="The model's path in a folder or .zip holding several.")
-@click.option("--id", "conversion_id", help="The conversion id (default: a new one).")
+@click.option("--id", "conversion_id", callback=checked_id, help="The conversion id (default: a new one).")
 @click.option("--wait", is_flag=True, help="Show progress until the conversion ends.")
 @api_command
 def convert(path: Path, settings: Path | None, chosen: str | None, conversion_id: str | None, wait: bool,
@@ -81,7 +81,7 @@ def convert(path: Path, settings: Path | None, chosen: str | None, conversion_id
 def _convert(client: HubClient, path: Path, settings: Path | None, chosen: str | None, conversion_id: str | None,
              wait: bool, as_json: bool) -> None:  # fmt: skip
     folder, model = upload(client, path, settings, chosen)
-    conversion_id = conversion_id or f"{folder[:200]}-{uuid.uuid4().hex[:8]}"
+    conversion_id = f"{folder[:200]}-{uuid.uuid4().hex[:8]}" if conversion_id is None else conversion_id
     body = client.create_conversion(
         conversion_id,
         {
@@ -131,7 +131,7 @@ def conversion() -> None:
 
 
 @conversion.command("get")
-@click.argument("conversion_id")
+@click.argument("conversion_id", callback=checked_id)
 @api_command
 def conversion_get(conversion_id: str, config: Path | None, data_dir: Path, as_json: bool) -> None:
     """Show one conversion."""

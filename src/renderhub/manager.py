@@ -47,6 +47,7 @@ class SessionManager:
         # This hub's replica id: the `watcher` of the sessions it starts (the reaper heartbeats under it).
         self.replica_id = replica_id or uuid.uuid4().hex
         self._starting: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self.stopping: set[str] = set()  # backend identities of the servers this hub is stopping now
         # Starts are background work: one of their transactions at a time, so that a burst of creates leaves
         # the connection pool and the CPU to the requests (bench/scale.py, 500 creates with 32 in flight: a
         # few at a time, p99 fell from about 450 ms to 130-200 ms against unbounded; one at a time rather than
@@ -270,7 +271,12 @@ class SessionManager:
         usage = metering.usage_record(session, ended_at, self.sizes[session.size]) if metering.bills(session) else None
         ended = await self.repo.end_session(session, status, ended_at, usage, error, from_statuses=(session.status,))
         if ended and session.backend_state:
-            await self.backend.stop(session.backend_state)
+            identity = self.backend.identity(session.backend_state)
+            self.stopping.add(identity)  # the reaper's reconciliation leaves this server to this stop
+            try:
+                await self.backend.stop(session.backend_state)
+            finally:
+                self.stopping.discard(identity)
         return ended
 
     async def _fail(self, session: Session, error: ArrError) -> None:

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
+
+# Session and conversion ids, as ARR took them: checked by the API, and by the CLI before it sends one.
+ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,256}")
+ID_RULE = "1 to 256 characters of letters, digits, hyphens and underscores"
 
 
 class ServerSize(enum.StrEnum):

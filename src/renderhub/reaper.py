@@ -164,7 +164,13 @@ async def reconcile(manager: SessionManager) -> list[State]:
     # Servers first, sessions second: a server listed here was launched for (or assigned) a session already stored.
     servers = await manager.backend.servers()
     live = await manager.repo.live_seqs()
-    orphans = [server for server in servers if not pooled(server) and server.get("session_seq") not in live]
+    orphans = [
+        server
+        for server in servers
+        if not pooled(server)
+        and server.get("session_seq") not in live
+        and manager.backend.identity(server) not in manager.stopping  # an ended session's server, being stopped
+    ]
     for state in orphans:
         log.warning("stopping render server %s: it belongs to no live session", manager.backend.identity(state))
     await asyncio.gather(*(manager.backend.stop(state) for state in orphans))

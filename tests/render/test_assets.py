@@ -90,6 +90,7 @@ async def test_private_addresses_are_refused_before_connecting(tmp_path: Path, u
     with pytest.raises(ModelError) as refused:
         await fetcher.fetch(url, tmp_path / "work", progress)
     assert refused.value.code == "ModelUrlForbidden"
+    assert "--allow-private-model-urls" in refused.value.message  # the option that allows them, named
 
 
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://example.org/x.glb", "http:///x.glb"])

@@ -472,3 +472,20 @@ def test_session_bar_keys_and_stats_overlay(hub: RunningHub, browser: Browser) -
     expect(page.locator("#sessions-empty")).to_be_visible()
     with hub.client() as client:
         assert [client.get(name)["status"] for name in ("shown", "other")] == ["Stopped", "Stopped"]
+
+
+def test_the_inspector_page_shows_live_figures(hub: RunningHub, browser: Browser) -> None:
+    """The render server's inspector page, as a person opens it: its script runs, and its figures move."""
+    with hub.client() as client:
+        client.create("inspected", "Standard", 10)
+        session = wait_for(lambda: (s := client.get("inspected"))["status"] == "Ready" and s, timeout=30)
+        token = client.token()
+    page = browser.page()
+    page.goto(f"https://{session['hostname']}:{session['arrInspectorPort']}/#token={token}")
+    expect(page.locator("#session")).to_have_text("inspected", timeout=10_000)
+    expect(page.locator("#state")).to_have_text("no client connected")
+    uptime = page.locator("#figures tr", has=page.locator("th", has_text=re.compile("^uptimeSeconds$"))).locator("td")
+    first = float(uptime.inner_text())
+    eventually(page, lambda: float(uptime.inner_text()) > first, 5, "the uptime read again, and grown")
+    expect(page.locator("#figures")).to_contain_text("llvmpipe")
+    expect(page.locator("#log")).to_contain_text("render server for session inspected")

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from renderhub.api.schemas import SESSION_ID, body_object
 from renderhub.errors import BadRequest
-from renderhub.models import BlobLocation, Conversion, ConversionSettings, ConversionStatus
+from renderhub.models import ID_RULE, BlobLocation, Conversion, ConversionSettings, ConversionStatus
 
 ASSET_SUFFIX = ".arrAsset"
 MAX_TEXT = 2048  # URIs, paths and SAS tokens: longer than any real one, short enough to keep out of the way
@@ -19,7 +19,7 @@ MAX_TEXT = 2048  # URIs, paths and SAS tokens: longer than any real one, short e
 def check_conversion_id(conversion_id: str) -> str:
     if not SESSION_ID.fullmatch(conversion_id):
         raise BadRequest(
-            "The conversion id must be 1 to 256 characters of letters, digits, hyphens and underscores.",
+            f"The conversion id must be {ID_RULE}.",
             target="conversion_id",
         )
     return conversion_id

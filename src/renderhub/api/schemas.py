@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import re
 from datetime import datetime
 from typing import Any
 
 from renderhub import leases
 from renderhub.errors import BadRequest, RenderHubError
-from renderhub.models import ServerSize, Session, SessionStatus
+from renderhub.models import ID_PATTERN, ID_RULE, ServerSize, Session, SessionStatus
 
 API_VERSIONS = ("2021-01-01", "2021-01-01-preview")
-SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,256}")
+SESSION_ID = ID_PATTERN
 LEASE = "maxLeaseTimeMinutes"
 
 
@@ -30,7 +29,7 @@ def check_api_version(version: str | None) -> str:
 def check_session_id(session_id: str) -> str:
     if not SESSION_ID.fullmatch(session_id):
         raise BadRequest(
-            "The session id must be 1 to 256 characters of letters, digits, hyphens and underscores.",
+            f"The session id must be {ID_RULE}.",
             target="session_id",
         )
     return session_id

@@ -55,7 +55,8 @@ class Fetcher:
         if not self.allow_private and any(forbidden(a) for a in addresses):
             raise ModelError(
                 "ModelUrlForbidden",
-                f"'{host}' is a loopback, link-local or private address; this server does not fetch from those.",
+                f"'{host}' is a loopback, link-local or private address; this server does not fetch from those "
+                "(its hub allows them with `renderhub serve --allow-private-model-urls`).",
             )
         return str(addresses[0])
 
