@@ -278,8 +278,19 @@ def test_sign_in_list_and_stop_sessions(hub_factory: Callable[..., RunningHub], 
     page.click("#create-button")
     expect(page.locator("#toast-text")).to_contain_text("letters, digits")
 
-    page.click("#session-list li[data-session-id='first'] button.danger")
+    # Stop asks first: dismissed, nothing happens; accepted, the session stops.
+    stop_first = "#session-list li[data-session-id='first'] button.danger"
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    page.click(stop_first)
+    page.wait_for_timeout(500)
+    expect(page.locator("#session-list li")).to_have_count(2)
+    with hub.client() as client:
+        assert client.get("first")["status"] != "Stopped"
+    asked: list[str] = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
+    page.click(stop_first)
     expect(page.locator("#session-list li")).to_have_count(1)
+    assert asked and asked[0].startswith("Stop session first?")
     expect(page.locator("#session-list li")).to_have_attribute("data-session-id", "second")
     with hub.client() as client:
         assert client.get("first")["status"] == "Stopped"
@@ -371,6 +382,7 @@ def test_stream_orbit_stats_and_stop(
     assert figures["codec"] in ("H264", "VP8", "VP9", "AV1")
     assert float(figures["bitrate"]) > 0 and float(figures["render"]) > 0
 
+    page.once("dialog", lambda dialog: dialog.accept())  # "Stop session viewer-e2e? ..."
     page.click("#stop-session")
     expect(page.locator("#stage-title")).to_have_text("Session stopped")
     with hub.client() as client:
@@ -462,6 +474,7 @@ def test_session_bar_keys_and_stats_overlay(hub: RunningHub, browser: Browser) -
 
     # Stop from the list: another session just goes; the one on the stage is stopped by the stage. (A stop
     # returns once the render server has exited, which takes a while on a busy machine.)
+    page.on("dialog", lambda dialog: dialog.accept())  # each Stop asks first
     other.locator("button.danger").click()
     expect(page.locator("#toast-text")).to_have_text("Session other stopped.", timeout=20_000)
     expect(other).to_have_count(0)

@@ -142,6 +142,7 @@ def test_upload_converts_loads_and_lists_the_model(hub: RunningHub, browser: Bro
         re.compile(r"^Converted in \d+ s; loading it into the session\.$")
     )
     box = triangles(page)
+    expect(page.locator("#model-info")).to_contain_text(" · 1 draw call · ")  # one, said as one
     states = seen(page)
     uploading = [state for state in states if state["text"].startswith("Uploading")]
     assert uploading and all(state["name"] == "box.fbx" for state in uploading), states

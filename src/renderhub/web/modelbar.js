@@ -27,6 +27,12 @@ function serverErrorText({ code = "", message = "" }) {
   }
 }
 
+/** "1 draw call", "12,300 triangles": a count with its noun, singular for one. */
+function counted(value, noun) {
+  const n = Number(value || 0);
+  return `${n.toLocaleString("en-US")} ${noun}${n === 1 ? "" : "s"}`;
+}
+
 export class ModelBar {
   /**
    * @param state    the ViewerState: loads go to its current stream; current.loading is set here only
@@ -112,12 +118,14 @@ export class ModelBar {
     } else if (message.type === "modelLoaded") {
       this.done();
       const seconds = (Number(message.loadMs) || 0) / 1000;
-      const triangles = Number(message.triangles || 0).toLocaleString("en-US");
+      const triangles = counted(message.triangles, "triangle");
       const points = Number(message.points || 0);
-      const cloud = points ? ` · ${points.toLocaleString("en-US")} points` : "";
-      const draws = Number(message.drawCalls || 0).toLocaleString("en-US");
+      const cloud = points ? ` · ${counted(points, "point")}` : "";
+      const levels = Array.isArray(message.levels) && message.levels.length > 1;
+      const detail = levels ? ` · ${message.levels.length} levels of detail` : "";
       $("model-info").textContent =
-        `${triangles} triangles${cloud} · ${draws} draw calls · loaded in ${seconds.toFixed(2)} s`;
+        `${triangles}${cloud} · ${counted(message.drawCalls, "draw call")}${detail} · ` +
+        `loaded in ${seconds.toFixed(2)} s`;
       current.camera.frame(message.bounds);
       this.state.poseChanged();
     } else if (message.type === "error") {

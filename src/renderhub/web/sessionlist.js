@@ -13,6 +13,11 @@ export function leaseText(session) {
   return `${session.size} · ${session.elapsedTimeMinutes} of ${session.maxLeaseTimeMinutes} min used`;
 }
 
+/** Whether the person means to stop a session: a stopped session cannot be started again, and its model is gone. */
+export function confirmStop(id) {
+  return window.confirm(`Stop session ${id}? Its render server shuts down; a stopped session cannot be resumed.`);
+}
+
 function newSessionId() {
   const bytes = crypto.getRandomValues(new Uint8Array(3));
   return "viewer-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
@@ -136,6 +141,7 @@ export class SessionList {
   async stopSession(id, button) {
     const { current } = this.state;
     if (current && current.id === id) return this.view.stopCurrent();
+    if (!confirmStop(id)) return;
     button.disabled = true;
     try {
       await this.state.hub.stopSession(id);

@@ -3,7 +3,7 @@
 import { HubError } from "./hubapi.js";
 import { Cancelled } from "./messages.js";
 import { OrbitCamera } from "./orbit.js";
-import { leaseText, MAX_LEASE_MINUTES } from "./sessionlist.js";
+import { confirmStop, leaseText, MAX_LEASE_MINUTES } from "./sessionlist.js";
 import { RenderStream } from "./stream.js";
 
 const $ = (id) => document.getElementById(id);
@@ -229,6 +229,7 @@ export class SessionView {
     if (!this.state.current) return;
     const mine = this.generation;
     const { id } = this.state.current;
+    if (!confirmStop(id)) return;
     const button = $("stop-session");
     button.disabled = true;
     button.textContent = "Stopping…";
