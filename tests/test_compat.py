@@ -181,6 +181,9 @@ async def test_a_stream_encodes_with_ours_and_decodes_at_the_marker_bit_with_rtp
     assert compat.received_rtp_timestamp(stream.receiver, second) == expected, broken(
         "aiortc", "the receiver's decoded frames no longer carry pts from the first frame's RTP timestamp"
     )
+    # The bytes of both frames, as encoded (the first a key frame of a 256x144 picture: hundreds of bytes).
+    received_bytes = compat.received_video_bytes(stream.receiver)
+    assert received_bytes is not None and received_bytes > 200, broken("aiortc", "no count of the bytes received")
 
 
 # ---------------------------------------------------------------------------------------------- aiortc: receiving

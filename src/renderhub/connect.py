@@ -20,13 +20,16 @@ import numpy as np
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from renderhub.picture_quality import fetch_reference, luma_psnr
 from renderhub.render import pose_tag, protocol
 from renderhub.render.camera import orbit_pose
-from renderhub.render.compat import enable_loopback_candidates, use_marker_jitter_buffer
+from renderhub.render.compat import enable_loopback_candidates, received_video_bytes, use_marker_jitter_buffer
 from renderhub.render.rtc import IceServer, ice_configuration, negotiated_codec
 
 DEGREES_PER_SECOND = 40.0  # orbit speed: every frame differs, slowly enough to look at
 FULL_DETAIL_TIMEOUT = 20.0  # seconds to wait, once the camera stops, for the full-detail frame
+PSNR_SAMPLES = 10  # frames measured against the server's reference while orbiting
+STILL_VIEW_SECONDS = 0.5  # the frame on screen this long after the camera stopped is the still picture measured
 HTTP_TIMEOUT = 60.0
 
 
@@ -117,6 +120,8 @@ class RenderClient:
         self.pc = RTCPeerConnection(ice_configuration(ice_servers))
         self.channel = self.pc.createDataChannel(protocol.CHANNEL_LABEL)
         transceiver = self.pc.addTransceiver("video", direction="recvonly")
+        self.receiver = transceiver.receiver
+        self._reference: tuple[str, str, ssl.SSLContext | None] | None = None
         if video_codecs:
             # Offer only these (e.g. ["video/VP8"]), in this order; retransmission (RTX) stays available.
             available = RTCRtpSender.getCapabilities("video").codecs
@@ -167,6 +172,8 @@ class RenderClient:
         timeout: float = 30.0,
     ) -> dict[str, Any]:
         """Offer, answer, and wait for the server's hello (which it returns)."""
+        # The server's lossless frames, beside its offer endpoint (on the render server, or relayed by the hub).
+        self._reference = (offer_url.rsplit("/offer", 1)[0] + "/reference", token, ssl_context)
         await self.pc.setLocalDescription(await self.pc.createOffer())
         body = {"sdp": self.pc.localDescription.sdp, "type": "offer", "width": width, "height": height, "fps": fps}
         answer = await asyncio.to_thread(_post_json, offer_url, token, body, ssl_context)
@@ -200,6 +207,31 @@ class RenderClient:
         if reply["type"] == "error":
             raise ConnectError(f"the model was refused ({reply['code']}: {reply['message']})")
         return reply
+
+    async def psnr(self, frame: av.VideoFrame, pose_id: int) -> float | None:
+        """The decoded frame's luma PSNR against the server's reference of its pose; None without a reference."""
+        if self._reference is None:
+            return None
+        url, token, context = self._reference
+        reference = await asyncio.to_thread(fetch_reference, url, token, pose_id, context)
+        return None if reference is None else await asyncio.to_thread(luma_psnr, frame, reference)
+
+    def received_bytes(self) -> int:
+        """Encoded video bytes decoded so far (0 where this aiortc cannot count them)."""
+        return received_video_bytes(self.receiver) or 0
+
+    async def shown_at(self, moment: float) -> tuple[av.VideoFrame, int | None] | None:
+        """The frame on screen at `moment` (time.monotonic()): the last decoded by then; None if none came."""
+        track = await asyncio.wait_for(asyncio.shield(self._track), 5)
+        shown = None
+        while (remaining := moment - time.monotonic()) > 0:
+            try:
+                frame = await asyncio.wait_for(track.recv(), remaining)
+            except (MediaStreamError, TimeoutError):
+                break
+            assert isinstance(frame, av.VideoFrame)
+            shown = (frame, pose_tag.read(luma(frame)))
+        return shown
 
     async def full_detail(self, pose_id: int, timeout: float) -> float | None:
         """When (time.monotonic()) the server reported the full-detail frame of `pose_id` sent; None if it did not
@@ -236,15 +268,18 @@ class RenderClient:
         except (MediaStreamError, TimeoutError):
             raise ConnectError("the video stream ended or stalled") from None
         assert isinstance(frame, av.VideoFrame)
-        # The luma plane alone carries the black/white tag: no colour conversion per frame.
-        plane = frame.planes[0]
-        luma = np.frombuffer(memoryview(plane), np.uint8).reshape(frame.height, plane.line_size)[:, : frame.width]
-        pose_id = pose_tag.read(luma)
+        pose_id = pose_tag.read(luma(frame))
         self.meter.frame_decoded(pose_id, time.monotonic())
         return frame, pose_id
 
     async def close(self) -> None:
         await self.pc.close()
+
+
+def luma(frame: av.VideoFrame) -> np.ndarray:
+    """The decoded frame's luma plane, without a colour conversion: the black/white pose tag is in it."""
+    plane = frame.planes[0]
+    return np.frombuffer(memoryview(plane), np.uint8).reshape(frame.height, plane.line_size)[:, : frame.width]
 
 
 def _triangles(loaded: dict[str, Any] | None, level: int) -> float:
@@ -297,22 +332,35 @@ async def run_client(
         warmup_until = time.monotonic() + warmup_s
         last: av.VideoFrame | None = None
         deadline = time.monotonic() + 60 + frames * 4 / fps
-        measured_from = None
+        measured_from, measured_bytes = None, (0, 0.0)
+        sample_every = max(frames // PSNR_SAMPLES, 1)
+        moving_psnr: list[asyncio.Task[float | None]] = []
         while len(client.meter.new_frames) < frames:
             if time.monotonic() > deadline:
                 raise ConnectError(f"only {len(client.meter.new_frames)} of {frames} frames arrived in time")
             client.meter.measuring = time.monotonic() >= warmup_until
             if client.meter.measuring and measured_from is None:
-                measured_from = len(client.frame_reports)
-            last, _ = await client.next_frame()
+                measured_from, measured_bytes = len(client.frame_reports), (client.received_bytes(), time.monotonic())
+            counted = len(client.meter.new_frames)
+            last, pose_id = await client.next_frame()
+            new = len(client.meter.new_frames) > counted
+            if client.meter.measuring and new and pose_id is not None and counted % sample_every == 0:
+                moving_psnr.append(asyncio.create_task(client.psnr(last, pose_id)))
         figures = client.meter.figures()
         moving = client.frame_reports[measured_from or 0 :]
-        # The camera stops: how long until the server shows the last pose in full detail.
+        received, since = measured_bytes
+        bitrate = (client.received_bytes() - received) * 8 / max(time.monotonic() - since, 1e-3) / 1000
+        # The camera stops: the picture on screen half a second later, and when the last pose showed in full detail.
         orbiting.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await orbiting
         stopped_at = time.monotonic()
+        still = await client.shown_at(stopped_at + STILL_VIEW_SECONDS)
+        still_psnr = None
+        if still is not None and still[1] is not None:
+            still_psnr = await client.psnr(still[0], still[1])
         shown = await client.full_detail(client.poses_sent - 1, FULL_DETAIL_TIMEOUT)
+        measured_psnr = [p for p in await asyncio.gather(*moving_psnr) if p is not None]
         figures.update(codec=client.codec, width=last.width if last else 0, height=last.height if last else 0)
         renders = [r["renderMs"] for r in client.frame_reports]
         sends = [r["encodeMs"] for r in client.frame_reports if "encodeMs" in r]
@@ -321,7 +369,11 @@ async def run_client(
             poses_sent=client.poses_sent,
             level_moving_p50=_percentile(levels, 0.5),
             triangles_moving_p50=_percentile([_triangles(loaded, level) for level in levels], 0.5),
-            full_detail_ms_after_stop=None if shown is None else round((shown - stopped_at) * 1000, 1),
+            # 0 when the last pose was shown in full detail already (a model with one level of detail).
+            full_detail_ms_after_stop=None if shown is None else round(max(shown - stopped_at, 0.0) * 1000, 1),
+            psnr_db_moving=_percentile(measured_psnr, 0.5),
+            psnr_db_still=still_psnr,
+            bitrate_kbps=round(bitrate, 1),
             server_render_ms_p50=_percentile(renders, 0.5),
             server_send_ms_p50=_percentile(sends, 0.5),
             renderer=hello.get("renderer"),

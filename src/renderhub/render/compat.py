@@ -95,7 +95,15 @@ def _marker_jitter_buffer_class() -> type[JitterBuffer]:
         and `_packets`, and the depayloaded `_data` the receiver puts on each packet.
         """
 
+        frame_bytes = 0  # the encoded bytes of every frame released, which a client's bitrate counts
+
         def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
+            frame = self._marked_frame(sequence_number)
+            if frame is not None:
+                self.frame_bytes += len(frame.data)
+            return frame
+
+        def _marked_frame(self, sequence_number: int) -> JitterFrame | None:
             frame = super()._remove_frame(sequence_number)
             if frame is not None or self._origin is None:
                 return frame
@@ -128,6 +136,13 @@ def use_marker_jitter_buffer(receiver: RTCRtpReceiver) -> bool:
         return False
     receiver._RTCRtpReceiver__jitter_buffer = marker_jitter_buffer()
     return True
+
+
+def received_video_bytes(receiver: RTCRtpReceiver) -> int | None:
+    """Encoded video bytes `receiver` has released to its decoder (with use_marker_jitter_buffer), else None."""
+    buffer = getattr(receiver, "_RTCRtpReceiver__jitter_buffer", None)
+    count = getattr(buffer, "frame_bytes", None)
+    return count if isinstance(count, int) else None
 
 
 def received_rtp_timestamp(receiver: RTCRtpReceiver, frame: av.VideoFrame) -> int | None:

@@ -39,6 +39,7 @@ class Request:
     path: str
     headers: dict[str, str]
     body: bytes
+    query: str = ""  # after the "?", undecoded
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,8 @@ async def _read_request(head: bytes, reader: asyncio.StreamReader) -> Request | 
         body = await reader.readexactly(length) if length else b""
     except asyncio.IncompleteReadError:
         return MALFORMED
-    return Request(parts[0].upper(), parts[1].split("?", 1)[0], headers, body)
+    path, _, query = parts[1].partition("?")
+    return Request(parts[0].upper(), path, headers, body, query)
 
 
 async def _linger(reader: asyncio.StreamReader) -> None:

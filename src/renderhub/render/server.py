@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import io
 import ipaddress
 import json
 import logging
@@ -16,6 +17,7 @@ import time
 from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
 
 from renderhub.render.access import AccessDenied, Grant, TokenCheck
 from renderhub.render.assets import ModelResolver
@@ -110,7 +112,26 @@ class RenderServer:
             return Response.json(200, {"status": "ok", "sessionId": self.session_id})
         if request.path == "/offer" and request.method == "POST":
             return await self.offer(request)
+        if request.path == "/reference" and request.method == "GET":
+            return await self.reference(request)
         return Response.error(404, "NotFound", f"No such endpoint: {request.path[:100]}")
+
+    async def reference(self, request: Request) -> Response:
+        """A recent frame of the stream, lossless (PNG), by the pose it shows: what a client measures quality with."""
+        try:
+            await self.admit(request)
+        except AccessDenied as exc:
+            return Response.error(401, exc.code, exc.message)
+        values = parse_qs(request.query).get("poseId", [])
+        if len(values) != 1 or not values[0].isdigit() or len(values[0]) > 9:
+            return Response.error(400, "BadRequest", "Give one poseId, the id of a pose the stream has shown.")
+        pose_id = int(values[0])
+        client = self.client
+        frame = client.track.reference(pose_id) if client is not None else None
+        if frame is None:
+            return Response.error(404, "NotFound", f"No recent frame shows pose {pose_id}: only the latest poses' "
+                                  "frames are kept, while a client streams.")  # fmt: skip
+        return Response(200, await asyncio.to_thread(_png, frame), "image/png", {"Cache-Control": "no-store"})
 
     async def admit(self, request: Request) -> Grant:
         """The request's token, once it is valid for this session and its key still holds; else AccessDenied."""
@@ -248,6 +269,15 @@ def _probe_encoders() -> str:
     if encoder is None:
         raise RuntimeError("no H.264 encoder could be opened")
     return encoder
+
+
+def _png(frame: Any) -> bytes:
+    """A frame as PNG, compressed lightly: it is fetched over a local network, and fast matters more."""
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(frame.to_ndarray(format="rgb24")).save(out, "PNG", compress_level=1)
+    return out.getvalue()
 
 
 def _is_loopback(host: str) -> bool:

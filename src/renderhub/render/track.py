@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import fractions
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 import av
@@ -14,6 +15,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from renderhub.render.worker import FrameMeta, RenderWorker, WorkerError
 
+REFERENCES_KEPT = 16  # the latest frames kept for /reference, one per pose: a second at 16 fps, 44 MB at 720p
 VIDEO_CLOCK = 90_000  # RTP's video clock rate: pts in these units need no rescaling in aiortc
 TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK)
 
@@ -40,6 +42,13 @@ class RenderTrack(VideoStreamTrack):
         self._pending: tuple[FrameMeta, float] | None = None
         self._replacing: asyncio.Future[RenderWorker | None] | None = None
         self.frames_sent = 0
+        # The frames as they went to the encoder, by pose (a still camera's full-detail frame replaces the moving
+        # one of its pose): the lossless reference a client measures picture quality against.
+        self._references: OrderedDict[int, av.VideoFrame] = OrderedDict()
+
+    def reference(self, pose_id: int) -> av.VideoFrame | None:
+        """The latest frame sent of `pose_id`, as the encoder was given it; None once it is no longer kept."""
+        return self._references.get(pose_id)
 
     def replacing_worker(self) -> None:
         """The worker is about to be killed and replaced: wait for `replaced` instead of ending the stream."""
@@ -90,4 +99,8 @@ class RenderTrack(VideoStreamTrack):
         frame.pts = pts
         frame.time_base = TIME_BASE
         self._pending = (meta, now)
+        self._references[meta.pose_id] = frame  # the encoder reads it, never writes it: no copy needed
+        self._references.move_to_end(meta.pose_id)
+        while len(self._references) > REFERENCES_KEPT:
+            self._references.popitem(last=False)
         return frame
