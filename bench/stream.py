@@ -25,7 +25,7 @@ import numpy as np
 from processes import free_port, kill_render_servers, stop_after, stop_process, wait_until
 from renderhub.backends.local import render_servers
 from renderhub.client import ArrConfig, HubClient
-from renderhub.connect import DEGREES_PER_SECOND, ConnectError, RenderClient
+from renderhub.connect import DEGREES_PER_SECOND, STILL_VIEW_SECONDS, ConnectError, RenderClient
 from renderhub.render.camera import orbit_pose
 
 RENDERHUB = str(Path(sys.executable).parent / "renderhub")
@@ -37,6 +37,7 @@ BASELINE_TOKEN = "bench-baseline"
 TARGET_FPS = 30.0
 TARGET_P50_MS = 60.0
 TARGET_IDLE = 0.02
+PSNR_SAMPLES = 10  # frames measured against the render server's lossless reference per stream
 
 
 class OutOfTime(Exception):
@@ -162,6 +163,9 @@ class Figures:
     codec: str = ""
     renderer: str = ""
     error: str = ""
+    psnr_moving: float | None = None  # luma dB against the server's reference frames, median while orbiting
+    psnr_still: float | None = None  # of the frame on screen 0.5 s after the last pose
+    bitrate_kbps: float | None = None  # encoded video received in the window
 
 
 async def _orbit(client: RenderClient, fps: int, target: list[float], distance: float, sent: list[int]) -> None:
@@ -214,16 +218,30 @@ async def measure_stream(
         reports_before, poses_before = len(client.frame_reports), sent[0]
         cpu.begin()
         meter.measuring = True
-        measure_until = time.monotonic() + args.duration
+        received, measure_from = client.received_bytes(), time.monotonic()
+        measure_until = measure_from + args.duration
+        sample_every = max(int(args.duration * args.fps) // PSNR_SAMPLES, 1)
+        psnr: list[asyncio.Task[float | None]] = []
         while time.monotonic() < measure_until:
             frame, pose_id = await client.next_frame(timeout=10)
             figures.decoded += 1
             figures.key_frames += frame.key_frame
             figures.untagged += pose_id is None
+            if pose_id is not None and figures.decoded % sample_every == 0:
+                psnr.append(asyncio.create_task(client.psnr(frame, pose_id)))
         meter.measuring = False
         figures.cpu = cpu.end()
+        figures.bitrate_kbps = (client.received_bytes() - received) * 8 / (time.monotonic() - measure_from) / 1000
         reports = client.frame_reports[reports_before:]
         figures.poses = sent[0] - poses_before
+        # Outside the CPU window: the reference fetches cost the server a PNG each.
+        figures.psnr_moving = percentile([p for p in await asyncio.gather(*psnr) if p is not None], 0.5)
+        orbit.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await orbit
+        still = await client.shown_at(time.monotonic() + STILL_VIEW_SECONDS)
+        if still is not None and still[1] is not None:
+            figures.psnr_still = await client.psnr(still[0], still[1])
     finally:
         if orbit is not None:
             orbit.cancel()
@@ -541,6 +559,8 @@ def report(results: list[Figures], idle: list[tuple[str, float]], args: argparse
               f"sent, {r.decoded / seconds:.1f} decoded, {r.new / seconds:.1f} new; {r.untagged} untagged, "
               f"{r.key_frames} key frames; "
               f"{r.codec}; server CPU: {split}; hub {r.cpu.hub:.0%}")  # fmt: skip
+        print(f"    picture: luma PSNR {fmt(r.psnr_moving)} dB moving, {fmt(r.psnr_still)} dB still "
+              f"(- : no reference to compare with), {fmt(r.bitrate_kbps, '{:.0f}')} kbit/s")  # fmt: skip
     print(f"  renderer: {next((r.renderer for r in results if r.renderer), '-')}")
     print(f"\n{'target (720p, CPU only)':54}{'measured':>10}{'target':>10}   verdict")
     for r in results:
