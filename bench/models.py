@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from model_memory import grid
-from processes import free_port, kill_render_servers, stop_process, wait_until
+from processes import create_ready, free_port, kill_render_servers, stop_process, wait_until
 from renderhub.backends.local import render_servers
 from renderhub.client import ArrConfig, HubClient
 from renderhub.connect import RenderClient, orbit
@@ -165,12 +165,8 @@ async def _report_after(viewer: RenderClient, loaded_at: float) -> float:
 
 
 def session(client: HubClient, data_dir: Path, name: str, model: str, orbit_s: float) -> dict[str, Any]:
-    client.create(name, "Standard", 30)
-    deadline = time.monotonic() + 60
-    while (status := client.get(name)["status"]) != "Ready":
-        if status != "Starting" or time.monotonic() > deadline:
-            raise RuntimeError(f"session {name} is {status}")
-        time.sleep(0.1)
+    if (status := create_ready(client, name)) is not None:
+        raise RuntimeError(f"session {name} is {status}")
     try:
         return asyncio.run(stream(client, data_dir, name, model, orbit_s))
     except Exception as exc:  # a refused load (the memory limit) is a figure too

@@ -1,4 +1,4 @@
-"""What both benchmarks need of the servers they start: a free port, and waiting until one answers."""
+"""What the benchmarks need of the servers they start: a free port, waiting until one answers, a Ready session."""
 
 from __future__ import annotations
 
@@ -20,6 +20,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def create_ready(client: Any, session_id: str, timeout: float = 60) -> str | None:
+    """Create a Standard session (30 min lease) and wait until it is Ready; the status it ended in otherwise."""
+    client.create(session_id, "Standard", 30)
+    deadline = time.monotonic() + timeout
+    while (status := client.get(session_id)["status"]) != "Ready":
+        if status != "Starting" or time.monotonic() > deadline:
+            return str(status)
+        time.sleep(0.1)
+    return None
 
 
 def wait_until(

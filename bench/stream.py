@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from processes import free_port, kill_render_servers, stop_after, stop_process, wait_until
+from processes import create_ready, free_port, kill_render_servers, stop_after, stop_process, wait_until
 from renderhub.backends.local import render_servers
 from renderhub.client import ArrConfig, HubClient
 from renderhub.connect import DEGREES_PER_SECOND, STILL_VIEW_SECONDS, ConnectError, RenderClient
@@ -462,12 +462,8 @@ def renderhub(tmp: Path) -> Iterator[Hub]:
             wait_until(process, f"https://127.0.0.1:{port}/health", tmp / "hub.log", trust, 60)
             client = HubClient(ArrConfig.load(data_dir / "arrconfig.json"), verify=str(ca))
             try:
-                client.create(SESSION_ID, "Standard", 30)
-                deadline = time.monotonic() + 60
-                while (status := client.get(SESSION_ID)["status"]) != "Ready":
-                    if status != "Starting" or time.monotonic() > deadline:
-                        raise RuntimeError(f"the session is {status}:\n{(tmp / 'hub.log').read_text()[-3000:]}")
-                    time.sleep(0.2)
+                if (status := create_ready(client, SESSION_ID)) is not None:
+                    raise RuntimeError(f"the session is {status}:\n{(tmp / 'hub.log').read_text()[-3000:]}")
                 pids = list(render_servers(str(data_dir.resolve())))
                 if len(pids) != 1:
                     raise RuntimeError(f"expected one render server, found {pids}")
