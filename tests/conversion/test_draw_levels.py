@@ -93,11 +93,9 @@ def test_a_large_batch_decimated_in_slabs_has_no_cracks(monkeypatch: pytest.Monk
     assert (uses == 1).sum() == outline and (uses > 2).sum() == 0
 
 
-def glb_with_levels(tmp_path: Path) -> Path:
-    """A converted 24 200-triangle grid, as `convert` writes it."""
-    source = tmp_path / "in"
-    source.mkdir()
-    batch = terrain(110)
+def write_grid_glb(path: Path, size: int) -> Path:
+    """terrain(size) as a plain binary glTF (positions and indices), as a user would upload it."""
+    batch = terrain(size)
     header = {
         "asset": {"version": "2.0"}, "scene": 0, "scenes": [{"nodes": [0]}], "nodes": [{"mesh": 0}],
         "meshes": [{"primitives": [{"attributes": {"POSITION": 0}, "indices": 1}]}],
@@ -116,7 +114,15 @@ def glb_with_levels(tmp_path: Path) -> Path:
     text += b" " * (-len(text) % 4)
     binary = positions + indices
     glb = struct.pack("<4sIIII", b"glTF", 2, 28 + len(text) + len(binary), len(text), 0x4E4F534A) + text
-    (source / "grid.glb").write_bytes(glb + struct.pack("<II", len(binary), 0x004E4942) + binary)
+    path.write_bytes(glb + struct.pack("<II", len(binary), 0x004E4942) + binary)
+    return path
+
+
+def glb_with_levels(tmp_path: Path) -> Path:
+    """A converted 24 200-triangle grid, as `convert` writes it."""
+    source = tmp_path / "in"
+    source.mkdir()
+    write_grid_glb(source / "grid.glb", 110)
     assert convert(source, "grid.glb", tmp_path, "grid.arrAsset", "levels").result == "succeeded"
     return tmp_path / "grid.arrAsset"
 
