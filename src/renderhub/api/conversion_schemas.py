@@ -8,21 +8,16 @@ from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
-from renderhub.api.schemas import SESSION_ID, body_object
+from renderhub.api.schemas import body_object, check_id
 from renderhub.errors import BadRequest
-from renderhub.models import ID_RULE, BlobLocation, Conversion, ConversionSettings, ConversionStatus
+from renderhub.models import BlobLocation, Conversion, ConversionSettings, ConversionStatus
 
 ASSET_SUFFIX = ".arrAsset"
 MAX_TEXT = 2048  # URIs, paths and SAS tokens: longer than any real one, short enough to keep out of the way
 
 
 def check_conversion_id(conversion_id: str) -> str:
-    if not SESSION_ID.fullmatch(conversion_id):
-        raise BadRequest(
-            f"The conversion id must be {ID_RULE}.",
-            target="conversion_id",
-        )
-    return conversion_id
+    return check_id(conversion_id, "conversion")
 
 
 def _text(body: dict[str, Any], name: str, where: str, *, required: bool = False) -> str | None:

@@ -26,13 +26,15 @@ def check_api_version(version: str | None) -> str:
     return version
 
 
+def check_id(value: str, kind: str) -> str:
+    """A session or conversion id (`kind`: "session" or "conversion") as ARR took them, else BadRequest."""
+    if not ID_PATTERN.fullmatch(value):
+        raise BadRequest(f"The {kind} id must be {ID_RULE}.", target=f"{kind}_id")
+    return value
+
+
 def check_session_id(session_id: str) -> str:
-    if not SESSION_ID.fullmatch(session_id):
-        raise BadRequest(
-            f"The session id must be {ID_RULE}.",
-            target="session_id",
-        )
-    return session_id
+    return check_id(session_id, "session")
 
 
 def body_object(raw: bytes) -> dict[str, Any]:
