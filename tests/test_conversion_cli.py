@@ -22,6 +22,17 @@ def renderhub(hub: RunningHub, *args: str, config: Path | None = None) -> subpro
                           capture_output=True, text=True, timeout=240)  # fmt: skip
 
 
+def connect_new_session(hub: RunningHub, session_id: str, model: str, out: Path) -> subprocess.CompletedProcess[str]:
+    """`renderhub connect` loading `model` in a new Ready session, 10 frames at 320x240, the last saved to `out`."""
+    with hub.client() as client:
+        client.create(session_id, "Standard", 10)
+        wait_for(lambda: client.get(session_id)["status"] == "Ready", timeout=30)
+    connected = renderhub(hub, "connect", session_id, "--model", model, "--frames", "10", "--width", "320",
+                          "--height", "240", "--out", str(out), "--json")  # fmt: skip
+    assert connected.returncode == 0, connected.stderr
+    return connected
+
+
 def test_convert_then_connect_renders_the_converted_model(hub: RunningHub, tmp_path: Path) -> None:
     done = renderhub(hub, "convert", str(MODELS / "FBX" / "box.fbx"), "--id", "box-1", "--wait", "--json")
     assert done.returncode == 0, done.stderr
@@ -38,13 +49,8 @@ def test_convert_then_connect_renders_the_converted_model(hub: RunningHub, tmp_p
     shown = renderhub(hub, "conversion", "get", "box-1", "--json")
     assert json.loads(shown.stdout)["status"] == "Succeeded"
 
-    with hub.client() as client:
-        client.create("viewer", "Standard", 10)
-        wait_for(lambda: client.get("viewer")["status"] == "Ready", timeout=30)
     out = tmp_path / "frame.png"
-    connected = renderhub(hub, "connect", "viewer", "--model", "converted/box/box.arrAsset", "--frames", "10",
-                          "--width", "320", "--height", "240", "--out", str(out), "--json")  # fmt: skip
-    assert connected.returncode == 0, connected.stderr
+    connected = connect_new_session(hub, "viewer", "converted/box/box.arrAsset", out)
     with Image.open(out) as frame:
         assert ImageStat.Stat(frame.convert("L").crop((0, 0, 320, 200))).stddev[0] > 10, "the model, not a blank frame"
     figures = json.loads(connected.stdout)
@@ -81,13 +87,8 @@ def test_a_converted_point_cloud_renders_as_points(hub: RunningHub, tmp_path: Pa
     cloud.write_text("".join(f"{x:.3f} {y:.3f} {z:.3f} 255 0 0\n" for x, y, z in grid))
     done = renderhub(hub, "convert", str(cloud), "--id", "scan", "--wait", "--json")
     assert done.returncode == 0 and json.loads(done.stdout)["status"] == "Succeeded", done.stdout + done.stderr
-    with hub.client() as client:
-        client.create("points", "Standard", 10)
-        wait_for(lambda: client.get("points")["status"] == "Ready", timeout=30)
     out = tmp_path / "frame.png"
-    connected = renderhub(hub, "connect", "points", "--model", "converted/scan/scan.arrAsset", "--frames", "10",
-                          "--width", "320", "--height", "240", "--out", str(out), "--json")  # fmt: skip
-    assert connected.returncode == 0, connected.stderr
+    connect_new_session(hub, "points", "converted/scan/scan.arrAsset", out)
     with Image.open(out) as frame:
         pixels = np.asarray(frame.convert("RGB"))[:200].astype(int)  # above the pose tag
     reddish = int(((pixels[..., 0] > 120) & (pixels[..., 1] < 80)).sum())

@@ -20,7 +20,7 @@ import numpy as np
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from renderhub.picture_quality import fetch_reference, luma_psnr
+from renderhub.picture_quality import fetch_reference, luma, luma_psnr
 from renderhub.render import pose_tag, protocol
 from renderhub.render.camera import orbit_pose
 from renderhub.render.compat import enable_loopback_candidates, received_video_bytes, use_marker_jitter_buffer
@@ -268,18 +268,12 @@ class RenderClient:
         except (MediaStreamError, TimeoutError):
             raise ConnectError("the video stream ended or stalled") from None
         assert isinstance(frame, av.VideoFrame)
-        pose_id = pose_tag.read(luma(frame))
+        pose_id = pose_tag.read(luma(frame))  # the black/white tag is in the luma plane: no colour conversion
         self.meter.frame_decoded(pose_id, time.monotonic())
         return frame, pose_id
 
     async def close(self) -> None:
         await self.pc.close()
-
-
-def luma(frame: av.VideoFrame) -> np.ndarray:
-    """The decoded frame's luma plane, without a colour conversion: the black/white pose tag is in it."""
-    plane = frame.planes[0]
-    return np.frombuffer(memoryview(plane), np.uint8).reshape(frame.height, plane.line_size)[:, : frame.width]
 
 
 def _triangles(loaded: dict[str, Any] | None, level: int) -> float:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import shutil
 import sys
@@ -15,8 +14,6 @@ from typing import Any, Protocol
 
 from renderhub.backends import Backend
 from renderhub.datadir import private_dir
-
-log = logging.getLogger("renderhub.conversions")
 
 # A Ray task's own limit ends its process; the hub waits this much longer before it cancels the task itself.
 RAY_GRACE_SECONDS = 30.0
@@ -91,19 +88,18 @@ class RayTasks:
 
     async def run(self, name: str, spec: dict[str, Any], limit_seconds: float) -> JobEnd:
         ref = self._task.options(name=f"renderhub-conversion-{name}").remote(spec, limit_seconds)
-        ended = False
         try:
             code, stdout, stderr = await asyncio.wait_for(ref, limit_seconds + RAY_GRACE_SECONDS)
-            ended = True
-        except TimeoutError:
-            return JobEnd(None, b"", b"")  # it waited that long for a free CPU, or its node stopped answering
+        except (TimeoutError, asyncio.CancelledError) as exc:
+            # Past its limit (it waited that long for a free CPU, or its node stopped answering), or this hub is
+            # stopping: the task goes, and its process with its worker.
+            self._ray.cancel(ref, force=True)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return JobEnd(None, b"", b"")
         except self._ray.exceptions.RayError as exc:
-            ended = True
             # Its worker or node died under it: an internal error, as when a local process ends without a report.
             return JobEnd(1, b"", f"the conversion's Ray task failed: {exc}".encode())
-        finally:
-            if not ended:  # past its limit, or this hub is stopping: its process ends with its worker
-                self._ray.cancel(ref, force=True)
         return JobEnd(code, stdout, stderr)
 
 

@@ -19,9 +19,10 @@ IDENTICAL_DB = 100.0  # the PSNR reported for identical planes (the true value i
 
 
 def luma(frame: av.VideoFrame) -> NDArray[np.uint8]:
-    """The frame's Y plane as the encoder's yuv420p holds it."""
+    """The frame's Y plane as the encoder's yuv420p holds it: for a decoded frame, a view of it (no copy)."""
     yuv = frame if frame.format.name == "yuv420p" else frame.reformat(format="yuv420p")
-    return np.asarray(yuv.to_ndarray()[: yuv.height], np.uint8)
+    plane = yuv.planes[0]
+    return np.frombuffer(memoryview(plane), np.uint8).reshape(yuv.height, plane.line_size)[:, : yuv.width]
 
 
 def luma_psnr(decoded: av.VideoFrame, reference: NDArray[np.uint8]) -> float | None:
