@@ -82,8 +82,9 @@ def test_our_codec_replaces_the_one_aiortc_would_open() -> None:
     assert first is not None and b"subme=0" in b"".join(payloads), broken("aiortc", what)
     encoder.encode(video_frame(3000))
     assert encoder.codec is first, broken("aiortc", "aiortc's H264Encoder replaced a codec that was current")
-    # REMB moves the target by more than 10%: aiortc would open its own libx264 (x264's medium preset); we reopen ours.
-    encoder.target_bitrate = first.bit_rate * 2
+    # A new target bitrate: aiortc would open its own libx264 (x264's medium preset) on a 10% move; we reopen ours.
+    assert encoder.policy is not None
+    encoder.policy.target = first.bit_rate * 2
     payloads, _ = encoder.encode(video_frame(6000))
     second = encoder.codec
     assert second is not first and second.bit_rate == encoder.target_bitrate

@@ -11,7 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ DEGREES_PER_SECOND = 40.0  # orbit speed: every frame differs, slowly enough to 
 FULL_DETAIL_TIMEOUT = 20.0  # seconds to wait, once the camera stops, for the full-detail frame
 PSNR_SAMPLES = 10  # frames measured against the server's reference while orbiting
 STILL_VIEW_SECONDS = 0.5  # the frame on screen this long after the camera stopped is the still picture measured
+AFTER_STILL_SECONDS = 2.0  # then frames are counted for this long: a still camera sends none
 HTTP_TIMEOUT = 60.0
 
 
@@ -222,16 +223,24 @@ class RenderClient:
 
     async def shown_at(self, moment: float) -> tuple[av.VideoFrame, int | None] | None:
         """The frame on screen at `moment` (time.monotonic()): the last decoded by then; None if none came."""
-        track = await asyncio.wait_for(asyncio.shield(self._track), 5)
         shown = None
+        async for frame in self._frames_until(moment):
+            shown = (frame, pose_tag.read(luma(frame)))
+        return shown
+
+    async def frames_until(self, moment: float) -> int:
+        """How many frames were decoded from now until `moment` (time.monotonic())."""
+        return len([frame async for frame in self._frames_until(moment)])
+
+    async def _frames_until(self, moment: float) -> AsyncIterator[av.VideoFrame]:
+        track = await asyncio.wait_for(asyncio.shield(self._track), 5)
         while (remaining := moment - time.monotonic()) > 0:
             try:
                 frame = await asyncio.wait_for(track.recv(), remaining)
             except (MediaStreamError, TimeoutError):
-                break
+                return
             assert isinstance(frame, av.VideoFrame)
-            shown = (frame, pose_tag.read(luma(frame)))
-        return shown
+            yield frame
 
     async def full_detail(self, pose_id: int, timeout: float) -> float | None:
         """When (time.monotonic()) the server reported the full-detail frame of `pose_id` sent; None if it did not
@@ -353,6 +362,8 @@ async def run_client(
         still_psnr = None
         if still is not None and still[1] is not None:
             still_psnr = await client.psnr(still[0], still[1])
+        # A still camera costs one frame: none may follow while nothing changes.
+        frames_after_still = await client.frames_until(time.monotonic() + AFTER_STILL_SECONDS)
         shown = await client.full_detail(client.poses_sent - 1, FULL_DETAIL_TIMEOUT)
         measured_psnr = [p for p in await asyncio.gather(*moving_psnr) if p is not None]
         figures.update(codec=client.codec, width=last.width if last else 0, height=last.height if last else 0)
@@ -367,6 +378,7 @@ async def run_client(
             full_detail_ms_after_stop=None if shown is None else round(max(shown - stopped_at, 0.0) * 1000, 1),
             psnr_db_moving=_percentile(measured_psnr, 0.5),
             psnr_db_still=still_psnr,
+            frames_after_still=frames_after_still,
             bitrate_kbps=round(bitrate, 1),
             server_render_ms_p50=_percentile(renders, 0.5),
             server_send_ms_p50=_percentile(sends, 0.5),

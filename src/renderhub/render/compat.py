@@ -38,22 +38,20 @@ def use_h264_encoder(make: Callable[[], Encoder]) -> None:
     setattr(rtcrtpsender, "get_encoder", encoder_for)  # noqa: B010  (a name aiortc does not export, for mypy)
 
 
-def install_h264_codec(encoder: H264Encoder, frame: av.VideoFrame, open_codec: Callable[[int, int], Any]) -> None:
-    """Give aiortc's H264Encoder a codec context from `open_codec(width, height)` where it would open its own.
+def encode_h264(
+    encoder: H264Encoder, codec: Any, frame: av.VideoFrame, force_keyframe: bool
+) -> tuple[int, list[bytes]]:
+    """Encode `frame` with `codec` as aiortc's H264Encoder does with its own: the encoded size and the NAL units.
 
-    Call it first thing in an override of `_encode_frame` (which aiortc 1.16.0's `encode` calls). aiortc opens
-    libx264 with its own settings there when `codec` is None, and drops the codec (with `buffer_data` and
-    `buffer_pts`) when the frame size changes or the target bitrate moves more than 10%: on those same conditions
-    this installs ours, so aiortc then finds its codec current and encodes with it.
+    For an override of `_encode_frame`, which aiortc 1.16.0's `encode` calls (in an executor thread) and which opens
+    libx264 with aiortc's settings whenever the target bitrate moves 10%. As aiortc's, it sets the picture type
+    (NONE lets the codec choose), encodes, and splits the bitstream with the private `_split_bitstream`.
     """
-    codec = encoder.codec
-    rate = codec.bit_rate if codec is not None else None
-    if (
-        codec is None or not rate or frame.width != codec.width or frame.height != codec.height
-        or abs(encoder.target_bitrate - rate) / rate > 0.1
-    ):  # fmt: skip
-        encoder.buffer_data, encoder.buffer_pts = b"", None
-        encoder.codec = open_codec(frame.width, frame.height)
+    from av.video.frame import PictureType
+
+    frame.pict_type = PictureType.I if force_keyframe else PictureType.NONE
+    data = b"".join(bytes(packet) for packet in codec.encode(frame))
+    return len(data), list(encoder._split_bitstream(data)) if data else []
 
 
 def sender_encoder(sender: RTCRtpSender) -> Any | None:

@@ -13,6 +13,7 @@ import numpy as np
 from aiortc import VideoStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
+from renderhub.render.encoder import STILL
 from renderhub.render.worker import FrameMeta, RenderWorker, WorkerError
 
 REFERENCES_KEPT = 16  # the latest frames kept for /reference, one per pose: a second at 16 fps, 44 MB at 720p
@@ -98,6 +99,7 @@ class RenderTrack(VideoStreamTrack):
         self._last_pts = pts
         frame.pts = pts
         frame.time_base = TIME_BASE
+        frame.opaque = STILL if meta.still else None  # the encoder gives the still camera's frame full quality
         self._pending = (meta, now)
         self._references[meta.pose_id] = frame  # the encoder reads it, never writes it: no copy needed
         self._references.move_to_end(meta.pose_id)
