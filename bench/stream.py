@@ -151,13 +151,15 @@ class Figures:
     fps: float = 0.0
     p50: float | None = None
     p95: float | None = None
+    p50_tag: float | None = None  # the same latency, the frames' poses read from the tag in the picture
+    p95_tag: float | None = None
     render_ms: float | None = None
     encode_ms: float | None = None
     cpu: CpuWindow | None = None
     decoded: int = 0  # frames the client decoded in the window
     new: int = 0  # of which each showed a newer pose than any before
-    untagged: int = 0  # of which the pose tag could not be read
-    key_frames: int = 0  # of which were key frames: aiortc re-opens libx264 (a key frame) on each >10% bitrate change
+    unmatched: int = 0  # of which the pose was not known when decoded (its frame message came later)
+    key_frames: int = 0  # of which were key frames (a reopened encoder sends one)
     reported: int = 0  # frames the server said it sent in the window
     poses: int = 0  # poses the client sent in the window
     codec: str = ""
@@ -226,7 +228,7 @@ async def measure_stream(
             frame, pose_id = await client.next_frame(timeout=10)
             figures.decoded += 1
             figures.key_frames += frame.key_frame
-            figures.untagged += pose_id is None
+            figures.unmatched += pose_id is None
             if pose_id is not None and figures.decoded % sample_every == 0:
                 psnr.append(asyncio.create_task(client.psnr(frame, pose_id)))
         meter.measuring = False
@@ -251,6 +253,8 @@ async def measure_stream(
     measured = meter.figures()
     figures.fps, figures.new = measured["fps"], measured["frames"]
     figures.p50, figures.p95 = percentile(meter.latencies_ms, 0.5), percentile(meter.latencies_ms, 0.95)
+    tagged = client.tag_meter.latencies_ms
+    figures.p50_tag, figures.p95_tag = percentile(tagged, 0.5), percentile(tagged, 0.95)
     figures.render_ms = percentile([r["renderMs"] for r in reports], 0.5)
     figures.encode_ms = percentile([r["encodeMs"] for r in reports if "encodeMs" in r], 0.5)
     figures.reported = len(reports)
@@ -270,7 +274,7 @@ def serve_baseline(port: int, width: int, height: int, fps: int, model: str, pre
     from aiortc.mediastreams import MediaStreamError
 
     from renderhub.render import pose_tag, protocol
-    from renderhub.render.compat import enable_loopback_candidates
+    from renderhub.render.compat import enable_loopback_candidates, last_sent_rtp_timestamp
     from renderhub.render.encoder import use_h264_preset
     from renderhub.render.http import Request, Response, serve
     from renderhub.render.renderer import Renderer
@@ -287,6 +291,7 @@ def serve_baseline(port: int, width: int, height: int, fps: int, model: str, pre
     class Client:
         pc: RTCPeerConnection
         channel: Any = None
+        sender: Any = None
         pose: tuple[int, Any] | None = None
         changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -316,7 +321,9 @@ def serve_baseline(port: int, width: int, height: int, fps: int, model: str, pre
                 pose_id, number, render_ms, handed = self.pending
                 self.pending = None
                 if channel is not None and channel.readyState == "open" and channel.bufferedAmount < 1 << 20:
-                    channel.send(protocol.frame(pose_id, number, render_ms, (time.monotonic() - handed) * 1000))
+                    send_ms = (time.monotonic() - handed) * 1000
+                    rtp = last_sent_rtp_timestamp(self.client.sender)
+                    channel.send(protocol.frame(pose_id, number, render_ms, send_ms, rtp_timestamp=rtp))
             while self.client.pose is None or self.client.pose[0] <= self.last_id:
                 self.client.changed.clear()
                 await self.client.changed.wait()
@@ -392,7 +399,7 @@ def serve_baseline(port: int, width: int, height: int, fps: int, model: str, pre
                 client.changed.set()
                 await pc.close()
 
-        sender = pc.addTrack(track)
+        sender = client.sender = pc.addTrack(track)
         transceiver = next(t for t in pc.getTransceivers() if t.sender is sender)
         codecs = RTCRtpSender.getCapabilities("video").codecs
         transceiver.setCodecPreferences([c for c in codecs if c.mimeType in ("video/H264", "video/rtx")])
@@ -552,9 +559,12 @@ def report(results: list[Figures], idle: list[tuple[str, float]], args: argparse
         split = ", ".join(f"{k} {v:.0%}" for k, v in sorted(r.cpu.split.items(), key=lambda kv: -kv[1]))
         seconds = r.cpu.seconds
         print(f"  {r.system} {r.resolution}: {r.poses / seconds:.1f} poses/s sent, {r.reported / seconds:.1f} frames/s "
-              f"sent, {r.decoded / seconds:.1f} decoded, {r.new / seconds:.1f} new; {r.untagged} untagged, "
+              f"sent, {r.decoded / seconds:.1f} decoded, {r.new / seconds:.1f} new; {r.unmatched} unmatched, "
               f"{r.key_frames} key frames; "
               f"{r.codec}; server CPU: {split}; hub {r.cpu.hub:.0%}")  # fmt: skip
+        print(f"    pose-to-frame p50/p95 by the frame messages' RTP timestamps {fmt(r.p50, '{:.0f}')}/"
+              f"{fmt(r.p95, '{:.0f}')} ms, by the pose tag in the picture {fmt(r.p50_tag, '{:.0f}')}/"
+              f"{fmt(r.p95_tag, '{:.0f}')} ms")  # fmt: skip
         print(f"    picture: luma PSNR {fmt(r.psnr_moving)} dB moving, {fmt(r.psnr_still)} dB still "
               f"(- : no reference to compare with), {fmt(r.bitrate_kbps, '{:.0f}')} kbit/s")  # fmt: skip
     print(f"  renderer: {next((r.renderer for r in results if r.renderer), '-')}")

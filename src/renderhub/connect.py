@@ -10,7 +10,7 @@ import ssl
 import time
 import urllib.error
 import urllib.request
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,12 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from renderhub.picture_quality import fetch_reference, luma, luma_psnr
 from renderhub.render import pose_tag, protocol
 from renderhub.render.camera import orbit_pose
-from renderhub.render.compat import enable_loopback_candidates, received_video_bytes, use_marker_jitter_buffer
+from renderhub.render.compat import (
+    enable_loopback_candidates,
+    received_rtp_timestamp,
+    received_video_bytes,
+    use_marker_jitter_buffer,
+)
 from renderhub.render.rtc import IceServer, ice_configuration, negotiated_codec
 
 DEGREES_PER_SECOND = 40.0  # orbit speed: every frame differs, slowly enough to look at
@@ -43,6 +48,12 @@ def _percentile(values: Sequence[float], fraction: float) -> float | None:
         return None
     ordered = sorted(values)
     return round(ordered[min(len(ordered) - 1, int(fraction * len(ordered)))], 1)
+
+
+def _bound(entries: OrderedDict[int, Any], keep: int = 512) -> None:
+    """Forget the oldest entries beyond `keep` (frames whose message or picture never came)."""
+    while len(entries) > keep:
+        entries.popitem(last=False)
 
 
 class LatencyMeter:
@@ -135,7 +146,11 @@ class RenderClient:
         self.frame_reports: list[dict[str, Any]] = []  # each with "receivedAt" (time.monotonic()) added
         self.arrived_at: dict[str, float] = {}  # when the last message of each type arrived
         self.codec = ""
+        # Latency by the RTP timestamp each frame message names; by the pose tag in the picture while it exists.
         self.meter = LatencyMeter()
+        self.tag_meter = LatencyMeter()
+        self._rtp_poses: OrderedDict[int, int] = OrderedDict()  # RTP timestamp -> pose id, from frame messages
+        self._unmatched: OrderedDict[int, float] = OrderedDict()  # RTP timestamp -> decoded at, awaiting its message
         self._cursor = 0
         self._arrived = asyncio.Event()
         self._track: asyncio.Future[MediaStreamTrack] = asyncio.get_running_loop().create_future()
@@ -156,6 +171,11 @@ class RenderClient:
         if message["type"] == "frame":
             message["receivedAt"] = self.arrived_at["frame"]
             self.frame_reports.append(message)
+            if isinstance(rtp := message.get("rtpTimestamp"), int):
+                self._rtp_poses[rtp] = message["poseId"]
+                _bound(self._rtp_poses)
+                if (decoded_at := self._unmatched.pop(rtp, None)) is not None:
+                    self.meter.frame_decoded(message["poseId"], decoded_at)  # the frame came before its message
             self._arrived.set()
             return
         self.messages.append(message)
@@ -225,8 +245,13 @@ class RenderClient:
         """The frame on screen at `moment` (time.monotonic()): the last decoded by then; None if none came."""
         shown = None
         async for frame in self._frames_until(moment):
-            shown = (frame, pose_tag.read(luma(frame)))
-        return shown
+            shown = frame
+        return None if shown is None else (shown, self.pose_shown(shown))
+
+    def pose_shown(self, frame: av.VideoFrame) -> int | None:
+        """The pose a decoded frame shows, by its RTP timestamp; None before its frame message came."""
+        rtp = received_rtp_timestamp(self.receiver, frame)
+        return None if rtp is None else self._rtp_poses.get(rtp)
 
     async def frames_until(self, moment: float) -> int:
         """How many frames were decoded from now until `moment` (time.monotonic())."""
@@ -266,20 +291,49 @@ class RenderClient:
         pose_id = self._next_pose_id
         self._next_pose_id += 1
         self.send(protocol.pose(pose_id, position, orientation, fov))
-        self.meter.pose_sent(pose_id, time.monotonic())
+        now = time.monotonic()
+        self.meter.pose_sent(pose_id, now)
+        self.tag_meter.pose_sent(pose_id, now)
         return pose_id
 
     async def next_frame(self, *, timeout: float = 30.0) -> tuple[av.VideoFrame, int | None]:
-        """The next decoded frame and the pose id in its tag (None when unreadable)."""
+        """The next decoded frame and the pose it shows (None until its frame message has come)."""
         track = await asyncio.wait_for(asyncio.shield(self._track), timeout)
         try:
             frame = await asyncio.wait_for(track.recv(), timeout)
         except (MediaStreamError, TimeoutError):
             raise ConnectError("the video stream ended or stalled") from None
         assert isinstance(frame, av.VideoFrame)
-        pose_id = pose_tag.read(luma(frame))  # the black/white tag is in the luma plane: no colour conversion
-        self.meter.frame_decoded(pose_id, time.monotonic())
+        decoded_at = time.monotonic()
+        self.tag_meter.measuring = self.meter.measuring
+        self.tag_meter.frame_decoded(pose_tag.read(luma(frame)), decoded_at)  # the tag is in the luma plane
+        pose_id = self.pose_shown(frame)
+        rtp = received_rtp_timestamp(self.receiver, frame)
+        if pose_id is not None:
+            self.meter.frame_decoded(pose_id, decoded_at)
+        elif rtp is not None:
+            self._unmatched[rtp] = decoded_at
+            _bound(self._unmatched)
         return frame, pose_id
+
+    async def frame_showing(self, pose_id: int, *, timeout: float = 20.0) -> av.VideoFrame:
+        """Decoded frames until one shows `pose_id` or a later pose (told by its frame message); that frame."""
+        async with asyncio.timeout(timeout):
+            while True:
+                frame, shown = await self.next_frame(timeout=timeout)
+                if shown is None:
+                    shown = await self._pose_reported(frame)
+                if shown is not None and shown >= pose_id:
+                    return frame
+
+    async def _pose_reported(self, frame: av.VideoFrame, timeout: float = 1.0) -> int | None:
+        """The pose `frame` shows, waiting up to `timeout` seconds for its frame message; None if it did not come."""
+        deadline = time.monotonic() + timeout
+        while (pose_id := self.pose_shown(frame)) is None and (remaining := deadline - time.monotonic()) > 0:
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+        return pose_id
 
     async def close(self) -> None:
         await self.pc.close()

@@ -115,10 +115,8 @@ async def frame_after_pose(client: RenderClient, yaw: float) -> float:
     """The spread of the first frame showing a new pose, above the pose tag (about 0 for an empty scene)."""
     pose = orbit_pose([0.0, 1.0, 0.0], 7.0, yaw, 25.0)
     pose_id = client.send_pose(pose.position, pose.orientation, pose.fov)
-    while True:
-        frame, tagged = await client.next_frame(timeout=20)
-        if tagged is not None and tagged >= pose_id:
-            return float(frame.to_ndarray(format="rgb24")[:300].std())
+    frame = await client.frame_showing(pose_id)
+    return float(frame.to_ndarray(format="rgb24")[:300].std())
 
 
 async def test_a_download_that_never_ends_times_out_and_the_next_model_loads(server: Server) -> None:

@@ -48,10 +48,8 @@ async def frame_after_pose(client: RenderClient, yaw: float) -> np.ndarray:
     """Send one pose and return the first decoded frame that carries it (or a later one)."""
     pose = orbit_pose([0.0, 1.0, 0.0], 7.0, yaw, 25.0)
     pose_id = client.send_pose(pose.position, pose.orientation, pose.fov)
-    while True:
-        frame, tagged = await client.next_frame(timeout=20)
-        if tagged is not None and tagged >= pose_id:
-            return frame.to_ndarray(format="rgb24")
+    frame = await client.frame_showing(pose_id)
+    return frame.to_ndarray(format="rgb24")
 
 
 def test_health_over_https_and_the_offer_needs_a_token(hub: RunningHub) -> None:

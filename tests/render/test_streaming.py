@@ -108,14 +108,11 @@ async def connected(harness: Harness) -> RenderClient:
     return client
 
 
-async def frame_for(client: RenderClient, pose_id: int, timeout: float = 20.0) -> np.ndarray:
-    """Decoded frames until one shows `pose_id` (or later); returns it as RGB."""
-    async with asyncio.timeout(timeout):
-        while True:
-            frame, shown = await client.next_frame()
-            if shown is not None and shown >= pose_id:
-                assert shown == pose_id, "a later pose than any sent"
-                return frame.to_ndarray(format="rgb24")
+async def frame_for(client: RenderClient, pose_id: int) -> np.ndarray:
+    """The first decoded frame that shows `pose_id` (or later), as RGB."""
+    frame = await client.frame_showing(pose_id)
+    assert client.pose_shown(frame) == pose_id, "a later pose than any sent"
+    return frame.to_ndarray(format="rgb24")
 
 
 async def sent_bitrate(stream: ClientStream, encoder: str) -> None:
@@ -127,7 +124,7 @@ async def sent_bitrate(stream: ClientStream, encoder: str) -> None:
     assert stats["recent"]["bitrateKbps"] > 0 and stats["recent"]["targetBitrateKbps"] > 0
 
 
-async def test_stream_shows_each_pose_with_its_tag(models: dict[str, Path]) -> None:
+async def test_stream_shows_each_pose_and_names_its_frames_by_rtp_timestamp(models: dict[str, Path]) -> None:
     async with render_server(models) as harness:
         client = await connected(harness)
         loaded = await client.load_model("sample")
@@ -149,6 +146,9 @@ async def test_stream_shows_each_pose_with_its_tag(models: dict[str, Path]) -> N
         reports = [r["poseId"] for r in client.frame_reports]
         assert reports and reports == sorted(reports) and set(reports) <= set(sent)
         assert all(r["renderMs"] > 0 and "encodeMs" in r for r in client.frame_reports)
+        # Each frame message names its video frame by RTP timestamp (frame_for found every pose by it), 32 bits.
+        stamps = [r["rtpTimestamp"] for r in client.frame_reports]
+        assert len(set(stamps)) == len(stamps) and all(0 <= t < 2**32 for t in stamps)
         await sent_bitrate(harness.streams[0], "libx264")
         await client.close()
 
@@ -237,9 +237,7 @@ async def test_failed_model_load_leaves_the_stream_usable(models: dict[str, Path
         loaded = await client.load_model("sample")
         assert loaded["bounds"]["max"][1] > loaded["bounds"]["min"][1]
         # The model appears without a new pose: the worker re-renders the last one.
-        frame, shown = await client.next_frame()
-        while shown is None:
-            frame, shown = await client.next_frame()
+        frame = await client.frame_showing(client.poses_sent - 1)
         assert np.abs(frame.to_ndarray(format="rgb24")[:300].astype(int) - empty[:300]).max() > 60
         await client.close()
 

@@ -17,7 +17,7 @@ from aiortc.rtcdatachannel import RTCDataChannel
 from renderhub.render import protocol
 from renderhub.render.bitrate import SenderFigures
 from renderhub.render.candidates import MAX_REMOTE_CANDIDATES, filter_candidates
-from renderhub.render.compat import enable_loopback_candidates
+from renderhub.render.compat import enable_loopback_candidates, last_sent_rtp_timestamp
 from renderhub.render.encoder import use_h264_preset
 from renderhub.render.errors import RenderError
 from renderhub.render.model_loader import ModelLoader
@@ -207,7 +207,11 @@ class ClientStream:
         self.last_level = meta.level
         channel = self.channel
         if channel is not None and channel.bufferedAmount < MAX_BUFFERED_BYTES:
-            self.send(protocol.frame(meta.pose_id, meta.frame_number, meta.render_ms, send_ms, meta.level, meta.still))
+            # Called as aiortc asks for the next frame: every packet of this one is out, the last with its timestamp.
+            rtp = last_sent_rtp_timestamp(self.sent.sender) if self.sent is not None else None
+            self.send(
+                protocol.frame(meta.pose_id, meta.frame_number, meta.render_ms, send_ms, meta.level, meta.still, rtp)
+            )
 
     # ------------------------------------------------------------------------------------------- lifecycle
 

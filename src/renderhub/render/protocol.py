@@ -241,9 +241,12 @@ def frame(
     encode_ms: float | None = None,
     level: int = 0,
     still: bool = False,
+    rtp_timestamp: int | None = None,
 ) -> str:
     body: dict[str, Any] = {"type": "frame", "poseId": pose_id, "frameNumber": frame_number}
     body["level"], body["still"] = level, still
+    if rtp_timestamp is not None:  # the video frame's, as on the wire: how a client ties what it shows to a pose
+        body["rtpTimestamp"] = rtp_timestamp
     body["renderMs"] = _ms(render_ms)
     if encode_ms is not None:
         body["encodeMs"] = _ms(encode_ms)
