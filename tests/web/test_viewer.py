@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import ssl
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -24,38 +23,15 @@ from playwright.sync_api import BrowserContext, Page, expect, sync_playwright
 from renderhub.render import pose_tag
 from renderhub.render.camera import frame_bounds, orbit_pose
 from tests.hubs import RunningHub, wait_for
+from tests.web.chromium import CHROMIUM, FLAGS, trusting_home
 
-CHROMIUM = "/usr/bin/chromium"
 WEB_DIR = Path(__file__).resolve().parents[2] / "src" / "renderhub" / "web"
 OUTPUT = Path(os.environ.get("RENDERHUB_TEST_OUTPUT", Path(tempfile.gettempdir()) / "renderhub-test-output"))
-# As root, headless, loopback WebRTC (FIELD-NOTES.md); certificates are checked, against the profile's NSS database.
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--allow-loopback-in-peer-connection",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-]
 
 pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists() or shutil.which("certutil") is None,
     reason="needs Debian's chromium and certutil (libnss3-tools): make system-packages",
 )
-
-
-def trusting_home(home: Path, ca: Path) -> None:
-    """A HOME whose NSS database, where Chromium on Linux looks, trusts `ca` to issue server certificates."""
-    db = home / ".pki" / "nssdb"
-    db.mkdir(parents=True)
-    certutil = ["certutil", "-d", f"sql:{db}"]
-    subprocess.run([*certutil, "-N", "--empty-password"], check=True, capture_output=True)
-    subprocess.run(
-        [*certutil, "-A", "-n", "renderhub-test-ca", "-t", "C,,", "-i", str(ca)], check=True, capture_output=True
-    )
 
 
 class Browser:

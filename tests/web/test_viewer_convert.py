@@ -16,7 +16,8 @@ from playwright.sync_api import Page, expect
 
 from tests.hubs import RunningHub
 from tests.web import test_viewer
-from tests.web.test_viewer import CHROMIUM, OUTPUT, Browser, sign_in
+from tests.web.chromium import CHROMIUM
+from tests.web.test_viewer import OUTPUT, Browser, sign_in
 
 browser = test_viewer.browser  # the fixture: Chromium trusting the test hubs' CA, failing on uncaught page errors
 

@@ -15,6 +15,7 @@ const MAX_UNANSWERED_POSES = 4096;
 const LATENCY_SAMPLES = 200;
 const TIMING_SAMPLES = 30;
 const MAX_BUFFERED_BYTES = 256 * 1024;
+const RTP_KEPT = 512; // frames remembered by RTP timestamp until their frame message or picture comes
 
 /** The p-th percentile (0-100) of numbers, nearest-rank; null for none. */
 export function percentile(values, p) {
@@ -77,6 +78,10 @@ export class RenderStream extends EventTarget {
     this.poseDirty = false;
     this.poseTimer = null;
     this.unanswered = new Map(); // pose id -> performance.now() when sent, in sending order
+    // Which pose each video frame shows, by its RTP timestamp: from the server's frame messages, and frames
+    // presented before their message came (rtp -> presentation time).
+    this.rtpPoses = new Map();
+    this.unmatched = new Map();
     this.posesSent = 0;
     // figures
     this.frameTimes = [];
@@ -110,6 +115,9 @@ export class RenderStream extends EventTarget {
     const channel = pc.createDataChannel(CHANNEL_LABEL, { ordered: true });
     this.channel = channel;
     pc.addEventListener("track", (event) => {
+      // No playout delay: show each frame as soon as it is decoded (a remote view follows the camera, not a clock).
+      if ("jitterBufferTarget" in event.receiver) event.receiver.jitterBufferTarget = 0;
+      if ("playoutDelayHint" in event.receiver) event.receiver.playoutDelayHint = 0;
       this.video.srcObject = event.streams[0] || new MediaStream([event.track]);
       this.video.play().catch(() => {}); // muted autoplay; a refusal only delays the first frame
     });
@@ -188,6 +196,9 @@ export class RenderStream extends EventTarget {
       this.hello = message;
       if (Number.isFinite(message.fps) && message.fps > 0) this.fps = message.fps;
     } else if (message.type === "frame") {
+      if (Number.isInteger(message.rtpTimestamp) && Number.isInteger(message.poseId)) {
+        this.rememberFrame(message.rtpTimestamp, message.poseId);
+      }
       if (Number.isInteger(message.level)) this.level = message.level;
       if (Number.isFinite(message.renderMs)) pushBounded(this.renderMs, message.renderMs, TIMING_SAMPLES);
       if (Number.isFinite(message.encodeMs)) pushBounded(this.encodeMs, message.encodeMs, TIMING_SAMPLES);
@@ -197,6 +208,7 @@ export class RenderStream extends EventTarget {
       return;
     } else if (message.type === "modelLoaded") {
       this.levels = Array.isArray(message.levels) ? message.levels : null;
+      this.unanswered.clear(); // poses sent during the load waited for it: that wait is not the stream's latency
     }
     this.emit("message", message);
   }
@@ -256,10 +268,12 @@ export class RenderStream extends EventTarget {
       if (meta.presentedFrames === this.lastPresented) return;
       this.lastPresented = meta.presentedFrames;
       const presented = Number.isFinite(meta.presentationTime) ? meta.presentationTime : now;
-      const id = this.tags.read(this.video, meta.width, meta.height);
+      const rtp = Number.isInteger(meta.rtpTimestamp) ? meta.rtpTimestamp : null;
+      const id = rtp === null ? undefined : this.rtpPoses.get(rtp);
       // Delivered frame rate counts distinct new pictures: a frame showing the same pose as the one before is not.
-      if (id === null || id !== this.lastFrameId) this.frameTimes.push(now);
-      if (id !== null) this.matchPose(id, presented);
+      if (id === undefined || id !== this.lastFrameId) this.frameTimes.push(now);
+      if (id !== undefined) this.matchPose(id, presented);
+      else if (rtp !== null) this.remember(this.unmatched, rtp, presented);
       if (!this.firstFrame) {
         this.firstFrame = true;
         this.state("streaming", "");
@@ -268,14 +282,26 @@ export class RenderStream extends EventTarget {
     this.video.requestVideoFrameCallback(onFrame);
   }
 
-  /** The first frame showing pose `id` gives that pose's latency; poses before it were superseded. */
+  /** A frame message: the frame of RTP timestamp `rtp` shows pose `poseId` (it may have been presented already). */
+  rememberFrame(rtp, poseId) {
+    this.remember(this.rtpPoses, rtp, poseId);
+    const presented = this.unmatched.get(rtp);
+    if (presented === undefined) return;
+    this.unmatched.delete(rtp);
+    if (this.lastFrameId === null || poseId > this.lastFrameId) this.matchPose(poseId, presented);
+  }
+
+  remember(map, key, value) {
+    map.set(key, value);
+    if (map.size > RTP_KEPT) map.delete(map.keys().next().value);
+  }
+
+  /** The first frame showing pose `id` or a later one answers every pose up to `id`: their latencies. */
   matchPose(id, presentedAt) {
     this.lastFrameId = id;
-    const sentAt = this.unanswered.get(id);
-    if (sentAt === undefined) return; // a later frame of a pose already counted (a re-render, a new model)
-    pushBounded(this.latencies, presentedAt - sentAt, LATENCY_SAMPLES);
-    for (const key of this.unanswered.keys()) {
+    for (const [key, sentAt] of this.unanswered) {
       if (key > id) break;
+      pushBounded(this.latencies, presentedAt - sentAt, LATENCY_SAMPLES);
       this.unanswered.delete(key);
     }
   }
