@@ -3,7 +3,7 @@
 // warm-up is over, leaving window.renderhubBench.measure() (the measured window) and .finish() (the still camera,
 // then the figures) for the benchmark to call around its CPU readings.
 // Latency is the viewer's: from sending a pose to the presentation time (requestVideoFrameCallback) of the first
-// frame whose frame message names that pose, by RTP timestamp. The pose tag gives a second reading while it exists.
+// frame whose frame message names that pose, by RTP timestamp.
 async ({
   accountId,
   accountKey,
@@ -21,7 +21,6 @@ async ({
   const { signIn, Hub } = await import("./hubapi.js");
   const { RenderStream } = await import("./stream.js");
   const { orbitPose } = await import("./orbit.js");
-  const tagModule = await import("./posetag.js").catch(() => null);
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
   const hub = new Hub(accountId, await signIn(accountId, accountKey));
@@ -56,9 +55,8 @@ async ({
   const radius = Math.hypot(...high.map((v, i) => v - low[i])) / 2;
   const distance = (Math.max(radius, 1e-3) / Math.sin(Math.PI / 6)) * 1.1;
 
-  // Every presented frame: its RTP timestamp and presentation time; the tag's pose where there is a tag.
+  // Every presented frame: its RTP timestamp and presentation time.
   const presented = [];
-  const reader = tagModule ? new tagModule.TagReader() : null;
   const capture = document.createElement("canvas");
   const captureContext = capture.getContext("2d", { willReadFrequently: true });
   let measuring = false;
@@ -68,10 +66,9 @@ async ({
   let framesSeen = 0;
   const onFrame = (now, meta) => {
     video.requestVideoFrameCallback(onFrame);
-    const frame = { at: meta.presentationTime, rtp: meta.rtpTimestamp, tag: null };
+    const frame = { at: meta.presentationTime, rtp: meta.rtpTimestamp };
     lastShown = frame;
     framesSeen++;
-    if (reader && measuring) frame.tag = reader.read(video, meta.width, meta.height);
     if (measuring) {
       presented.push(frame);
       if (grabEvery && presented.length % grabEvery === 0) grabs.push(grab(frame.rtp));
@@ -156,21 +153,15 @@ async ({
     const moving = (await Promise.all(grabs)).filter((v) => v !== null);
 
     // Pose-to-frame as the viewer and renderhub.connect measure it: each pose sent is answered by the first frame
-    // showing it or a later pose; the pose a frame shows read from its frame message (RTP timestamp), and from the
-    // tag in the picture.
-    const latenciesBy = (poseOf) => {
-      const latencies = [];
-      const waiting = [...sentAt.entries()].filter(([, at]) => at >= from).sort((a, b) => a[0] - b[0]);
-      let next = 0;
-      for (const frame of presented) {
-        const id = poseOf(frame);
-        if (id === null || id === undefined) continue;
-        for (; next < waiting.length && waiting[next][0] <= id; next++) latencies.push(frame.at - waiting[next][1]);
-      }
-      return latencies;
-    };
-    const latencies = latenciesBy((frame) => stream.rtpPoses.get(frame.rtp));
-    const tagLatencies = reader ? latenciesBy((frame) => frame.tag) : [];
+    // showing it or a later pose, the pose a frame shows read from its frame message (by RTP timestamp).
+    const latencies = [];
+    const waiting = [...sentAt.entries()].filter(([, at]) => at >= from).sort((a, b) => a[0] - b[0]);
+    let next = 0;
+    for (const frame of presented) {
+      const id = stream.rtpPoses.get(frame.rtp);
+      if (id === undefined) continue;
+      for (; next < waiting.length && waiting[next][0] <= id; next++) latencies.push(frame.at - waiting[next][1]);
+    }
 
     // The camera stopped: the picture on screen half a second later, then frames for two more seconds.
     await sleep(stillViewMs);
@@ -184,7 +175,6 @@ async ({
     return {
       seconds,
       latencies,
-      tagLatencies,
       presented: presented.length,
       newFrames: newFrames.size,
       posesSent,

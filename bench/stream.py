@@ -165,8 +165,6 @@ class Figures:
     fps: float = 0.0
     p50: float | None = None
     p95: float | None = None
-    p50_tag: float | None = None  # the same latency, the frames' poses read from the tag in the picture
-    p95_tag: float | None = None
     render_ms: float | None = None
     encode_ms: float | None = None
     cpu: CpuWindow | None = None
@@ -269,8 +267,6 @@ async def measure_stream(
     measured = meter.figures()
     figures.fps, figures.new = measured["fps"], measured["frames"]
     figures.p50, figures.p95 = percentile(meter.latencies_ms, 0.5), percentile(meter.latencies_ms, 0.95)
-    tagged = client.tag_meter.latencies_ms
-    figures.p50_tag, figures.p95_tag = percentile(tagged, 0.5), percentile(tagged, 0.95)
     figures.render_ms = percentile([r["renderMs"] for r in reports], 0.5)
     figures.encode_ms = percentile([r["encodeMs"] for r in reports if "encodeMs" in r], 0.5)
     figures.reported = len(reports)
@@ -278,18 +274,18 @@ async def measure_stream(
     return figures
 
 
-# The baseline server: render, tag and hand over in one process, the render in the event loop's thread
+# The baseline server: render and hand over in one process, the render in the event loop's thread
 
 
 def serve_baseline(port: int, width: int, height: int, fps: int, model: str, preset: str) -> None:
     """What a straightforward aiortc render server does: a VideoStreamTrack whose recv() renders the newest pose
-    with RenderHub's Renderer in the event loop's thread, tags it and returns it; aiortc's own H.264 encoder
+    with RenderHub's Renderer in the event loop's thread and returns it; aiortc's own H.264 encoder
     (PyAV libx264) encodes it with aiortc's bitrate control, profile and level, plus `preset` (ultrafast)."""
     import av
     from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription, VideoStreamTrack
     from aiortc.mediastreams import MediaStreamError
 
-    from renderhub.render import pose_tag, protocol
+    from renderhub.render import protocol
     from renderhub.render.compat import enable_loopback_candidates, last_sent_rtp_timestamp
     from renderhub.render.encoder import use_h264_preset
     from renderhub.render.http import Request, Response, serve
@@ -355,7 +351,6 @@ def serve_baseline(port: int, width: int, height: int, fps: int, model: str, pre
             started = time.perf_counter()
             image = renderer.render(pose)  # blocks the event loop: ICE, DTLS, SCTP and RTP wait meanwhile
             render_ms = (time.perf_counter() - started) * 1000
-            pose_tag.draw(image, pose_id)
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
             now = time.monotonic()
             frame.pts = self.last_pts = max(int((now - self.started) * 90_000), self.last_pts + 1)
@@ -554,8 +549,6 @@ def run_chromium(hub: Hub, tmp: Path, name: str, args: argparse.Namespace) -> Fi
     seconds = result["seconds"]
     figures.fps = round((result["newFrames"] - 1) / seconds, 1) if result["newFrames"] > 1 else 0.0
     figures.p50, figures.p95 = percentile(result["latencies"], 0.5), percentile(result["latencies"], 0.95)
-    tagged = result["tagLatencies"]
-    figures.p50_tag, figures.p95_tag = percentile(tagged, 0.5), percentile(tagged, 0.95)
     figures.decoded, figures.new = result["framesDecoded"] or 0, result["newFrames"]
     figures.key_frames, figures.poses = result["keyFrames"] or 0, result["posesSent"]
     figures.reported = result["presented"]
@@ -649,9 +642,6 @@ def report(results: list[Figures], idle: list[tuple[str, float]], args: argparse
         per_frame = {**r.cpu.split, "hub": r.cpu.hub, "client": r.cpu.client}
         print("    CPU ms per new frame: " + ", ".join(
             f"{k} {v * seconds * 1000 / max(r.new, 1):.1f}" for k, v in per_frame.items() if v > 0.001))  # fmt: skip
-        print(f"    pose-to-frame p50/p95 by the frame messages' RTP timestamps {fmt(r.p50, '{:.0f}')}/"
-              f"{fmt(r.p95, '{:.0f}')} ms, by the pose tag in the picture {fmt(r.p50_tag, '{:.0f}')}/"
-              f"{fmt(r.p95_tag, '{:.0f}')} ms")  # fmt: skip
         print(f"    picture: luma PSNR {fmt(r.psnr_moving)} dB moving, {fmt(r.psnr_still)} dB still "
               f"(- : no reference to compare with), {fmt(r.bitrate_kbps, '{:.0f}')} kbit/s; "
               f"{fmt(r.frames_after_still, '{}')} frames in the {AFTER_STILL_SECONDS:g} s after the still")  # fmt: skip

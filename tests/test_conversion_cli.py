@@ -90,6 +90,6 @@ def test_a_converted_point_cloud_renders_as_points(hub: RunningHub, tmp_path: Pa
     out = tmp_path / "frame.png"
     connect_new_session(hub, "points", "converted/scan/scan.arrAsset", out)
     with Image.open(out) as frame:
-        pixels = np.asarray(frame.convert("RGB"))[:200].astype(int)  # above the pose tag
+        pixels = np.asarray(frame.convert("RGB"))[:200].astype(int)
     reddish = int(((pixels[..., 0] > 120) & (pixels[..., 1] < 80)).sum())
     assert reddish > 500, f"the cloud's red points, drawn ({reddish} red pixels)"

@@ -20,8 +20,8 @@ import numpy as np
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from renderhub.picture_quality import fetch_reference, luma, luma_psnr
-from renderhub.render import pose_tag, protocol
+from renderhub.picture_quality import fetch_reference, luma_psnr
+from renderhub.render import protocol
 from renderhub.render.camera import orbit_pose
 from renderhub.render.compat import (
     enable_loopback_candidates,
@@ -146,9 +146,8 @@ class RenderClient:
         self.frame_reports: list[dict[str, Any]] = []  # each with "receivedAt" (time.monotonic()) added
         self.arrived_at: dict[str, float] = {}  # when the last message of each type arrived
         self.codec = ""
-        # Latency by the RTP timestamp each frame message names; by the pose tag in the picture while it exists.
+        # Latency by the RTP timestamp each frame message names.
         self.meter = LatencyMeter()
-        self.tag_meter = LatencyMeter()
         self._rtp_poses: OrderedDict[int, int] = OrderedDict()  # RTP timestamp -> pose id, from frame messages
         self._unmatched: OrderedDict[int, float] = OrderedDict()  # RTP timestamp -> decoded at, awaiting its message
         self._cursor = 0
@@ -291,9 +290,7 @@ class RenderClient:
         pose_id = self._next_pose_id
         self._next_pose_id += 1
         self.send(protocol.pose(pose_id, position, orientation, fov))
-        now = time.monotonic()
-        self.meter.pose_sent(pose_id, now)
-        self.tag_meter.pose_sent(pose_id, now)
+        self.meter.pose_sent(pose_id, time.monotonic())
         return pose_id
 
     async def next_frame(self, *, timeout: float = 30.0) -> tuple[av.VideoFrame, int | None]:
@@ -305,8 +302,6 @@ class RenderClient:
             raise ConnectError("the video stream ended or stalled") from None
         assert isinstance(frame, av.VideoFrame)
         decoded_at = time.monotonic()
-        self.tag_meter.measuring = self.meter.measuring
-        self.tag_meter.frame_decoded(pose_tag.read(luma(frame)), decoded_at)  # the tag is in the luma plane
         pose_id = self.pose_shown(frame)
         rtp = received_rtp_timestamp(self.receiver, frame)
         if pose_id is not None:

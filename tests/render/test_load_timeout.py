@@ -112,7 +112,7 @@ async def trickling_model() -> AsyncIterator[Trickle]:
 
 
 async def frame_after_pose(client: RenderClient, yaw: float) -> float:
-    """The spread of the first frame showing a new pose, above the pose tag (about 0 for an empty scene)."""
+    """The spread of the first frame showing a new pose, in its upper part (about 0 for an empty scene)."""
     pose = orbit_pose([0.0, 1.0, 0.0], 7.0, yaw, 25.0)
     pose_id = client.send_pose(pose.position, pose.orientation, pose.fov)
     frame = await client.frame_showing(pose_id)

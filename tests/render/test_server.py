@@ -110,7 +110,7 @@ async def test_one_client_at_a_time_and_a_reset_scene_for_the_next(hub: RunningH
             await asyncio.sleep(0.1)
     try:
         empty = await frame_after_pose(third, 30.0)
-        scene = slice(0, 300)  # above the pose tag
+        scene = slice(0, 300)
         assert loaded[scene].std() > 20, "the first client saw its model"
         assert empty[scene].std() < 5, "the next client starts with no model"
     finally:

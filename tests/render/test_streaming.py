@@ -140,7 +140,7 @@ async def test_stream_shows_each_pose_and_names_its_frames_by_rtp_timestamp(mode
                 pictures[step] = picture
         assert seen == sent == sorted(set(sent))
         assert pictures[0].shape == (SIZE[1], SIZE[0], 3)
-        # A quarter turn around the model: most of the picture (outside the tag) must differ.
+        # A quarter turn around the model: most of the picture must differ.
         changed = np.abs(pictures[0][:300].astype(int) - pictures[6][:300].astype(int)).max(axis=2) > 24
         assert changed.mean() > 0.05
         reports = [r["poseId"] for r in client.frame_reports]

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from renderhub.render import pose_tag
 from renderhub.render.camera import Pose
 from renderhub.render.gltf import ModelError
 from renderhub.render.lifetime import die_with_parent
@@ -280,7 +279,6 @@ class RenderLoop:
         self.still_drawn, self.drawing_still = still, False
         header, target = self.views[slot]
         np.copyto(target, image)
-        pose_tag.draw(target, pose_id)
         self.frame_number += 1
         header[:] = (pose_id, self.frame_number, render_ns, self.width, self.height, time.monotonic_ns(), level, still)
         self.dirty = False

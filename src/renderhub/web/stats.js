@@ -1,6 +1,4 @@
-// The stats overlay: the stream's figures, the picked point, and the cover laid over the pose tag.
-
-import { tagRect } from "./posetag.js";
+// The stats overlay: the stream's figures and the picked point.
 
 const $ = (id) => document.getElementById(id);
 
@@ -34,10 +32,9 @@ export class StatsOverlay {
     $("stats").hidden = !show;
   }
 
-  /** The overlay shows only with a stream, and then only if wanted; the tag cover goes with the stream. */
+  /** The overlay shows only with a stream, and then only if wanted. */
   setStreaming(show) {
     $("stats").hidden = !show || !this.wanted;
-    if (!show) $("tag-cover").hidden = true;
   }
 
   /** A figure's text, and in data-value what it stands for ("" for nothing), which tests and tools read. */
@@ -66,9 +63,7 @@ export class StatsOverlay {
     const dropped = f.framesDropped ? ` (${f.framesDropped} dropped)` : "";
     this.set("stat-decoded", `${f.framesDecoded}${dropped}`, f.framesDecoded);
     this.set("stat-renderer", f.renderer || "–", f.renderer);
-    $("tag-cover").textContent = f.lastPoseId === null ? "" : `pose ${f.lastPoseId}`;
-    if (f.tagBackground) $("tag-cover").style.backgroundColor = `rgb(${f.tagBackground.join(",")})`;
-    this.placeTagCover();
+    this.set("stat-pose", f.lastPoseId === null ? "–" : String(f.lastPoseId), f.lastPoseId);
   }
 
   /** No click answered yet on this connection. */
@@ -84,26 +79,5 @@ export class StatsOverlay {
       const where = position.map((c) => Number(c).toFixed(2)).join(", ");
       this.set("stat-pick", `${where} m`, position.join(","));
     }
-  }
-
-  /** Put the tag cover over the pose tag as the letterboxed video shows it. */
-  placeTagCover() {
-    const video = $("video");
-    const cover = $("tag-cover");
-    const rect = video.videoWidth && video.videoHeight ? tagRect(video.videoWidth, video.videoHeight) : null;
-    if (!rect || !this.state.streaming()) {
-      cover.hidden = true;
-      return;
-    }
-    const box = $("viewport").getBoundingClientRect();
-    const scale = Math.min(box.width / video.videoWidth, box.height / video.videoHeight);
-    const left = (box.width - video.videoWidth * scale) / 2;
-    const top = (box.height - video.videoHeight * scale) / 2;
-    // A pixel of margin all round: scaling blurs the tag's edges into its neighbours.
-    cover.style.left = `${Math.floor(left + rect.x * scale) - 1}px`;
-    cover.style.top = `${Math.floor(top + rect.y * scale) - 1}px`;
-    cover.style.width = `${Math.ceil(rect.width * scale) + 2}px`;
-    cover.style.height = `${Math.ceil(rect.height * scale) + 2}px`;
-    cover.hidden = false;
   }
 }

@@ -1,8 +1,6 @@
 // One WebRTC connection to a session's render server: the video, the "renderhub" data channel, the pose
 // stream (throttled to the stream's frame rate) and the figures of the stats overlay.
 
-import { TagReader } from "./posetag.js";
-
 export const CHANNEL_LABEL = "renderhub";
 const MAX_POSE_ID = 2 ** 24 - 1;
 const ICE_GATHER_TIMEOUT_MS = 5000;
@@ -70,7 +68,6 @@ export class RenderStream extends EventTarget {
     this.closed = false;
     this.abort = new AbortController();
     this.timers = [];
-    this.tags = new TagReader();
     this.hello = null;
     // poses
     this.nextPoseId = 1;
@@ -353,7 +350,6 @@ export class RenderStream extends EventTarget {
       levels: this.levels,
       renderer: this.hello ? this.hello.renderer : null,
       lastPoseId: this.lastFrameId,
-      tagBackground: this.tags.background(this.video, this.video.videoWidth, this.video.videoHeight),
       posesSent: this.posesSent,
     };
   }

@@ -68,8 +68,6 @@ function wire() {
   viewport.addEventListener("contextmenu", (event) => event.preventDefault());
   viewport.addEventListener("dblclick", (event) => input.doubleClick(event));
   viewport.addEventListener("keydown", (event) => input.key(event));
-  new ResizeObserver(() => stats.placeTagCover()).observe(viewport);
-  $("video").addEventListener("resize", () => stats.placeTagCover());
   window.addEventListener("pagehide", () => view.leave());
 }
 
