@@ -80,6 +80,14 @@ def main() -> None:
     help="Let model URLs point at loopback, link-local and private addresses (off: no SSRF).",
 )
 @click.option(
+    "--scene-grace",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long a session keeps its model and camera after its client left, for the next client (0: reset).",
+)
+@click.option(
     "--conversions",
     "conversion_concurrency",
     type=click.IntRange(min=0),
@@ -136,7 +144,8 @@ def serve(
     tls_cert: Path | None, tls_key: Path | None, insecure_http: bool,
     rate_limit: float, page_size: int, max_connections_per_address: int, assets_dir: Path | None,
     ice_servers: tuple[str, ...],
-    allow_private_model_urls: bool, conversion_concurrency: int, conversion_timeout: float, conversion_memory: int,
+    allow_private_model_urls: bool, scene_grace: float,
+    conversion_concurrency: int, conversion_timeout: float, conversion_memory: int,
     upload_limit: int, storage_retention_days: float, storage_dir: Path | None, linked_storage: Path | None,
     allow_private_storage: bool,
     access_log: bool,
@@ -171,6 +180,7 @@ def serve(
         insecure_http=insecure_http, rate_limit_per_second=rate_limit, page_size=page_size,
         max_connections_per_address=max_connections_per_address,
         assets_dir=assets_dir, ice_servers=ice, allow_private_model_urls=allow_private_model_urls,
+        scene_grace_seconds=scene_grace,
         conversion_concurrency=conversion_concurrency, conversion_timeout_minutes=conversion_timeout,
         conversion_memory_mb=conversion_memory, storage_upload_limit_mb=upload_limit, storage_dir=storage_dir,
         storage_retention_days=storage_retention_days,

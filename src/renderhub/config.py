@@ -85,6 +85,9 @@ class Settings(BaseModel):
     assets_dir: Path | None = None
     ice_servers: list[dict[str, Any]] = Field(default_factory=list)
     allow_private_model_urls: bool = False
+    # How long a render server keeps a departed client's scene (model and camera) for the next client; 0: ARR's
+    # reset at once.
+    scene_grace_seconds: float = Field(default=60.0, ge=0)
     # Conversions: how many run at once on this hub, and the limits each conversion process runs under; the
     # hub's own storage takes uploads up to `storage_upload_limit_mb`, and whether storage URIs may point at
     # loopback, link-local or private addresses (Azurite on this machine, say).

@@ -35,6 +35,7 @@ DEGREES_PER_SECOND = 40.0  # orbit speed: every frame differs, slowly enough to 
 FULL_DETAIL_TIMEOUT = 20.0  # seconds to wait, once the camera stops, for the full-detail frame
 PSNR_SAMPLES = 10  # frames measured against the server's reference while orbiting
 STILL_VIEW_SECONDS = 0.5  # the frame on screen this long after the camera stopped is the still picture measured
+KEEPALIVE_SECONDS = 1.0  # a ping this often: the server replaces a client it heard nothing from for 3 s
 AFTER_STILL_SECONDS = 2.0  # then frames are counted for this long: a still camera sends none
 HTTP_TIMEOUT = 60.0
 
@@ -154,6 +155,7 @@ class RenderClient:
         self._arrived = asyncio.Event()
         self._track: asyncio.Future[MediaStreamTrack] = asyncio.get_running_loop().create_future()
         self._next_pose_id = 0
+        self._keepalive: asyncio.Task[None] | None = None
         self.channel.on("message", self._on_message)
         self.pc.on("track", self._on_track)
 
@@ -190,16 +192,34 @@ class RenderClient:
         height: int = 720,
         fps: int = 30,
         timeout: float = 30.0,
+        instance_id: str | None = None,
+        keepalive: bool = True,
     ) -> dict[str, Any]:
-        """Offer, answer, and wait for the server's hello (which it returns)."""
+        """Offer, answer, and wait for the server's hello (which it returns); then ping every second, so the
+        server knows this connection lives (one silent for 3 s may be replaced by a new client).
+
+        `instance_id`: this client's id across its own reconnects; an offer with it replaces this connection.
+        `keepalive` False sends no pings (tests play a client whose connection died without closing).
+        """
         # The server's lossless frames, beside its offer endpoint (on the render server, or relayed by the hub).
         self._reference = (offer_url.rsplit("/offer", 1)[0] + "/reference", token, ssl_context)
         await self.pc.setLocalDescription(await self.pc.createOffer())
-        body = {"sdp": self.pc.localDescription.sdp, "type": "offer", "width": width, "height": height, "fps": fps}
+        body: dict[str, Any] = {"sdp": self.pc.localDescription.sdp, "type": "offer", "width": width,
+                                "height": height, "fps": fps}  # fmt: skip
+        if instance_id is not None:
+            body["clientInstanceId"] = instance_id
         answer = await asyncio.to_thread(_post_json, offer_url, token, body, ssl_context)
         await self.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
         self.codec = negotiated_codec(answer["sdp"])
-        return await self.expect("hello", timeout=timeout)
+        hello = await self.expect("hello", timeout=timeout)
+        if keepalive:
+            self._keepalive = asyncio.create_task(self._ping_every(KEEPALIVE_SECONDS))
+        return hello
+
+    async def _ping_every(self, seconds: float) -> None:
+        while self.channel.readyState == "open":
+            self.send(protocol.ping(time.time()))
+            await asyncio.sleep(seconds)
 
     def send(self, text: str) -> None:
         self.channel.send(text)
@@ -331,6 +351,8 @@ class RenderClient:
         return pose_id
 
     async def close(self) -> None:
+        if self._keepalive is not None:
+            self._keepalive.cancel()
         await self.pc.close()
 
 

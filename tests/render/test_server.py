@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -70,14 +71,30 @@ def test_health_over_https_and_the_offer_needs_a_token(hub: RunningHub) -> None:
     assert httpx.get(direct(session, "/health"), verify=trust(hub)).status_code == 200  # still serving
 
 
-async def test_one_client_at_a_time_and_a_reset_scene_for_the_next(hub: RunningHub) -> None:
+async def connect_when_free(hub: RunningHub, session: dict[str, Any], **options: Any) -> tuple[RenderClient, dict]:
+    """A client connected as soon as the server lets it (a client that left is noticed within moments)."""
+    deadline = time.monotonic() + 15
+    while True:
+        client = RenderClient()
+        try:
+            hello = await client.connect(
+                direct(session), token(hub), ssl_context=trust(hub), width=640, height=360, **options
+            )
+            return client, hello
+        except ConnectError:
+            await client.close()
+            assert time.monotonic() < deadline, "the server never let the next client in"
+            await asyncio.sleep(0.1)
+
+
+async def test_one_live_client_at_a_time_and_the_scene_kept_for_the_next(hub: RunningHub) -> None:
     session = ready(hub)
     first = RenderClient()
     try:
         hello = await first.connect(direct(session), token(hub), ssl_context=trust(hub), width=640, height=360)
         assert (hello["width"], hello["height"]) == (640, 360) and first.codec == "H264"
+        assert hello["model"] is None and hello["pose"] is None, "a new session's scene is empty"
         await first.load_model("sample")
-        loaded = await frame_after_pose(first, 30.0)
         for yaw in range(35, 60, 5):
             await frame_after_pose(first, float(yaw))
         inspector = f"https://{session['hostname']}:{session['arrInspectorPort']}/status"
@@ -85,10 +102,12 @@ async def test_one_client_at_a_time_and_a_reset_scene_for_the_next(hub: RunningH
         status = (await asyncio.to_thread(httpx.get, inspector, headers=auth, verify=trust(hub))).json()
         recent = status["client"]["recent"]
         assert recent["fps"] > 0 and recent["renderMsP50"] > 0 and recent["poseToSendMsP50"] > 0
-        # What the RTP sender sent over the last ~2 s, and the rate the encoder aims at (REMB moves it).
+        # What the RTP sender sent over the last ~2 s, and the rate the encoder aims at.
         assert recent["bitrateKbps"] > 0 and recent["targetBitrateKbps"] > 0
         assert status["client"]["model"]["triangles"] > 100_000 and status["client"]["codec"] == "H264"
         assert status["client"]["encoder"] == status["encoder"] == expected_encoder()
+        # The first client lives (it pings each second), so a second one is refused: two tabs do not fight.
+        await asyncio.sleep(3.5)
         second = RenderClient()
         with pytest.raises(ConnectError, match="409 ClientAlreadyConnected"):
             await second.connect(direct(session), token(hub), ssl_context=trust(hub), width=640, height=360)
@@ -96,25 +115,83 @@ async def test_one_client_at_a_time_and_a_reset_scene_for_the_next(hub: RunningH
     finally:
         await first.close()
 
-    # The first client left: the next one gets in, and finds an empty scene (ARR's reset).
-    third = RenderClient()
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            await third.connect(direct(session), token(hub), ssl_context=trust(hub), width=640, height=360)
-            break
-        except ConnectError:  # the server notices the departure within moments
-            assert time.monotonic() < deadline
-            await third.close()
-            third = RenderClient()
-            await asyncio.sleep(0.1)
+    # The first client left: the next one finds its model and camera, and sees the model without loading it.
+    third, hello = await connect_when_free(hub, session)
     try:
-        empty = await frame_after_pose(third, 30.0)
-        scene = slice(0, 300)
-        assert loaded[scene].std() > 20, "the first client saw its model"
-        assert empty[scene].std() < 5, "the next client starts with no model"
+        assert hello["model"]["triangles"] > 100_000 and hello["model"]["bounds"]["max"][1] > 0
+        last = orbit_pose([0.0, 1.0, 0.0], 7.0, 55.0, 25.0)
+        np.testing.assert_allclose(hello["pose"]["position"], last.position, atol=1e-6)
+        np.testing.assert_allclose(hello["pose"]["orientation"], last.orientation, atol=1e-6)
+        shown = await frame_after_pose(third, 30.0)
+        assert shown[0:300].std() > 20, "the kept model, drawn for the new client"
     finally:
         await third.close()
+
+
+async def test_a_dead_connection_is_replaced_at_once_and_a_reloaded_tab_takes_its_own_place(
+    hub: RunningHub,
+) -> None:
+    session = ready(hub)
+    dead = RenderClient()
+    await dead.connect(direct(session), token(hub), ssl_context=trust(hub), width=640, height=360, keepalive=False)
+    try:
+        await dead.load_model("sample")
+        await frame_after_pose(dead, 40.0)
+        # The browser froze: its connection stays up, but nothing comes from it. A new offer gets in once the
+        # server heard nothing for 3 s, long before ICE would give up (about 30 s).
+        silent_since = time.monotonic()
+        tab, hello = await connect_when_free(hub, session, instance_id="tab-7")
+        assert 3.0 <= time.monotonic() - silent_since < 8.0
+        assert hello["model"]["triangles"] > 100_000, "the scene passed to the new client"
+        assert (await frame_after_pose(tab, 50.0))[0:300].std() > 20
+        # The same tab reloaded: its new connection replaces its old one at once, though that one lives.
+        reloaded = RenderClient()
+        hello = await reloaded.connect(
+            direct(session), token(hub), ssl_context=trust(hub), width=640, height=360, instance_id="tab-7"
+        )
+        assert hello["model"]["triangles"] > 100_000
+        # Another tab does not take it.
+        other = RenderClient()
+        with pytest.raises(ConnectError, match="409 ClientAlreadyConnected"):
+            await other.connect(
+                direct(session), token(hub), ssl_context=trust(hub), width=640, height=360, instance_id="tab-8"
+            )
+        await other.close()
+        assert (await frame_after_pose(reloaded, 60.0))[0:300].std() > 20
+        await reloaded.close()
+        await tab.close()
+    finally:
+        await dead.close()
+
+
+def kept_scene(hub: RunningHub, session: dict[str, Any]) -> dict[str, Any] | None:
+    """The inspector's account of the scene a departed client left, while the server keeps it."""
+    inspector = f"https://{session['hostname']}:{session['arrInspectorPort']}/status"
+    auth = {"Authorization": f"Bearer {token(hub)}"}
+    kept: dict[str, Any] | None = httpx.get(inspector, headers=auth, verify=trust(hub)).json()["keptScene"]
+    return kept
+
+
+async def test_the_scene_resets_after_the_grace_period_or_at_once_with_none(
+    hub_factory: Callable[..., RunningHub],
+) -> None:
+    for grace in ("1.5", "0"):
+        hub = hub_factory("--rate-limit", "0", "--scene-grace", grace, name=f"grace-{grace}")
+        session = ready(hub)
+        first, _ = await connect_when_free(hub, session)
+        await first.load_model("sample")
+        await frame_after_pose(first, 30.0)
+        await first.close()
+        if grace != "0":
+            kept = wait_for(lambda: kept_scene(hub, session), 10)  # noqa: B023  (called within this iteration)
+            assert kept["model"]["triangles"] > 100_000 and 0 < kept["secondsLeft"] <= 1.5
+            await asyncio.sleep(2.5)  # past the grace period
+        later, hello = await connect_when_free(hub, session)
+        try:
+            assert hello["model"] is None and hello["pose"] is None, f"--scene-grace {grace}: the scene reset"
+            assert (await frame_after_pose(later, 30.0))[0:300].std() < 5
+        finally:
+            await later.close()
 
 
 async def test_the_hub_relays_offers_for_browsers(hub: RunningHub) -> None:

@@ -410,6 +410,57 @@ def test_session_bar_keys_and_stats_overlay(hub: RunningHub, browser: Browser) -
         assert [client.get(name)["status"] for name in ("shown", "other")] == ["Stopped", "Stopped"]
 
 
+# Every data channel a page opens, so a test can break one as a failing network would.
+KEEP_CHANNELS = """(() => {
+  const create = RTCPeerConnection.prototype.createDataChannel;
+  window.renderhubChannels = [];
+  RTCPeerConnection.prototype.createDataChannel = function (...args) {
+    const channel = create.apply(this, args);
+    window.renderhubChannels.push(channel);
+    return channel;
+  };
+})()"""
+
+
+def test_a_lost_connection_comes_back_by_itself_with_the_model_and_view(hub: RunningHub, browser: Browser) -> None:
+    """The viewer reconnects by itself and says so; the server kept the model; a reloaded tab takes over at once."""
+    with hub.client() as client:
+        client.create("kept", "Standard", 10)
+        wait_for(lambda: client.get("kept")["status"] == "Ready", 30)
+    page = browser.page()
+    page.add_init_script(KEEP_CHANNELS)
+    page.goto(f"{hub.endpoint}/viewer/")
+    sign_in(page, hub)
+    page.select_option("#stream-size", "640x360")
+    connect = page.locator("#session-list li[data-session-id='kept'] button.primary")
+    connect.click()
+    expect(page.locator("#stage-message")).to_be_hidden(timeout=30_000)
+    page.click("#load-sample")
+    expect(page.locator("#model-info")).to_contain_text("loaded in", timeout=30_000)
+    page.locator("#viewport").press("ArrowLeft")  # a view of the user's own, not the framing one
+    page.wait_for_timeout(1000)
+    before = np.array(page.evaluate(SNAPSHOT))
+    assert before.std() > 10, "the model is on screen"
+
+    page.evaluate("window.renderhubChannels.at(-1).close()")  # the connection breaks
+    expect(page.locator("#stage-title")).to_have_text("Connection lost: reconnecting…", timeout=10_000)
+    expect(page.locator("#stage-message")).to_be_hidden(timeout=30_000)
+    expect(page.locator("#toast-text")).to_contain_text("Reconnected")
+    expect(page.locator("#model-info")).to_contain_text("kept from the last connection")
+    eventually(page, lambda: pose_shown(page) is not None, 10, "a frame of the new connection")
+    page.wait_for_timeout(1000)
+    after = np.array(page.evaluate(SNAPSHOT))
+    assert np.abs(after - before).mean() < 4, "the same model from the same view, without loading it again"
+
+    # The tab reloads: its new connection replaces the old one at once (the same tab's id), the model still there.
+    page.reload()
+    connect.click()
+    expect(page.locator("#stage-message")).to_be_hidden(timeout=30_000)
+    expect(page.locator("#model-info")).to_contain_text("kept from the last connection")
+    page.wait_for_timeout(1000)
+    assert np.array(page.evaluate(SNAPSHOT)).std() > 10
+
+
 def test_the_inspector_page_shows_live_figures(hub: RunningHub, browser: Browser) -> None:
     """The render server's inspector page, as a person opens it: its script runs, and its figures move."""
     with hub.client() as client:

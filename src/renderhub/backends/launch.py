@@ -39,6 +39,7 @@ def render_config(settings: Settings, spec: ServerSpec, tls_cert: str, tls_key: 
         max_fps=int(profile.get("max_fps", RenderConfig.max_fps)),
         ice_servers=settings.ice_servers,
         allow_private_urls=settings.allow_private_model_urls,
+        scene_grace_seconds=settings.scene_grace_seconds,
         hub_url=hub_url(settings, settings.endpoint),
         hub_ca_pem=hub_ca_pem(settings),
         storage_root=str(settings.storage_root.resolve()),

@@ -30,6 +30,8 @@ class RenderConfig:
     fetch_timeout_seconds: float = 60.0
     # The whole of one loadModel (download, parse, upload): past it the render worker is restarted if it holds the load.
     model_load_timeout_seconds: float = 60.0
+    # How long a departed client's scene (model and camera) waits for the next client; 0: reset at once, as ARR.
+    scene_grace_seconds: float = 60.0
     device_index: int | None = None
     # On a cluster node the hub's asset directory is elsewhere: named models not found in asset_roots are
     # fetched from the hub (its /render/assets/ URL, trusted through the hub's CA, with the client's token).

@@ -49,6 +49,15 @@ class ModelLoader:
         self._restarting = False
         self._task: asyncio.Task[None] | None = None
 
+    @property
+    def last_pose(self) -> Pose | None:
+        """The camera the client last sent."""
+        return None if self._last_pose is None else self._last_pose[1]
+
+    @property
+    def loading(self) -> bool:
+        return self._task is not None and not self._task.done()
+
     def send_pose(self, pose_id: int, pose: Pose) -> None:
         self._last_pose = (pose_id, pose)
         if not self._restarting:  # else the new worker gets the latest pose once it is up
@@ -56,7 +65,7 @@ class ModelLoader:
 
     def request(self, message: LoadModelMessage) -> None:
         """Start loading a model, or refuse as Busy while one is loading; the client hears the outcome."""
-        if self._task is not None and not self._task.done():
+        if self.loading:
             self._error(protocol.BUSY, "a model is loading already; wait for modelLoaded or error", message.ref)
         else:
             self._task = asyncio.create_task(self._load(message))
@@ -114,6 +123,7 @@ class ModelLoader:
             "drawCalls": info.draw_calls,
             "levels": info.levels,
             "loadMs": info.load_ms,
+            "bounds": {"min": list(info.bounds[0]), "max": list(info.bounds[1])} if info.bounds else None,
         }
         self._send(protocol.model_loaded(info.triangles, info.draw_calls, info.load_ms, info.bounds, info.points,
                                          info.levels))  # fmt: skip

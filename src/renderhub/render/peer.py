@@ -20,6 +20,7 @@ from renderhub.render.candidates import MAX_REMOTE_CANDIDATES, filter_candidates
 from renderhub.render.compat import enable_loopback_candidates, last_sent_rtp_timestamp
 from renderhub.render.encoder import use_h264_preset
 from renderhub.render.errors import RenderError
+from renderhub.render.kept_scene import LAPSE_SECONDS, KeptScene
 from renderhub.render.model_loader import ModelLoader
 from renderhub.render.picking import Picker
 from renderhub.render.protocol import LoadModelMessage, PingMessage, PointerMessage, PoseMessage, ProtocolError
@@ -43,8 +44,19 @@ class OfferError(RenderError, ValueError):
 class ClientStream:
     """One client's stream; `accept` answers its offer, `close` frees everything (the worker included)."""
 
-    def __init__(self, worker: RenderWorker, pc: RTCPeerConnection, options: StreamOptions, *, fps: int) -> None:
+    def __init__(
+        self,
+        worker: RenderWorker,
+        pc: RTCPeerConnection,
+        options: StreamOptions,
+        *,
+        fps: int,
+        kept: KeptScene | None = None,
+        instance_id: str | None = None,
+    ) -> None:
         self.pc, self.options, self.fps = pc, options, fps
+        self.kept = kept  # the scene a client before left, which this one takes over
+        self.instance_id = instance_id  # the client's own id for itself (a browser tab's), if it gave one
         self.track = RenderTrack(worker, on_frame=self._frame_sent)
         self.loader = ModelLoader(
             worker, self.track, options, fps=fps, send=self.send, error=self._error, lost=self._client_left
@@ -64,6 +76,9 @@ class ClientStream:
         self._teardown: asyncio.Future[None] | None = None
         self.closed = asyncio.Event()
         self.started = time.monotonic()
+        self.last_heard = self.started  # the last data-channel message from the client (or the offer)
+        if kept is not None:
+            self.loader.model = kept.model
 
     @classmethod
     async def accept(
@@ -75,8 +90,10 @@ class ClientStream:
         width: int,
         height: int,
         fps: int,
+        kept: KeptScene | None = None,
+        instance_id: str | None = None,
     ) -> ClientStream:
-        """Start a worker, answer the offer; the answer is in `.answer_sdp` / `.answer_type`.
+        """Start a worker (or take over `kept`'s), answer the offer; the answer is in `.answer_sdp` / `.answer_type`.
 
         Raises OfferError for an offer we cannot answer, WorkerError when rendering cannot start.
         """
@@ -93,9 +110,12 @@ class ClientStream:
         if options.loopback:
             enable_loopback_candidates()
         use_h264_preset(encoder=options.h264_encoder)
-        worker = await RenderWorker.start(width, height, fps=fps, device_index=options.device_index)
+        worker = await _kept_worker(kept, width, height, fps)
+        if worker is None:
+            kept = None
+            worker = await RenderWorker.start(width, height, fps=fps, device_index=options.device_index)
         pc = RTCPeerConnection(ice_configuration(options.ice_servers))
-        stream = cls(worker, pc, options, fps=fps)
+        stream = cls(worker, pc, options, fps=fps, kept=kept, instance_id=instance_id)
         try:
             await stream._answer(offer_sdp)
         except BaseException:
@@ -141,12 +161,10 @@ class ClientStream:
         self.channel = channel
         channel.on("message", self._on_message)
         channel.on("close", self._client_left)
-        worker = self.worker
-        self.send(
-            protocol.hello(
-                self.options.session_id, worker.width, worker.height, self.fps, self.codec, worker.renderer_name
-            )
-        )
+        worker, kept = self.worker, self.kept
+        model, pose = (kept.model, kept.pose) if kept else (None, None)
+        name, fps, codec = self.options.session_id, self.fps, self.codec
+        self.send(protocol.hello(name, worker.width, worker.height, fps, codec, worker.renderer_name, model, pose))
 
     @property
     def worker(self) -> RenderWorker:
@@ -170,7 +188,16 @@ class ClientStream:
         self.errors_sent += 1
         self.send(protocol.error(code, message, ref))
 
+    def replaceable(self, instance_id: str | None) -> str | None:
+        """Why a new client's offer may take this one's place, or None: it is the same client instance (a
+        reloaded tab), or this one's connection lapsed (nothing heard for LAPSE_SECONDS)."""
+        if instance_id is not None and instance_id == self.instance_id:
+            return "the same client instance connected again"
+        quiet = time.monotonic() - self.last_heard
+        return f"nothing heard from it for {quiet:.1f} s" if quiet >= LAPSE_SECONDS else None
+
     def _on_message(self, data: str | bytes) -> None:
+        self.last_heard = time.monotonic()
         try:
             message = protocol.parse_client_message(data)
         except ProtocolError as exc:
@@ -249,6 +276,7 @@ class ClientStream:
         await asyncio.shield(self._teardown)
 
     async def _teardown_all(self) -> None:
+        loading = self.loader.loading
         await self.loader.close()
         watchdog = self._watchdog
         if watchdog is not None and not watchdog.done():
@@ -262,7 +290,11 @@ class ClientStream:
         self.track.stop()
         with contextlib.suppress(Exception):
             await self.pc.close()
-        await self.worker.close()
+        worker, keep = self.worker, self.options.keep_scene
+        if keep is not None and worker.alive and not loading:  # a load cut short leaves the scene in doubt
+            keep(KeptScene(worker, self.loader.model, self.loader.last_pose))
+        else:
+            await worker.close()
 
     def stats(self) -> dict[str, Any]:
         """What the inspector shows about this stream."""
@@ -287,3 +319,17 @@ class ClientStream:
             "seconds": round(time.monotonic() - self.started, 1),
             "recent": {**self.figures.figures(), **sent},  # bitrateKbps, targetBitrateKbps
         }
+
+
+async def _kept_worker(kept: KeptScene | None, width: int, height: int, fps: int) -> RenderWorker | None:
+    """The kept scene's worker at this client's size and frame rate, no frame of the client before queued; None
+    without one or when it died meanwhile (it is closed then)."""
+    if kept is None:
+        return None
+    try:
+        await kept.worker.resize(width, height, fps=fps, redraw=False)
+    except WorkerError as exc:
+        log.warning("the kept scene's render worker is gone (%s): starting a new one", exc)
+        await kept.worker.close()
+        return None
+    return kept.worker

@@ -194,7 +194,19 @@ def _ms(value: float) -> float:
     return round(float(value), 2)
 
 
-def hello(session_id: str, width: int, height: int, fps: int, codec: str, renderer: str) -> str:
+def hello(
+    session_id: str,
+    width: int,
+    height: int,
+    fps: int,
+    codec: str,
+    renderer: str,
+    model: dict[str, Any] | None = None,
+    pose: Pose | None = None,
+) -> str:
+    """The channel opened; `model` (as modelLoaded gave it) and `pose` are a kept scene's, from a client before."""
+    camera = None if pose is None else {"position": list(pose.position), "orientation": list(pose.orientation),
+                                        "fov": pose.fov}  # fmt: skip
     return _dump(
         {
             "type": "hello",
@@ -204,6 +216,8 @@ def hello(session_id: str, width: int, height: int, fps: int, codec: str, render
             "fps": fps,
             "codec": codec,
             "renderer": renderer,
+            "model": model,
+            "pose": camera,
         }
     )
 
@@ -284,6 +298,11 @@ def pose(
     return _dump(
         {"type": "pose", "id": pose_id, "position": list(position), "orientation": list(orientation), "fov": fov}
     )
+
+
+def ping(t: float) -> str:
+    """Client side: answered by a pong with the same `t`; it also tells the server this client is alive."""
+    return _dump({"type": "ping", "t": t})
 
 
 def load_model(

@@ -340,7 +340,10 @@ class RenderLoop:
         self.shm.close()
         self.shm = SharedMemory(request.shm_name)
         self.views = slot_views(self.shm.buf, self.width, self.height, SLOTS)
-        self.free, self.dirty, self.shown = list(range(SLOTS)), self.latest is not None, None
+        self.free, self.dirty, self.shown = list(range(SLOTS)), request.redraw and self.latest is not None, None
+        if request.fps is not None:
+            self.bucket = _Bucket(request.fps)
+            self.levels.budget_ms = 1000 / request.fps * FRAME_BUDGET_SHARE
         self.levels.reset(self.levels.primitives, resized=True)  # another size renders at another speed
         self.conn.send(Resized(request.id))
 

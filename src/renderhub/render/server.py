@@ -25,6 +25,7 @@ from renderhub.render.assignment import ASSIGNED, Assignment, read_assignment
 from renderhub.render.config import RenderConfig
 from renderhub.render.http import ConnectionLimits, Request, Response, serve
 from renderhub.render.inspector import INSPECTOR_HEADERS, INSPECTOR_PAGE
+from renderhub.render.kept_scene import KeptScene, client_instance_id
 from renderhub.render.revocation import FRESH_SECONDS, KeySerials, Revoked
 from renderhub.render.stream_options import X264, StreamOptions
 
@@ -47,8 +48,8 @@ class RecentLog(logging.Handler):
 
 
 class RenderServer:
-    """One session's server: accepts one client at a time and resets when that client leaves. A pooled server
-    (no session yet) accepts nobody until it is assigned one."""
+    """One session's server: accepts one client at a time; when that client leaves, its scene waits the grace
+    period for the next one, then resets. A pooled server (no session yet) accepts nobody until it is assigned one."""
 
     def __init__(
         self,
@@ -68,6 +69,9 @@ class RenderServer:
         self.started = time.time()
         self.client: ClientStream | None = None  # the one connected client's stream
         self.client_grant: Grant | None = None  # the token it connected with
+        self.kept: KeptScene | None = None  # the scene of the client that left, until the grace period ends
+        self._kept_expiry: asyncio.Task[None] | None = None
+        self._closing_workers: set[asyncio.Task[None]] = set()
         self.clients_served = 0
         self.models = ModelResolver(config)
         self.renderer = renderer  # the GL renderer the self-check found (llvmpipe, or the GPU's name)
@@ -78,6 +82,7 @@ class RenderServer:
             h264_encoder=encoder,
             model_resolver=self.models.resolve,
             on_closed=self._client_left,
+            keep_scene=self._keep_scene if config.scene_grace_seconds > 0 else None,
             loopback=_is_loopback(bind_host),
         )
         self._connecting = asyncio.Lock()
@@ -164,20 +169,27 @@ class RenderServer:
             if not isinstance(body, dict) or body.get("type") != "offer" or not isinstance(body.get("sdp"), str):
                 raise ValueError('The body must be a JSON object with "type": "offer" and an "sdp" string.')
             stream = self.stream_settings(body)
+            instance_id = client_instance_id(body)
         except (ValueError, RecursionError) as exc:
             return Response.error(400, "BadRequest", str(exc) if isinstance(exc, ValueError) else "Malformed JSON.")
         async with self._connecting:
-            if self.client is not None:
-                return Response.error(
-                    409, "ClientAlreadyConnected", "Another client is connected to this session; one at a time."
-                )
+            if (current := self.client) is not None:
+                reason = current.replaceable(instance_id)
+                if reason is None:
+                    return Response.error(
+                        409, "ClientAlreadyConnected", "Another client is connected to this session; one at a time."
+                    )
+                log.info("a new client replaces the connected one: %s", reason)
+                await current.close()  # its scene is kept for the new client
+                self._forget_client()
             from renderhub.render.peer import ClientStream, OfferError  # aiortc loads once a client comes
             from renderhub.render.worker import WorkerError
 
+            kept = self._take_kept()
             try:
                 client = await ClientStream.accept(
                     body["sdp"], "offer", self.stream_options, width=stream["width"], height=stream["height"],
-                    fps=stream["fps"],
+                    fps=stream["fps"], kept=kept, instance_id=instance_id,
                 )  # fmt: skip
             except OfferError as exc:
                 return Response.error(400, exc.code, f"The offer was refused: {exc.message}")
@@ -189,16 +201,54 @@ class RenderServer:
             self.models.client_token = grant.token
             self.models.account_id = self.tokens.account_id
         self.clients_served += 1
-        log.info("client connected: %dx%d at %d fps", stream["width"], stream["height"], stream["fps"])
+        scene = "the scene kept from the client before" if client.kept else "a new scene"
+        log.info("client connected: %dx%d at %d fps, %s", stream["width"], stream["height"], stream["fps"], scene)
         return Response.json(200, {"type": "answer", "sdp": answer})
 
     def _client_left(self) -> None:
-        """ARR's semantics: when the client leaves, the scene is reset for the next one (its worker is gone)."""
-        log.info("client left; scene reset")
+        """The connected client's stream closed itself (its client left, or rendering failed)."""
+        client = self.client
+        if client is None or not client.closed.is_set():
+            return  # a client replaced before: the one connected now is another
+        grace = self.config.scene_grace_seconds
+        log.info("client left; %s", f"scene kept for {grace:g} s" if self.kept else "scene reset")
+        self._forget_client()
+        if self.kept is None:
+            self.models.forget()
+
+    def _forget_client(self) -> None:
         self.client, self.client_grant = None, None
         self.models.client_token = None
         self.models.account_id = None
-        self.models.forget()
+
+    def _keep_scene(self, kept: KeptScene) -> None:
+        """A departed client's scene: the next client within the grace period takes it over; then it resets."""
+        if (old := self._take_kept()) is not None:  # cannot be: a client takes the kept scene as it connects
+            self._closing_workers.add(task := asyncio.create_task(old.worker.close()))
+            task.add_done_callback(self._closing_workers.discard)
+        self.kept = kept
+        self._kept_expiry = asyncio.create_task(self._expire(kept, self.config.scene_grace_seconds))
+
+    def _take_kept(self) -> KeptScene | None:
+        kept, self.kept = self.kept, None
+        if self._kept_expiry is not None:
+            self._kept_expiry.cancel()
+            self._kept_expiry = None
+        return kept
+
+    def _kept_status(self) -> dict[str, Any] | None:
+        if self.kept is None:
+            return None
+        left = self.config.scene_grace_seconds - (time.monotonic() - self.kept.since)
+        return {"model": self.kept.model, "secondsLeft": round(max(left, 0.0), 1)}
+
+    async def _expire(self, kept: KeptScene, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        if self.kept is kept:
+            log.info("no client came within %g s: scene reset", seconds)
+            self.kept, self._kept_expiry = None, None
+            self.models.forget()
+            await kept.worker.close()
 
     async def inspector(self, request: Request) -> Response:
         if request.path == "/" and request.method == "GET":
@@ -224,12 +274,16 @@ class RenderServer:
             "encoder": self.encoder,
             "clientsServed": self.clients_served,
             "client": self.client.stats() if self.client is not None else None,
+            "keptScene": self._kept_status(),
             "log": list(self.recent.lines),
         }
 
     async def close(self) -> None:
         if self.client is not None:
             await self.client.close()
+        kept = self._take_kept()
+        if kept is not None:
+            await kept.worker.close()
         self.models.forget()
         await self.keys.close()
 

@@ -12,6 +12,7 @@ from renderhub.render.config import RenderConfig
 from renderhub.render.protocol import LoadModelMessage
 
 if TYPE_CHECKING:  # rtc imports aiortc, which a server loads only once a client comes
+    from renderhub.render.kept_scene import KeptScene
     from renderhub.render.rtc import IceServer
 
 DEFAULT_MAX_BYTES = 2 << 30
@@ -24,6 +25,7 @@ Progress = Callable[[str, float], None]
 ModelResolver = Callable[[LoadModelMessage, Progress], "Awaitable[Path] | Path"]
 InputHandler = Callable[[protocol.ClientMessage], None]
 ClosedHandler = Callable[[], "Awaitable[None] | None"]
+SceneKeeper = Callable[["KeptScene"], None]
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,8 @@ class StreamOptions:
     max_primitives: int | None = None
     max_bytes: int = DEFAULT_MAX_BYTES
     load_timeout: float | None = DEFAULT_LOAD_TIMEOUT
-    on_closed: ClosedHandler | None = None  # called once the stream is closed, whoever closed it
+    on_closed: ClosedHandler | None = None  # called once the stream closed itself (its client left)
+    keep_scene: SceneKeeper | None = None  # given the scene when the client leaves; None: the worker just ends
     on_input: InputHandler | None = None  # pointer and key messages
     device_index: int | None = None  # the GPU the render worker uses
     # Offer loopback ICE candidates, and so accept a client's: for a server bound to loopback only (its clients are
@@ -54,6 +57,7 @@ class StreamOptions:
         h264_encoder: str,
         model_resolver: ModelResolver | None,
         on_closed: ClosedHandler | None,
+        keep_scene: SceneKeeper | None = None,
         loopback: bool = True,
     ) -> StreamOptions:
         return cls(
@@ -64,6 +68,7 @@ class StreamOptions:
             max_bytes=config.max_model_bytes,
             load_timeout=config.model_load_timeout_seconds,
             on_closed=on_closed,
+            keep_scene=keep_scene,
             device_index=config.device_index,
             h264_encoder=h264_encoder,
             loopback=loopback,

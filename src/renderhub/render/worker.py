@@ -192,13 +192,17 @@ class RenderWorker:
         """Drop the model; the next frames show the empty scene."""
         await self._call(Clear(next(self._ids)), Cleared, STOP_TIMEOUT * 10)
 
-    async def resize(self, width: int, height: int) -> None:
-        """Render at a new size from the next frame on; frames of the old size still queued are dropped."""
+    async def resize(self, width: int, height: int, *, fps: float | None = None, redraw: bool = True) -> None:
+        """Render at a new size (and frame-rate cap) from the next frame on; frames queued before are dropped.
+
+        `redraw` draws the latest pose again at the new size; a new client taking over the scene sends its own.
+        """
         shm = SharedMemory(create=True, size=slot_bytes(width, height) * SLOTS)
         self._blocks.append(shm)
         old = self._shm
         self._set_size(width, height, shm)
-        await self._call(Resize(next(self._ids), width, height, shm.name, self._generation), Resized, STOP_TIMEOUT * 10)
+        resize = Resize(next(self._ids), width, height, shm.name, self._generation, fps, redraw)
+        await self._call(resize, Resized, STOP_TIMEOUT * 10)
         old.close()
         old.unlink()
         self._blocks.remove(old)

@@ -88,6 +88,8 @@ class Resize:
     height: int
     shm_name: str  # the new shared-memory block, made by the server
     generation: int
+    fps: float | None = None  # a new frame-rate cap, or the same
+    redraw: bool = True  # draw the latest pose again at the new size (not for a new client: it sends its own)
 
 
 @dataclass(frozen=True, slots=True)

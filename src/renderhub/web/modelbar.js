@@ -33,6 +33,15 @@ function counted(value, noun) {
   return `${n.toLocaleString("en-US")} ${noun}${n === 1 ? "" : "s"}`;
 }
 
+/** A loaded model in a line: "121 k triangles · 1 draw call · 4 levels of detail". */
+function describe(model) {
+  const points = Number(model.points || 0);
+  const cloud = points ? ` · ${counted(points, "point")}` : "";
+  const levels = Array.isArray(model.levels) && model.levels.length > 1;
+  const detail = levels ? ` · ${model.levels.length} levels of detail` : "";
+  return `${counted(model.triangles, "triangle")}${cloud} · ${counted(model.drawCalls, "draw call")}${detail}`;
+}
+
 export class ModelBar {
   /**
    * @param state    the ViewerState: loads go to its current stream; current.loading is set here only
@@ -118,15 +127,16 @@ export class ModelBar {
     } else if (message.type === "modelLoaded") {
       this.done();
       const seconds = (Number(message.loadMs) || 0) / 1000;
-      const triangles = counted(message.triangles, "triangle");
-      const points = Number(message.points || 0);
-      const cloud = points ? ` · ${counted(points, "point")}` : "";
-      const levels = Array.isArray(message.levels) && message.levels.length > 1;
-      const detail = levels ? ` · ${message.levels.length} levels of detail` : "";
-      $("model-info").textContent =
-        `${triangles}${cloud} · ${counted(message.drawCalls, "draw call")}${detail} · ` +
-        `loaded in ${seconds.toFixed(2)} s`;
+      $("model-info").textContent = `${describe(message)} · loaded in ${seconds.toFixed(2)} s`;
       current.camera.frame(message.bounds);
+      this.state.poseChanged();
+    } else if (message.type === "hello" && message.model) {
+      // The render server kept the scene of a connection before (this tab's, or the tab before a reload).
+      $("model-info").textContent = `${describe(message.model)} · kept from the last connection`;
+      if (!current.camera.bounds) {
+        current.camera.frame(message.model.bounds);
+        if (message.pose) current.camera.adopt(message.pose);
+      }
       this.state.poseChanged();
     } else if (message.type === "error") {
       const text = serverErrorText(message);

@@ -76,6 +76,18 @@ export class OrbitCamera {
     return orbitPose(this.target, this.distance, this.yaw, this.pitch, this.fov);
   }
 
+  /** Take over a pose (the camera a reloaded tab left on the server): orbit about the point it looks at, as deep
+   * as the framed model's centre (frame first); a pose from this camera comes back unchanged. */
+  adopt({ position, orientation, fov }) {
+    const backward = column(rotation(orientation), 2);
+    const depth = this.target.reduce((sum, t, i) => sum - (t - position[i]) * backward[i], 0);
+    if (depth > 0) this.distance = depth;
+    this.target = position.map((p, i) => p - this.distance * backward[i]);
+    this.pitch = (Math.asin(Math.max(-1, Math.min(1, backward[1]))) * 180) / Math.PI;
+    this.yaw = (((Math.atan2(backward[0], backward[2]) * 180) / Math.PI) % 360 + 360) % 360;
+    if (Number.isFinite(fov)) this.fov = fov;
+  }
+
   /** Turn by degrees: positive yaw moves the camera to its right around the target, positive pitch raises it. */
   orbit(dYaw, dPitch) {
     this.yaw = (((this.yaw + dYaw) % 360) + 360) % 360;

@@ -11,6 +11,8 @@ const POLL_MS = 1000;
 const SESSION_REFRESH_MS = 15000;
 const LEASE_STEP_MINUTES = 30;
 const TERMINAL = new Set(["Stopped", "Expired", "Error"]);
+const RECONNECT_DELAYS_MS = [500, 1000, 2000, 4000, 8000]; // after a lost connection, then the user decides
+const INSTANCE_KEY = "renderhub.clientInstanceId";
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 function endedText(session) {
@@ -22,9 +24,20 @@ function endedText(session) {
   return "This session was stopped.";
 }
 
+/** This tab's id for itself, kept across reloads (sessionStorage is per tab): its new connection replaces its
+ * old one on the render server at once, where another tab's would be refused. */
+function clientInstanceId() {
+  let id = sessionStorage.getItem(INSTANCE_KEY);
+  if (!id) {
+    id = crypto.randomUUID();
+    sessionStorage.setItem(INSTANCE_KEY, id);
+  }
+  return id;
+}
+
 function streamSettings() {
   const [width, height] = $("stream-size").value.split("x").map(Number);
-  return { width, height, fps: Number($("stream-fps").value) };
+  return { width, height, fps: Number($("stream-fps").value), clientInstanceId: clientInstanceId() };
 }
 
 export class SessionView {
@@ -138,10 +151,10 @@ export class SessionView {
   }
 
   async connect(mine) {
-    const camera = new OrbitCamera();
+    const current = this.state.current;
+    const camera = current.camera || new OrbitCamera(); // a reconnect keeps the view where it was
     const settings = { ...streamSettings(), iceServers: await this.state.hub.iceServers() };
     if (mine !== this.generation) return;
-    const current = this.state.current;
     const stream = new RenderStream(this.state.hub, current.id, $("video"), settings, () => camera.pose());
     Object.assign(current, { stream, camera, loading: false, pickRef: null });
     this.stats.clearPick();
@@ -151,6 +164,7 @@ export class SessionView {
     stream.addEventListener("message", ours((detail) => this.onServerMessage(detail)));
     stream.addEventListener("stats", ours((detail) => this.stats.show(detail)));
     stream.addEventListener("closed", ours((detail) => this.onStreamClosed(stream, detail.reason)));
+    this.models.reset(); // before the hello, which may say the server kept a model for this stream
     try {
       await stream.open();
     } catch (exc) {
@@ -163,7 +177,6 @@ export class SessionView {
     }
     if (mine !== this.generation) throw new Cancelled();
     this.showStreamControls(true);
-    this.models.reset();
     $("help").classList.remove("faded");
     clearTimeout(this.helpTimer);
     this.helpTimer = setTimeout(() => $("help").classList.add("faded"), 8000);
@@ -202,13 +215,36 @@ export class SessionView {
       this.messages.stage({ title: "The session has ended", text: endedText(session) });
       this.list.refresh(true);
     } else {
-      this.messages.stage({
-        title: "Disconnected",
-        text: reason,
-        error: true,
-        action: { label: "Reconnect", run: () => this.retry() },
-      });
+      await this.reconnect(mine, reason);
     }
+  }
+
+  /** After a lost connection: connect again by itself, a few times, saying so; the scene waits on the server. */
+  async reconnect(mine, reason) {
+    for (const [attempt, delay] of RECONNECT_DELAYS_MS.entries()) {
+      this.messages.stage({
+        title: "Connection lost: reconnecting…",
+        text: `${reason} Attempt ${attempt + 1} of ${RECONNECT_DELAYS_MS.length}; the model and view are kept.`,
+        spinner: true,
+      });
+      await sleep(delay);
+      if (mine !== this.generation) return;
+      try {
+        await this.connect(mine);
+        this.messages.toast("Reconnected: the model and view are as you left them.", "notice");
+        return;
+      } catch (exc) {
+        if (mine !== this.generation || exc instanceof Cancelled) return;
+        if (exc instanceof HubError && exc.unauthorized) return this.messages.fail(exc);
+        reason = exc.message || String(exc);
+      }
+    }
+    this.messages.stage({
+      title: "Disconnected",
+      text: `${reason} Reconnecting did not work; the session may still be running.`,
+      error: true,
+      action: { label: "Reconnect", run: () => this.retry() },
+    });
   }
 
   /** The periodic re-read of the shown session: its lease, and a stream to end if the session has. */

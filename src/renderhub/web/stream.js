@@ -7,7 +7,9 @@ const ICE_GATHER_TIMEOUT_MS = 5000;
 const OPEN_TIMEOUT_MS = 20000;
 const STATS_INTERVAL_MS = 1000;
 const REPORT_INTERVAL_MS = 500;
-const PING_INTERVAL_MS = 2000;
+const PING_INTERVAL_MS = 2000; // the server takes a client silent for 3 s as gone: pings say it is not
+const SILENCE_MS = 6000; // nothing from the server for this long (it answers every ping): the connection is dead
+const DISCONNECTED_MS = 4000; // ICE "disconnected" this long: give up on it and reconnect afresh
 const FPS_WINDOW_MS = 1000;
 const MAX_UNANSWERED_POSES = 4096;
 const LATENCY_SAMPLES = 200;
@@ -74,6 +76,8 @@ export class RenderStream extends EventTarget {
     this.lastPoseAt = -Infinity;
     this.poseDirty = false;
     this.poseTimer = null;
+    this.heardAt = 0; // performance.now() of the server's last message
+    this.disconnectedTimer = null;
     this.unanswered = new Map(); // pose id -> performance.now() when sent, in sending order
     // Which pose each video frame shows, by its RTP timestamp: from the server's frame messages, and frames
     // presented before their message came (rtp -> presentation time).
@@ -131,10 +135,10 @@ export class RenderStream extends EventTarget {
       throw new Error("This browser found no network address for the video connection.");
     }
     this.state("connecting", "Asking the render server for a stream…");
-    const { width, height, fps } = this.settings;
+    const { width, height, fps, clientInstanceId } = this.settings;
     const answer = await this.hub.offer(
       this.sessionId,
-      { type: "offer", sdp, width, height, fps },
+      { type: "offer", sdp, width, height, fps, clientInstanceId },
       this.abort.signal,
     );
     this.throwIfClosed();
@@ -145,7 +149,8 @@ export class RenderStream extends EventTarget {
     this.watchFrames();
     this.timers.push(setInterval(() => this.readStats(), STATS_INTERVAL_MS));
     this.timers.push(setInterval(() => this.emit("stats", this.figures()), REPORT_INTERVAL_MS));
-    this.timers.push(setInterval(() => this.send({ type: "ping", t: performance.now() }), PING_INTERVAL_MS));
+    this.heardAt = performance.now();
+    this.timers.push(setInterval(() => this.keepAlive(), PING_INTERVAL_MS));
     this.state("connected", "Connected. Waiting for the first frame…");
     this.requestPose(); // the server renders only on a pose: this is the first picture
   }
@@ -170,18 +175,31 @@ export class RenderStream extends EventTarget {
     });
   }
 
+  /** Ping (the server replaces a client it has not heard from for 3 s), and end a connection gone silent. */
+  keepAlive() {
+    if (performance.now() - this.heardAt > SILENCE_MS) {
+      this.close("The render server stopped answering. The network may have failed.");
+      return;
+    }
+    this.send({ type: "ping", t: performance.now() });
+  }
+
   onConnectionState() {
     const state = this.pc ? this.pc.connectionState : "closed";
+    clearTimeout(this.disconnectedTimer);
     if (state === "failed") {
       this.close("The video connection was lost. The render server may have stopped, or the network failed.");
     } else if (state === "disconnected") {
       this.state("reconnecting", "The video connection is interrupted; trying to recover…");
+      const lost = () => this.close("The video connection was interrupted and did not recover.");
+      this.disconnectedTimer = setTimeout(lost, DISCONNECTED_MS);
     } else if (state === "connected" && this.firstFrame) {
       this.state("streaming", "");
     }
   }
 
   onMessage(data) {
+    this.heardAt = performance.now();
     let message;
     try {
       message = JSON.parse(data);
@@ -192,6 +210,7 @@ export class RenderStream extends EventTarget {
     if (message.type === "hello") {
       this.hello = message;
       if (Number.isFinite(message.fps) && message.fps > 0) this.fps = message.fps;
+      if (message.model && Array.isArray(message.model.levels)) this.levels = message.model.levels; // a kept scene
     } else if (message.type === "frame") {
       if (Number.isInteger(message.rtpTimestamp) && Number.isInteger(message.poseId)) {
         this.rememberFrame(message.rtpTimestamp, message.poseId);
@@ -362,6 +381,7 @@ export class RenderStream extends EventTarget {
     this.abort.abort();
     for (const timer of this.timers) clearInterval(timer);
     clearTimeout(this.poseTimer);
+    clearTimeout(this.disconnectedTimer);
     if (this.channel) this.channel.close();
     if (this.pc) this.pc.close();
     this.video.srcObject = null;
