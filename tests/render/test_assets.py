@@ -41,7 +41,8 @@ def test_names_that_leave_the_roots_or_do_not_exist_are_refused(root: Path, name
 
 
 class Site(http.server.BaseHTTPRequestHandler):
-    """A model server on loopback: /model.glb, /big.glb, /slow.glb, /redirect, /scene.gltf + /scene.bin."""
+    """A model server on loopback: /model.glb, /big.glb, /slow.glb, /redirect, /scene.gltf + /scene.bin, and
+    /lost.gltf, whose lost.bin is missing."""
 
     def do_GET(self) -> None:
         if self.path == "/slow.glb":
@@ -57,6 +58,7 @@ class Site(http.server.BaseHTTPRequestHandler):
             "/big.glb": GLB * 10_000,
             "/scene.gltf": b'{"asset": {"version": "2.0"}, "buffers": [{"uri": "scene.bin", "byteLength": 4}]}',
             "/scene.bin": b"\0\0\0\0",
+            "/lost.gltf": b'{"asset": {"version": "2.0"}, "buffers": [{"uri": "lost.bin", "byteLength": 4}]}',
         }
         body = bodies.get(self.path)
         self.send_response(200 if body else 404)
@@ -104,6 +106,20 @@ async def test_allowed_private_fetch_follows_redirects_and_gltf_references(tmp_p
     assert (await fetcher.fetch(f"{site}/redirect", tmp_path / "a", progress)).read_bytes() == GLB
     gltf = await fetcher.fetch(f"{site}/scene.gltf", tmp_path / "b", progress)
     assert gltf.name == "model.gltf" and (gltf.parent / "scene.bin").read_bytes() == b"\0\0\0\0"
+
+
+async def test_errors_name_what_failed_and_why_in_words(tmp_path: Path, site: str) -> None:
+    fetcher = Fetcher(max_bytes=100_000, timeout=5, allow_private=True)
+    with pytest.raises(ModelError) as missing:
+        await fetcher.fetch(f"{site}/nothing.glb?sig=secret", tmp_path / "a", progress)
+    assert missing.value.message == f"The model's URL {site}/nothing.glb answered HTTP 404."  # no SAS in messages
+    # A .gltf whose buffer is missing: the buffer is named, not the .gltf (which was found).
+    with pytest.raises(ModelError) as lost:
+        await fetcher.fetch(f"{site}/lost.gltf", tmp_path / "b", progress)
+    assert lost.value.message == f"'lost.bin', a file the model uses, at {site}/lost.bin answered HTTP 404."
+    with pytest.raises(ModelError) as refused:
+        await fetcher.fetch("http://127.0.0.1:9/x.glb", tmp_path / "c", progress)  # nothing listens on port 9
+    assert refused.value.message == "The model's URL http://127.0.0.1:9/x.glb: could not connect to its server."
 
 
 async def test_size_limit_and_timeout(tmp_path: Path, site: str) -> None:

@@ -17,7 +17,7 @@ from renderhub.addresses import forbidden
 from renderhub.render.asset_lookup import CONTAINER, find_named, find_referenced
 from renderhub.render.config import RenderConfig
 from renderhub.render.gltf import ModelError
-from renderhub.render.protocol import LoadModelMessage
+from renderhub.render.protocol import LoadModelMessage, public_url
 
 SAMPLE_NAME = "sample"
 MAX_REDIRECTS = 5
@@ -44,6 +44,7 @@ class Fetcher:
         self.allow_private = allow_private
         self.verify = verify
         self._fetched = 0
+        self._fetching = ""  # what is being fetched, as a message names it
 
     async def _address(self, host: str, port: int) -> str:
         """Resolve once and connect to that address, so a DNS answer cannot change after the check."""
@@ -60,8 +61,11 @@ class Fetcher:
             )
         return str(addresses[0])
 
-    async def _get(self, client: httpx.AsyncClient, url: str, target: Path) -> str:
-        """Fetch one URL into target, following redirects by hand so each hop is checked; returns the final URL."""
+    async def _get(self, client: httpx.AsyncClient, url: str, target: Path, what: str) -> str:
+        """Fetch one URL into target, following redirects by hand so each hop is checked; returns the final URL.
+
+        `what` names it in errors: the model's URL, or the file of the model's a URL names."""
+        self._fetching = what
         for _ in range(MAX_REDIRECTS + 1):
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -79,7 +83,7 @@ class Fetcher:
                     url = urljoin(url, response.headers["location"])
                     continue
                 if response.status_code != 200:
-                    raise ModelError("ModelFetchFailed", f"The model URL answered HTTP {response.status_code}.")
+                    raise ModelError("ModelFetchFailed", f"{what} answered HTTP {response.status_code}.")
                 with target.open("wb") as out:
                     async for chunk in response.aiter_bytes():
                         self._fetched += len(chunk)
@@ -106,7 +110,7 @@ class Fetcher:
                 ) as client:
                     progress("download", 0.0)
                     model = workdir / "model.download"
-                    final = await self._get(client, url, model)
+                    final = await self._get(client, url, model, f"The model's URL {public_url(url)}")
                     # The kind comes from where the model ended up: a name may redirect to NAME.gltf.
                     suffix = ".gltf" if urlsplit(final).path.lower().endswith(".gltf") else ".glb"
                     model = model.rename(workdir / f"model{suffix}")
@@ -117,7 +121,7 @@ class Fetcher:
         except TimeoutError as exc:
             raise ModelError("ModelFetchTimeout", f"The model did not download within {self.timeout:g} s.") from exc
         except httpx.HTTPError as exc:
-            raise ModelError("ModelFetchFailed", f"Could not download the model: {type(exc).__name__}.") from exc
+            raise ModelError("ModelFetchFailed", f"{self._fetching}: {_failure(exc)}.") from exc
 
     async def _fetch_references(self, client: httpx.AsyncClient, base: str, model: Path, workdir: Path) -> None:
         try:
@@ -132,7 +136,21 @@ class Fetcher:
             if target is None:
                 raise ModelError("InvalidModel", f"The model references a file outside its folder: '{uri[:128]}'.")
             target.parent.mkdir(parents=True, exist_ok=True)
-            await self._get(client, urljoin(base, uri), target)
+            source = urljoin(base, uri)
+            await self._get(client, source, target, f"'{uri[:128]}', a file the model uses, at {public_url(source)}")
+
+
+def _failure(exc: httpx.HTTPError) -> str:
+    """What went wrong with a download, in words (not the exception's class)."""
+    if isinstance(exc, httpx.TimeoutException):
+        return "the server did not answer in time"
+    if isinstance(exc, httpx.ConnectError):
+        return "could not connect to its server"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "its server broke off the transfer"
+    if isinstance(exc, httpx.TransportError):
+        return "the connection failed during the transfer"
+    return "the download failed"
 
 
 def _inside_new(root: Path, name: str) -> Path | None:

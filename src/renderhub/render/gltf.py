@@ -61,8 +61,8 @@ def read_header(path: Path, data: bytes) -> tuple[dict[str, Any], bytes | None]:
         text = data
     try:
         header = json.loads(text.decode("utf-8-sig"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise invalid(f"{path.name} is neither GLB nor glTF JSON ({type(e).__name__})") from None
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise invalid("the file is neither binary glTF (GLB) nor glTF JSON") from None
     if not isinstance(header, dict) or not isinstance(header.get("asset"), dict):
         raise invalid("not a glTF file: no 'asset' object")
     version = str(header["asset"].get("version", ""))

@@ -104,7 +104,8 @@ class ModelLoader:
             await self._timed_out(message, in_worker)
             return
         except ModelError as exc:
-            self._error(exc.code, exc.message, message.ref)
+            # The worker reads a local copy: its errors say "the model", so name the user's own file or URL.
+            self._error(exc.code, f"{message.label}: {exc.message}" if in_worker else exc.message, message.ref)
             return
         except WorkerError:
             if in_worker:

@@ -7,6 +7,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from renderhub.render.camera import Hit, Pose
 from renderhub.render.errors import RenderError
@@ -56,6 +57,25 @@ class LoadModelMessage:
     ref: str | None = None
     # ARR's LoadModelOptions.CreateForBlobStorage: (storageAccountName, blobContainerName, assetPath)
     blob: tuple[str, str, str] | None = None
+
+    @property
+    def label(self) -> str:
+        """The model as its user named it, for messages: a URL without its query (a SAS stays out of them)."""
+        if self.url is not None:
+            return public_url(self.url)
+        if self.blob is not None:
+            return "/".join(self.blob)
+        return self.name or ""
+
+
+def public_url(url: str) -> str:
+    """A URL without query, fragment or user info: what a message may show of it."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))[:300]
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import io
+import logging
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from renderhub.render.model_limits import (
     out_of_memory,
 )
 from renderhub.render.vertices import unit_vectors, vertex_normals
+
+log = logging.getLogger(__name__)
 
 STANDARD_MAX_PRIMITIVES = 20_000_000  # ARR's limit for Standard sessions
 UNLIT = "KHR_materials_unlit"
@@ -295,7 +298,8 @@ def load_scene(path: Path, *, max_primitives: int | None, max_bytes: int) -> Sce
     except (MemoryError, Image.DecompressionBombError):
         raise out_of_memory() from None
     except Exception as e:  # trimesh's failures on bad files are asserts, KeyErrors, IndexErrors, RecursionErrors...
-        raise invalid(f"the model could not be read ({type(e).__name__}: {str(e)[:200]})") from None
+        log.info("a model could not be read: %s: %s", type(e).__name__, str(e)[:300])  # details for the operator
+        raise invalid("the model's data is inconsistent or damaged, and could not be read") from None
     finally:
         gc.collect()  # trimesh's objects hold cycles: give a failed or finished load's memory back before the next
 
@@ -344,10 +348,10 @@ def _load(path: Path, max_primitives: int | None, max_bytes: int) -> Scene:
     try:
         size = path.stat().st_size
         if size > max_bytes:
-            raise ModelError("ModelTooLarge", f"{path.name} is {size:,} bytes; the limit is {max_bytes:,}")
+            raise ModelError("ModelTooLarge", f"the file is {size:,} bytes; the limit is {max_bytes:,}")
         data = path.read_bytes()
     except OSError:
-        raise ModelError("ModelNotFound", f"{path.name} does not exist or cannot be read") from None
+        raise ModelError("ModelNotFound", "the file does not exist or cannot be read") from None
     header, binary = read_header(path, data)
     estimate = check_header(header, binary, path.parent)
     if size + estimate.data_bytes > max_bytes:
