@@ -41,3 +41,18 @@ async def test_names_cannot_leave_the_asset_roots(api: InProcessHub) -> None:
         response = await api.http.get(f"/render/assets/{name}", headers=auth)
         assert response.status_code == 404, (name, response.status_code)
         assert response.json()["error"]["code"] == "NotFound"
+
+
+async def test_the_list_names_each_model_as_a_client_loads_it(api: InProcessHub) -> None:
+    root = assets(api)
+    (root / "engine.glb").write_bytes(b"glTF" + bytes(20))
+    (root / "notes.txt").write_text("not a model")
+    (root / "outside.glb").symlink_to(api.data_dir / "secret.txt")  # a link out of the root is not listed
+    auth = await api.auth()
+    listed = await api.http.get("/render/assets", headers=auth)
+    assert listed.status_code == 200 and listed.json() == {
+        "models": [{"name": "box/BoxTextured.gltf", "bytes": (root / "box" / "BoxTextured.gltf").stat().st_size},
+                   {"name": "engine.glb", "bytes": 24}],
+        "truncated": False,
+    }  # fmt: skip
+    assert (await api.http.get("/render/assets")).status_code == 401

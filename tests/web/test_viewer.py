@@ -476,3 +476,57 @@ def test_the_inspector_page_shows_live_figures(hub: RunningHub, browser: Browser
     eventually(page, lambda: float(uptime.inner_text()) > first, 5, "the uptime read again, and grown")
     expect(page.locator("#figures")).to_contain_text("llvmpipe")
     expect(page.locator("#log")).to_contain_text("render server for session inspected")
+
+
+# Whether the toast's box meets the box of any visible control on the page.
+TOAST_COVERS = """() => {
+  const toast = document.getElementById("toast").getBoundingClientRect();
+  const covered = [];
+  for (const control of document.querySelectorAll("button, input, select, a, #viewport")) {
+    const box = control.getBoundingClientRect();
+    if (!box.width || !box.height || control.closest("#toast")) continue;
+    if (box.left < toast.right && toast.left < box.right && box.top < toast.bottom && toast.top < box.bottom) {
+      covered.push(control.id || control.textContent.trim().slice(0, 30));
+    }
+  }
+  return covered;
+}"""
+
+
+def test_models_on_the_hub_errors_that_name_them_and_notifications_that_cover_nothing(
+    hub: RunningHub, browser: Browser
+) -> None:
+    assets = hub.data_dir / "assets"
+    shutil.copytree("/usr/share/assimp/models/glTF2/BoxTextured-glTF", assets / "box")
+    (assets / "broken.glb").write_bytes(b"glTF\x02\x00\x00\x00" + bytes(100))
+    with hub.client() as client:
+        for name in ("picker", "elsewhere"):
+            client.create(name, "Standard", 10)
+        wait_for(lambda: all(client.get(name)["status"] == "Ready" for name in ("picker", "elsewhere")), 30)
+    page = browser.page()
+    page.goto(f"{hub.endpoint}/viewer/")
+    sign_in(page, hub)
+    page.select_option("#stream-size", "640x360")
+    page.locator("#session-list li[data-session-id='picker'] button.primary").click()
+    expect(page.locator("#stage-message")).to_be_hidden(timeout=30_000)
+
+    # The hub's models to pick from, by the names the render server loads them with.
+    picker = page.locator("#named-model")
+    expect(picker).to_be_visible(timeout=10_000)
+    names = picker.locator("option").all_text_contents()
+    assert names[0] == "Models on this hub…" and names[1].startswith("box/BoxTextured.gltf · ")
+    assert names[2] == "broken.glb · 108 bytes"
+    picker.select_option("box/BoxTextured.gltf")
+    expect(page.locator("#model-info")).to_contain_text("12 triangles · 1 draw call · loaded in", timeout=30_000)
+    # A broken model: the error names the user's file, not the server's copy, and no Python exception.
+    picker.select_option("broken.glb")
+    expect(page.locator("#model-info")).to_have_text(re.compile(r"^Could not load the model: broken\.glb: "))
+    assert "model.glb" not in (page.text_content("#model-info") or "")
+
+    # A notification sits in the page's flow: it covers no control, and goes with what it was about.
+    page.fill("#model-url", "not a link")
+    page.click("#load-url")
+    expect(page.locator("#toast-text")).to_contain_text("Paste a link")
+    assert page.evaluate(TOAST_COVERS) == []
+    page.locator("#session-list li[data-session-id='elsewhere'] button.primary").click()
+    expect(page.locator("#toast")).to_be_hidden()  # about the session that left the stage

@@ -1,18 +1,27 @@
-"""The hub's named models, for render servers on other nodes of a cluster (outside the ARR API)."""
+"""The hub's named models: their list for the viewer, their files for render servers on other nodes of a cluster
+(outside the ARR API)."""
 
 from __future__ import annotations
 
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request
-from starlette.responses import FileResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 
 from renderhub.api.access import authenticate, hub
 from renderhub.errors import NotFound
-from renderhub.render.asset_lookup import find_named, find_referenced
+from renderhub.render.asset_lookup import find_named, find_referenced, named_models
 from renderhub.render.gltf import ModelError
 
 router = APIRouter()
+
+
+@router.get("/render/assets")
+async def assets(request: Request) -> Response:
+    """The named models a session can load by name (besides `sample`), for the viewer's picker."""
+    await authenticate(request, None)
+    models, truncated = named_models(hub(request).asset_roots)
+    return JSONResponse({"models": models, "truncated": truncated}, headers={"Cache-Control": "no-store"})
 
 
 @router.get("/render/assets/{name:path}")

@@ -35,6 +35,28 @@ def find_named(name: str, roots: list[Path]) -> Path:
     raise ModelError("ModelNotFound", f"No model named '{name[:128]}' in the asset directory.")
 
 
+MAX_LISTED = 500  # named models a listing shows; an asset directory is the operator's, not a storage account
+
+
+def named_models(roots: list[Path]) -> tuple[list[dict[str, object]], bool]:
+    """The models in the asset roots, by the names a client loads them with (path and suffix), sorted; and
+    whether there were more than MAX_LISTED."""
+    found: dict[str, int] = {}
+    for root in roots:
+        if not root.is_dir():
+            continue
+        for path in sorted(root.rglob("*")):
+            if path.suffix.lower() not in _MODEL_SUFFIXES_LOWER or not path.is_file():
+                continue
+            name = path.relative_to(root).as_posix()
+            if _inside(root, name) is not None and name not in found:  # a link out of the root is no model of it
+                found[name] = path.stat().st_size
+            if len(found) > MAX_LISTED:
+                break
+    names = sorted(found)
+    return [{"name": name, "bytes": found[name]} for name in names[:MAX_LISTED]], len(names) > MAX_LISTED
+
+
 def find_referenced(name: str, roots: list[Path]) -> Path | None:
     """Any file inside the asset roots (a .gltf's buffers and images), or None."""
     if not name or len(name) > 512:

@@ -186,6 +186,12 @@ export class Hub {
     return body.iceServers || [];
   }
 
+  /** The models on the hub a session loads by name (the operator's asset directory): [{name, bytes}]. */
+  async namedModels() {
+    const body = await this.call("GET", "../render/assets", { what: "Listing the hub's models" });
+    return Array.isArray(body.models) ? body.models : [];
+  }
+
   /** Hand a WebRTC offer to the session's render server through the hub; returns the answer. */
   async offer(sessionId, offer, signal) {
     const url = `../render/${encodeURIComponent(this.accountId)}/${encodeURIComponent(sessionId)}/offer`;

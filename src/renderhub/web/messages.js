@@ -12,9 +12,13 @@ export class Messages {
   constructor(onUnauthorized) {
     this.onUnauthorized = onUnauthorized;
     this.toastTimer = null;
+    this.toastTopic = null;
   }
 
-  toast(text, kind = "error") {
+  /** News ("notice") or a failure; `topic` names what it is about ("connection", "model", "session"), so it
+   * goes when that does (dismiss(topic)), else when it times out or is closed. */
+  toast(text, kind = "error", topic = null) {
+    this.toastTopic = topic;
     $("toast-text").textContent = text;
     $("toast").className = kind === "error" ? "toast" : "toast notice";
     $("toast").hidden = false;
@@ -22,8 +26,9 @@ export class Messages {
     this.toastTimer = setTimeout(() => ($("toast").hidden = true), kind === "error" ? 15000 : 6000);
   }
 
-  dismissToast() {
-    $("toast").hidden = true;
+  /** Hide the toast: any, or only one about `topic`. */
+  dismissToast(topic = undefined) {
+    if (topic === undefined || topic === this.toastTopic) $("toast").hidden = true;
   }
 
   /** Report what went wrong; an expired sign-in signs out instead, and superseded work says nothing. */

@@ -8,7 +8,9 @@ function serverErrorText({ code = "", message = "" }) {
   const sentence = (text) => {
     const trimmed = String(text).trim();
     if (!trimmed) return "";
-    const capital = trimmed[0].toUpperCase() + trimmed.slice(1);
+    // A word starts a sentence with a capital; a file name or URL (broken.glb: …) stays as its user wrote it.
+    const plainWord = /^[a-z][a-z']*[,:]?$/.test(trimmed.split(/\s/, 1)[0]);
+    const capital = plainWord ? trimmed[0].toUpperCase() + trimmed.slice(1) : trimmed;
     return /[.!?]$/.test(capital) ? capital : `${capital}.`;
   };
   switch (code) {
@@ -33,6 +35,15 @@ function counted(value, noun) {
   return `${n.toLocaleString("en-US")} ${noun}${n === 1 ? "" : "s"}`;
 }
 
+/** 3412 bytes as "3.3 KB", 52428800 as "50 MB". */
+function size(bytes) {
+  const units = ["bytes", "KB", "MB", "GB"];
+  let value = Number(bytes) || 0;
+  let unit = 0;
+  for (; value >= 1024 && unit < units.length - 1; unit++) value /= 1024;
+  return unit ? `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}` : `${value} bytes`;
+}
+
 /** A loaded model in a line: "121 k triangles · 1 draw call · 4 levels of detail". */
 function describe(model) {
   const points = Number(model.points || 0);
@@ -53,12 +64,46 @@ export class ModelBar {
     this.loads = 0; // numbers the loads, so the server's answers name the load they are about
   }
 
-  /** A new connection: nothing loaded yet, and the buttons free. */
+  /** A new connection: nothing loaded yet, and the buttons free; the hub's models listed anew. */
   reset() {
-    $("load-sample").disabled = $("load-url").disabled = false;
+    this.messages.dismissToast("model"); // about the connection before
+    this.setBusy(false);
     $("model-info").textContent = "No model loaded yet.";
     $("model-info").classList.remove("error-text");
     $("model-progress").hidden = true;
+    this.listNamed();
+  }
+
+  setBusy(busy) {
+    $("load-sample").disabled = $("load-url").disabled = $("named-model").disabled = busy;
+  }
+
+  /** The hub's named models in the picker (hidden when there are none); a failure leaves the picker out. */
+  async listNamed() {
+    const hub = this.state.hub;
+    let models = [];
+    try {
+      models = hub ? await hub.namedModels() : [];
+    } catch {
+      models = []; // the other ways to load stay; the list is a convenience
+    }
+    if (this.state.hub !== hub) return;
+    const picker = $("named-model");
+    const options = models.map(({ name, bytes }) => {
+      const option = document.createElement("option");
+      option.value = name;
+      option.textContent = `${name} · ${size(bytes)}`;
+      return option;
+    });
+    picker.replaceChildren(picker.options[0], ...options);
+    picker.value = "";
+    picker.hidden = !options.length;
+  }
+
+  loadNamed() {
+    const name = $("named-model").value;
+    $("named-model").value = "";
+    if (name) this.load({ name }, name);
   }
 
   /** Ask the render server for a model: {name} (the sample, a converted model) or {url}; one load at a time. */
@@ -66,16 +111,16 @@ export class ModelBar {
     const { current } = this.state;
     if (!current || !current.stream) return;
     if (current.loading) {
-      this.messages.toast("A model is still loading; wait until it has finished.", "notice");
+      this.messages.toast("A model is still loading; wait until it has finished.", "notice", "model");
       return;
     }
     const ref = `load-${++this.loads}`;
     if (!current.stream.loadModel({ ...source, ref })) {
-      this.messages.toast("The connection is not open; reconnect and try again.");
+      this.messages.toast("The connection is not open; reconnect and try again.", "error", "model");
       return;
     }
     current.loading = ref;
-    $("load-sample").disabled = $("load-url").disabled = true;
+    this.setBusy(true);
     $("model-progress").hidden = false;
     $("model-progress").value = 0;
     $("model-info").classList.remove("error-text");
@@ -97,7 +142,11 @@ export class ModelBar {
       url = null;
     }
     if (!url || !["http:", "https:"].includes(url.protocol)) {
-      this.messages.toast("Paste a link to a .glb or .gltf file that starts with https:// (or http://).");
+      this.messages.toast(
+        "Paste a link to a .glb or .gltf file that starts with https:// (or http://).",
+        "error",
+        "model",
+      );
       return;
     }
     let name = url.pathname.split("/").pop() || url.host;
@@ -111,7 +160,7 @@ export class ModelBar {
 
   done() {
     this.state.current.loading = false;
-    $("load-sample").disabled = $("load-url").disabled = false;
+    this.setBusy(false);
     $("model-progress").hidden = true;
   }
 
@@ -146,7 +195,7 @@ export class ModelBar {
         $("model-info").textContent = `Could not load the model: ${text}`;
         $("model-info").classList.add("error-text");
       } else {
-        this.messages.toast(text);
+        this.messages.toast(text, "error", "model");
       }
     }
   }

@@ -84,7 +84,7 @@ export class OrbitCamera {
     if (depth > 0) this.distance = depth;
     this.target = position.map((p, i) => p - this.distance * backward[i]);
     this.pitch = (Math.asin(Math.max(-1, Math.min(1, backward[1]))) * 180) / Math.PI;
-    this.yaw = (((Math.atan2(backward[0], backward[2]) * 180) / Math.PI) % 360 + 360) % 360;
+    this.yaw = ((((Math.atan2(backward[0], backward[2]) * 180) / Math.PI) % 360) + 360) % 360;
     if (Number.isFinite(fov)) this.fov = fov;
   }
 

@@ -77,6 +77,7 @@ export class SessionView {
     this.state.current = null;
     clearInterval(this.refreshTimer);
     this.showStreamControls(false);
+    for (const topic of ["connection", "session", "model"]) this.messages.dismissToast(topic);
     $("session-bar").hidden = true;
     this.messages.stage({ title: "Pick a session", text: "Connect to a running session, or create a new one." });
   }
@@ -160,10 +161,22 @@ export class SessionView {
     this.stats.clearPick();
     // Events from a stream whose session has left the stage are dropped here, once for all handlers.
     const ours = (handler) => (event) => mine === this.generation && handler(event.detail);
-    stream.addEventListener("state", ours((detail) => this.onStreamState(detail)));
-    stream.addEventListener("message", ours((detail) => this.onServerMessage(detail)));
-    stream.addEventListener("stats", ours((detail) => this.stats.show(detail)));
-    stream.addEventListener("closed", ours((detail) => this.onStreamClosed(stream, detail.reason)));
+    stream.addEventListener(
+      "state",
+      ours((detail) => this.onStreamState(detail)),
+    );
+    stream.addEventListener(
+      "message",
+      ours((detail) => this.onServerMessage(detail)),
+    );
+    stream.addEventListener(
+      "stats",
+      ours((detail) => this.stats.show(detail)),
+    );
+    stream.addEventListener(
+      "closed",
+      ours((detail) => this.onStreamClosed(stream, detail.reason)),
+    );
     this.models.reset(); // before the hello, which may say the server kept a model for this stream
     try {
       await stream.open();
@@ -187,10 +200,12 @@ export class SessionView {
 
   onStreamState({ state, text }) {
     const { current } = this.state;
-    if (state === "streaming") this.messages.hideStage();
-    else if (state === "connecting" || state === "connected") {
+    if (state === "streaming") {
+      this.messages.hideStage();
+      if (current.stream && current.stream.firstFrame) this.messages.dismissToast("interrupted");
+    } else if (state === "connecting" || state === "connected") {
       if (!current.stream || !current.stream.firstFrame) this.messages.stage({ title: text, spinner: true });
-    } else if (state === "reconnecting") this.messages.toast(text, "notice");
+    } else if (state === "reconnecting") this.messages.toast(text, "notice", "interrupted");
   }
 
   onServerMessage(message) {
@@ -200,7 +215,9 @@ export class SessionView {
   }
 
   async onStreamClosed(stream, reason) {
-    if (!this.state.current || stream !== this.state.current.stream || reason === null) return;
+    if (!this.state.current || stream !== this.state.current.stream) return;
+    this.messages.dismissToast("interrupted"); // what it described is over, one way or the other
+    if (reason === null) return;
     this.showStreamControls(false);
     const mine = this.generation;
     let session = null;
@@ -231,7 +248,7 @@ export class SessionView {
       if (mine !== this.generation) return;
       try {
         await this.connect(mine);
-        this.messages.toast("Reconnected: the model and view are as you left them.", "notice");
+        this.messages.toast("Reconnected: the model and view are as you left them.", "notice", "connection");
         return;
       } catch (exc) {
         if (mine !== this.generation || exc instanceof Cancelled) return;
@@ -294,7 +311,7 @@ export class SessionView {
     if (!current || !current.session) return;
     const lease = current.session.maxLeaseTimeMinutes;
     if (lease >= MAX_LEASE_MINUTES) {
-      this.messages.toast("The lease is already at its maximum of 24 hours.", "notice");
+      this.messages.toast("The lease is already at its maximum of 24 hours.", "notice", "session");
       return;
     }
     try {
@@ -303,7 +320,7 @@ export class SessionView {
         Math.min(MAX_LEASE_MINUTES, lease + LEASE_STEP_MINUTES),
       );
       this.show(session);
-      this.messages.toast(`The lease is now ${session.maxLeaseTimeMinutes} minutes.`, "notice");
+      this.messages.toast(`The lease is now ${session.maxLeaseTimeMinutes} minutes.`, "notice", "session");
     } catch (exc) {
       this.messages.fail(exc);
     }

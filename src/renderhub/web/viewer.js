@@ -48,6 +48,7 @@ function wire() {
   $("disconnect").addEventListener("click", () => view.disconnect());
   $("stop-session").addEventListener("click", () => view.stopCurrent());
   $("load-sample").addEventListener("click", () => models.loadSample());
+  $("named-model").addEventListener("change", () => models.loadNamed());
   $("url-form").addEventListener("submit", (event) => models.loadUrl(event));
   $("upload-button").addEventListener("click", () => $("upload-input").click());
   $("upload-input").addEventListener("change", (event) => converter.pick(event));
