@@ -122,6 +122,9 @@ async def test_one_live_client_at_a_time_and_the_scene_kept_for_the_next(hub: Ru
         last = orbit_pose([0.0, 1.0, 0.0], 7.0, 55.0, 25.0)
         np.testing.assert_allclose(hello["pose"]["position"], last.position, atol=1e-6)
         np.testing.assert_allclose(hello["pose"]["orientation"], last.orientation, atol=1e-6)
+        # Loading a model before any pose draws nothing: the last pose is the client before's, in its ids.
+        assert (await third.load_model("sample"))["triangles"] > 100_000
+        assert await third.frames_until(time.monotonic() + 1.0) == 0
         shown = await frame_after_pose(third, 30.0)
         assert shown[0:300].std() > 20, "the kept model, drawn for the new client"
     finally:

@@ -340,7 +340,9 @@ class RenderLoop:
         self.shm.close()
         self.shm = SharedMemory(request.shm_name)
         self.views = slot_views(self.shm.buf, self.width, self.height, SLOTS)
-        self.free, self.dirty, self.shown = list(range(SLOTS)), request.redraw and self.latest is not None, None
+        if not request.redraw:
+            self.latest = None  # a new client takes over: the last pose is in the ids of the client before
+        self.free, self.dirty, self.shown = list(range(SLOTS)), self.latest is not None, None
         if request.fps is not None:
             self.bucket = _Bucket(request.fps)
             self.levels.budget_ms = 1000 / request.fps * FRAME_BUDGET_SHARE

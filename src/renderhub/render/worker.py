@@ -195,7 +195,8 @@ class RenderWorker:
     async def resize(self, width: int, height: int, *, fps: float | None = None, redraw: bool = True) -> None:
         """Render at a new size (and frame-rate cap) from the next frame on; frames queued before are dropped.
 
-        `redraw` draws the latest pose again at the new size; a new client taking over the scene sends its own.
+        `redraw` draws the latest pose again at the new size; False forgets it (a new client taking over the scene
+        sends its own, in ids of its own).
         """
         shm = SharedMemory(create=True, size=slot_bytes(width, height) * SLOTS)
         self._blocks.append(shm)

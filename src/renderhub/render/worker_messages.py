@@ -89,7 +89,9 @@ class Resize:
     shm_name: str  # the new shared-memory block, made by the server
     generation: int
     fps: float | None = None  # a new frame-rate cap, or the same
-    redraw: bool = True  # draw the latest pose again at the new size (not for a new client: it sends its own)
+    # Draw the latest pose again at the new size; False for a new client taking over: the last pose, in the ids of
+    # the client before, is forgotten, and nothing is drawn until the new client sends one.
+    redraw: bool = True
 
 
 @dataclass(frozen=True, slots=True)
