@@ -28,8 +28,8 @@ def sending(policy: BitratePolicy, clock: Clock, bitrate: int, seconds: float, f
 
 
 def test_a_stream_starts_from_its_size_within_the_limits() -> None:
-    assert start_bitrate(1280, 720) == 2_211_840
-    assert start_bitrate(1920, 1080) == 4_976_640
+    assert start_bitrate(1280, 720) == 1_382_400
+    assert start_bitrate(1920, 1080) == 3_110_400
     assert start_bitrate(64, 64) == MIN_BITRATE
     assert start_bitrate(7680, 4320) == MAX_BITRATE
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 MIN_BITRATE = 300_000
 MAX_BITRATE = 8_000_000
-BITS_PER_PIXEL = 0.08  # the start, per pixel and frame at 30 fps: 720p 2.2 Mbit/s, 1080p 5.0
+BITS_PER_PIXEL = 0.05  # the start, per pixel and frame at 30 fps: 720p 1.4 Mbit/s, 1080p 3.1
 CONGESTED = 0.7  # an estimate under this share of the rate sent lowers the target (to the estimate)
 ROOM = 1.3  # an estimate over this multiple of the target, held for RAISE_AFTER seconds, raises it
 RAISE_AFTER = 4.0
