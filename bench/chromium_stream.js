@@ -66,11 +66,13 @@ async ({
   let framesSeen = 0;
   const onFrame = (now, meta) => {
     video.requestVideoFrameCallback(onFrame);
-    const frame = { at: meta.presentationTime, rtp: meta.rtpTimestamp };
+    const frame = { at: meta.presentationTime, rtp: meta.rtpTimestamp, pose: undefined };
     lastShown = frame;
     framesSeen++;
     if (measuring) {
       presented.push(frame);
+      // The pose it shows, once its frame message is in (soon: the stream remembers only its latest 512 frames).
+      setTimeout(() => (frame.pose = stream.rtpPoses.get(frame.rtp)), 500);
       if (grabEvery && presented.length % grabEvery === 0) grabs.push(grab(frame.rtp));
     }
   };
@@ -150,6 +152,7 @@ async ({
   async function finish({ from, seconds, posesSent, before, after }) {
     orbiting = false;
     await orbitDone;
+    await sleep(600); // the last frames' poses are read half a second after they showed
     const moving = (await Promise.all(grabs)).filter((v) => v !== null);
 
     // Pose-to-frame as the viewer and renderhub.connect measure it: each pose sent is answered by the first frame
@@ -158,7 +161,7 @@ async ({
     const waiting = [...sentAt.entries()].filter(([, at]) => at >= from).sort((a, b) => a[0] - b[0]);
     let next = 0;
     for (const frame of presented) {
-      const id = stream.rtpPoses.get(frame.rtp);
+      const id = frame.pose;
       if (id === undefined) continue;
       for (; next < waiting.length && waiting[next][0] <= id; next++) latencies.push(frame.at - waiting[next][1]);
     }
@@ -171,7 +174,7 @@ async ({
     const framesAfterStill = framesSeen - seenAtStill;
     stream.close();
     video.remove();
-    const newFrames = new Set(presented.map((f) => stream.rtpPoses.get(f.rtp)));
+    const newFrames = new Set(presented.map((f) => f.pose).filter((id) => id !== undefined));
     return {
       seconds,
       latencies,
