@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 from playwright.sync_api import Error as PlaywrightError
 
@@ -181,6 +182,7 @@ class Figures:
     psnr_still: float | None = None  # of the frame on screen 0.5 s after the last pose
     frames_after_still: int | None = None  # frames in the 2 s after that: a still camera sends none
     bitrate_kbps: float | None = None  # encoded video received in the window
+    encoder_log: list[str] = field(default_factory=list)  # the render server's lines on key frames and congestion
 
 
 async def _orbit(client: RenderClient, fps: int, target: list[float], distance: float, sent: list[int]) -> None:
@@ -515,13 +517,33 @@ def idle_cpu(pid: int, seconds: float, baseline_tree: list[int] | None = None) -
     return window.end().server
 
 
+def encoder_log(hub: Hub) -> list[str]:
+    """The render server's recent log lines on encoder reopens (key frames) and congestion, from its inspector."""
+    session = hub.client.get(SESSION_ID)
+    url = f"https://{session['hostname']}:{session['arrInspectorPort']}/status"
+    headers = {"Authorization": f"Bearer {hub.client.token()}"}
+    lines = httpx.get(url, headers=headers, verify=str(hub.ca), timeout=10).json()["log"]
+    return [line for line in lines if "encoder reopened" in line or "congestion" in line]
+
+
+@contextmanager
+def logging_encoder(hub: Hub, figures: Figures) -> Iterator[None]:
+    """Collect the encoder's new log lines over a stream into `figures`."""
+    before = set(encoder_log(hub))
+    try:
+        yield
+    finally:
+        figures.encoder_log = [line for line in encoder_log(hub) if line not in before]
+
+
 def run_renderhub(hub: Hub, name: str, args: argparse.Namespace) -> Figures:
     print(f"RenderHub {name}: connecting through the hub's relay ...", flush=True)
     figures = Figures("RenderHub", name)
     cpu = CpuWindow(hub.server_pid, hub.process.pid)
     trust = hub.client.trust if isinstance(hub.client.trust, ssl.SSLContext) else None
     coroutine = measure_stream(figures, hub.offer_url, hub.client.token(), trust, RESOLUTIONS[name], cpu, args)
-    return asyncio.run(asyncio.wait_for(coroutine, args.duration + args.warmup + 120))
+    with logging_encoder(hub, figures):
+        return asyncio.run(asyncio.wait_for(coroutine, args.duration + args.warmup + 120))
 
 
 def run_chromium(hub: Hub, tmp: Path, name: str, args: argparse.Namespace) -> Figures:
@@ -545,7 +567,8 @@ def run_chromium(hub: Hub, tmp: Path, name: str, args: argparse.Namespace) -> Fi
             window()
             figures.cpu = cpu.end()
 
-        result = chromium_client.stream_in_chromium(page, f"{hub.client.base}/viewer/", settings, measuring)
+        with logging_encoder(hub, figures):
+            result = chromium_client.stream_in_chromium(page, f"{hub.client.base}/viewer/", settings, measuring)
     seconds = result["seconds"]
     figures.fps = round((result["newFrames"] - 1) / seconds, 1) if result["newFrames"] > 1 else 0.0
     figures.p50, figures.p95 = percentile(result["latencies"], 0.5), percentile(result["latencies"], 0.95)
@@ -640,6 +663,8 @@ def report(results: list[Figures], idle: list[tuple[str, float]], args: argparse
               f"{r.key_frames} key frames; "
               f"{r.codec}; server CPU: {split}; hub {r.cpu.hub:.0%}")  # fmt: skip
         per_frame = {**r.cpu.split, "hub": r.cpu.hub, "client": r.cpu.client}
+        for line in r.encoder_log:
+            print(f"    render server: {line}")
         print("    CPU ms per new frame: " + ", ".join(
             f"{k} {v * seconds * 1000 / max(r.new, 1):.1f}" for k, v in per_frame.items() if v > 0.001))  # fmt: skip
         print(f"    picture: luma PSNR {fmt(r.psnr_moving)} dB moving, {fmt(r.psnr_still)} dB still "

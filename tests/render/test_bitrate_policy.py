@@ -60,6 +60,15 @@ def test_an_estimate_under_what_is_sent_lowers_the_target_and_then_waits() -> No
     assert policy.target == MIN_BITRATE
 
 
+def test_room_is_no_reason_to_raise_a_cap_the_picture_does_not_reach() -> None:
+    clock = Clock()
+    policy = BitratePolicy(2_000_000, clock)
+    for _ in range(5):  # easy content: constant quality needs 1.2 of the 2 Mbit/s allowed
+        sending(policy, clock, 1_200_000, RAISE_AFTER)
+        policy.estimate(6_000_000)
+    assert policy.target == 2_000_000
+
+
 def test_room_raises_the_target_only_once_it_held() -> None:
     clock = Clock()
     policy = BitratePolicy(1_000_000, clock)

@@ -112,17 +112,25 @@ class PresetH264Encoder(H264Encoder):
         # aiortc's encode calls this private method (compat.encode_h264 holds the details).
         if self.policy is None:
             self.policy = BitratePolicy(start_bitrate(frame.width, frame.height))
-        codec = self.codec
-        if (
-            codec is None or (frame.width, frame.height) != (codec.width, codec.height)
-            or self.policy.target != self.codec_bitrate or frame.opaque == STILL
-        ):  # fmt: skip
+        if (reason := self._reopen_reason(frame)) is not None:
+            if self.codec is not None:  # each reopen is a key frame: the inspector's log says why
+                log.info("encoder reopened (a key frame): %s", reason)
             self.codec_bitrate = self.policy.target
             self.codec = self._open(frame.width, frame.height)
             self.opened += 1
         size, units = compat.encode_h264(self, self.codec, frame, force_keyframe)
         self.policy.frame_encoded(size)
         return iter(units)
+
+    def _reopen_reason(self, frame: av.VideoFrame) -> str | None:
+        """Why the codec must be (re)opened for this frame, or None."""
+        assert self.policy is not None
+        codec, target = self.codec, self.policy.target
+        if codec is None or (frame.width, frame.height) != (codec.width, codec.height):
+            return f"{frame.width}x{frame.height} frames"
+        if target != self.codec_bitrate:
+            return f"bitrate {self.codec_bitrate // 1000} -> {target // 1000} kbit/s"
+        return "the still camera's frame" if frame.opaque == STILL else None
 
     def _open(self, width: int, height: int) -> Any:
         codec = open_h264(self.encoder, width, height, self.codec_bitrate, self.preset)
