@@ -87,6 +87,22 @@ def sign_in(page: Page, hub: RunningHub, key: str | None = None) -> None:
     page.click("#signin-button")
 
 
+def signed_in_with_sessions(hub: RunningHub, browser: Browser, *names: str, init_script: str = "") -> Page:
+    """The viewer signed in, streams set to 640x360, with Ready Standard sessions of these names (10 minutes);
+    `init_script` runs in the page before its own scripts."""
+    with hub.client() as client:
+        for name in names:
+            client.create(name, "Standard", 10)
+        wait_for(lambda: all(client.get(name)["status"] == "Ready" for name in names), 30)
+    page = browser.page()
+    if init_script:
+        page.add_init_script(init_script)
+    page.goto(f"{hub.endpoint}/viewer/")
+    sign_in(page, hub)
+    page.select_option("#stream-size", "640x360")
+    return page
+
+
 def stat_value(page: Page, name: str) -> str:
     """What a figure of the stats overlay stands for (its data-value): "" while it has none."""
     return page.get_attribute(f"#stat-{name}", "data-value") or ""
@@ -322,14 +338,7 @@ def pose_shown(page: Page) -> int | None:
 
 def test_session_bar_keys_and_stats_overlay(hub: RunningHub, browser: Browser) -> None:
     """The list marks the session on the stage; keys move the camera; the overlay's switches; extend; stop."""
-    with hub.client() as client:
-        for name in ("shown", "other"):
-            client.create(name, "Standard", 10)
-        wait_for(lambda: all(client.get(name)["status"] == "Ready" for name in ("shown", "other")), 30)
-    page = browser.page()
-    page.goto(f"{hub.endpoint}/viewer")
-    sign_in(page, hub)
-    page.select_option("#stream-size", "640x360")
+    page = signed_in_with_sessions(hub, browser, "shown", "other")
     shown = page.locator("#session-list li[data-session-id='shown']")
     other = page.locator("#session-list li[data-session-id='other']")
     expect(shown.locator(".badge")).to_have_text("Ready")
@@ -424,14 +433,7 @@ KEEP_CHANNELS = """(() => {
 
 def test_a_lost_connection_comes_back_by_itself_with_the_model_and_view(hub: RunningHub, browser: Browser) -> None:
     """The viewer reconnects by itself and says so; the server kept the model; a reloaded tab takes over at once."""
-    with hub.client() as client:
-        client.create("kept", "Standard", 10)
-        wait_for(lambda: client.get("kept")["status"] == "Ready", 30)
-    page = browser.page()
-    page.add_init_script(KEEP_CHANNELS)
-    page.goto(f"{hub.endpoint}/viewer/")
-    sign_in(page, hub)
-    page.select_option("#stream-size", "640x360")
+    page = signed_in_with_sessions(hub, browser, "kept", init_script=KEEP_CHANNELS)
     connect = page.locator("#session-list li[data-session-id='kept'] button.primary")
     connect.click()
     expect(page.locator("#stage-message")).to_be_hidden(timeout=30_000)
@@ -499,14 +501,7 @@ def test_models_on_the_hub_errors_that_name_them_and_notifications_that_cover_no
     assets = hub.data_dir / "assets"
     shutil.copytree("/usr/share/assimp/models/glTF2/BoxTextured-glTF", assets / "box")
     (assets / "broken.glb").write_bytes(b"glTF\x02\x00\x00\x00" + bytes(100))
-    with hub.client() as client:
-        for name in ("picker", "elsewhere"):
-            client.create(name, "Standard", 10)
-        wait_for(lambda: all(client.get(name)["status"] == "Ready" for name in ("picker", "elsewhere")), 30)
-    page = browser.page()
-    page.goto(f"{hub.endpoint}/viewer/")
-    sign_in(page, hub)
-    page.select_option("#stream-size", "640x360")
+    page = signed_in_with_sessions(hub, browser, "picker", "elsewhere")
     page.locator("#session-list li[data-session-id='picker'] button.primary").click()
     expect(page.locator("#stage-message")).to_be_hidden(timeout=30_000)
 
