@@ -40,7 +40,7 @@ def _ip_json(*args: str) -> list[dict[str, Any]]:
     return list(json.loads(ip("-j", *args) or "[]"))
 
 
-def _free_subnet(seed: int) -> ipaddress.IPv4Network:
+def free_subnet(seed: int) -> ipaddress.IPv4Network:
     """A /24 of the benchmarking range that no interface of this host uses yet (concurrent runs pick apart)."""
     used = [
         ipaddress.ip_interface(f"{a['local']}/{a['prefixlen']}").network
@@ -92,21 +92,22 @@ class Lan:
         return counts
 
 
-def _remove_stale(tag: str) -> None:
-    """Namespaces a killed test run left behind (their pid is gone): they would hold on to a /24."""
+def remove_stale(tag: str, kind: str = "lan") -> None:
+    """Namespaces of a `kind` a killed test run left behind (their pid is gone): they would hold on to a /24."""
     for entry in _ip_json("netns", "list"):
         name = str(entry["name"])
-        prefix, _, pid = name.rpartition("-")
-        if prefix == f"{tag}-lan" and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+        parts = name.split("-")
+        pid = parts[2] if len(parts) >= 3 and parts[:2] == [tag, kind] else ""
+        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
             subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30)
 
 
 @contextmanager
 def lan(tag: str = "rh") -> Iterator[Lan]:
     """A peer host on a fresh /24 of 198.18.0.0/15; the namespace and both link ends are gone afterwards."""
-    _remove_stale(tag)
+    remove_stale(tag)
     pid = os.getpid()
-    subnet = _free_subnet(pid)
+    subnet = free_subnet(pid)
     host_address, peer_address = (str(subnet.network_address + n) for n in (1, 2))
     # Interface names have at most 15 characters: "rh" + pid (up to 7 digits) + "h"/"p".
     network = Lan(f"{tag}-lan-{pid}", f"{tag}{pid}h", f"{tag}{pid}p", subnet, host_address, peer_address)
