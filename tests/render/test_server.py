@@ -139,10 +139,10 @@ async def test_a_dead_connection_is_replaced_at_once_and_a_reloaded_tab_takes_it
     await dead.connect(direct(session), token(hub), ssl_context=trust(hub), width=640, height=360, keepalive=False)
     try:
         await dead.load_model("sample")
+        silent_since = time.monotonic()  # just before its last message, the pose below
         await frame_after_pose(dead, 40.0)
         # The browser froze: its connection stays up, but nothing comes from it. A new offer gets in once the
         # server heard nothing for 3 s, long before ICE would give up (about 30 s).
-        silent_since = time.monotonic()
         tab, hello = await connect_when_free(hub, session, instance_id="tab-7")
         assert 3.0 <= time.monotonic() - silent_since < 8.0
         assert hello["model"]["triangles"] > 100_000, "the scene passed to the new client"
