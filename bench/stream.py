@@ -259,7 +259,7 @@ async def measure_stream(
         still = await client.shown_at(time.monotonic() + STILL_VIEW_SECONDS)
         if still is not None and still[1] is not None:
             figures.psnr_still = await client.psnr(still[0], still[1])
-        figures.frames_after_still = await client.frames_until(time.monotonic() + AFTER_STILL_SECONDS)
+        figures.frames_after_still = await client.frames_after_still(client.poses_sent - 1, AFTER_STILL_SECONDS, 10.0)
     finally:
         if orbit is not None:
             orbit.cancel()

@@ -11,7 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ FULL_DETAIL_TIMEOUT = 20.0  # seconds to wait, once the camera stops, for the fu
 PSNR_SAMPLES = 10  # frames measured against the server's reference while orbiting
 STILL_VIEW_SECONDS = 0.5  # the frame on screen this long after the camera stopped is the still picture measured
 KEEPALIVE_SECONDS = 1.0  # a ping this often: the server replaces a client it heard nothing from for 3 s
-AFTER_STILL_SECONDS = 2.0  # then frames are counted for this long: a still camera sends none
+AFTER_STILL_SECONDS = 2.0  # frames the server sends this long after its still frame are counted: there are none
 HTTP_TIMEOUT = 60.0
 
 
@@ -272,10 +272,6 @@ class RenderClient:
         rtp = received_rtp_timestamp(self.receiver, frame)
         return None if rtp is None else self._rtp_poses.get(rtp)
 
-    async def frames_until(self, moment: float) -> int:
-        """How many frames were decoded from now until `moment` (time.monotonic())."""
-        return len([frame async for frame in self._frames_until(moment)])
-
     async def _frames_until(self, moment: float) -> AsyncIterator[av.VideoFrame]:
         track = await asyncio.wait_for(asyncio.shield(self._track), 5)
         while (remaining := moment - time.monotonic()) > 0:
@@ -289,11 +285,26 @@ class RenderClient:
     async def full_detail(self, pose_id: int, timeout: float) -> float | None:
         """When (time.monotonic()) the server reported the full-detail frame of `pose_id` sent; None if it did not
         within `timeout` seconds."""
+        report = await self._report(lambda r: r["poseId"] == pose_id and r.get("level", 0) == 0, timeout)
+        return None if report is None else float(report["receivedAt"])
+
+    async def frames_after_still(self, pose_id: int, seconds: float, timeout: float) -> int | None:
+        """How many frames the server sent in the `seconds` after the still frame of `pose_id` (a still camera
+        costs that one frame: 0); None when no still frame came within `timeout` seconds."""
+        still = await self._report(lambda r: r["poseId"] == pose_id and bool(r.get("still")), timeout)
+        if still is None:
+            return None
+        since = float(still["receivedAt"])
+        await asyncio.sleep(max(0.0, since + seconds - time.monotonic()))
+        return sum(1 for r in self.frame_reports if since < r["receivedAt"] <= since + seconds)
+
+    async def _report(self, wanted: Callable[[dict[str, Any]], bool], timeout: float) -> dict[str, Any] | None:
+        """The first frame message that is `wanted`, waiting up to `timeout` seconds for it."""
         deadline = time.monotonic() + timeout
         while True:
             for report in self.frame_reports:
-                if report["poseId"] == pose_id and report.get("level", 0) == 0:
-                    return float(report["receivedAt"])
+                if wanted(report):
+                    return report
             self._arrived.clear()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -434,7 +445,8 @@ async def run_client(
         if still is not None and still[1] is not None:
             still_psnr = await client.psnr(still[0], still[1])
         # A still camera costs one frame: none may follow while nothing changes.
-        frames_after_still = await client.frames_until(time.monotonic() + AFTER_STILL_SECONDS)
+        last_pose = client.poses_sent - 1
+        frames_after_still = await client.frames_after_still(last_pose, AFTER_STILL_SECONDS, FULL_DETAIL_TIMEOUT)
         shown = await client.full_detail(client.poses_sent - 1, FULL_DETAIL_TIMEOUT)
         measured_psnr = [p for p in await asyncio.gather(*moving_psnr) if p is not None]
         figures.update(codec=client.codec, width=last.width if last else 0, height=last.height if last else 0)
