@@ -272,6 +272,10 @@ class RenderClient:
         rtp = received_rtp_timestamp(self.receiver, frame)
         return None if rtp is None else self._rtp_poses.get(rtp)
 
+    async def frames_until(self, moment: float) -> int:
+        """How many frames were decoded from now until `moment` (time.monotonic())."""
+        return len([frame async for frame in self._frames_until(moment)])
+
     async def _frames_until(self, moment: float) -> AsyncIterator[av.VideoFrame]:
         track = await asyncio.wait_for(asyncio.shield(self._track), 5)
         while (remaining := moment - time.monotonic()) > 0:
