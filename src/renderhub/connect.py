@@ -13,7 +13,7 @@ import urllib.request
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import av
 import numpy as np
@@ -35,6 +35,7 @@ DEGREES_PER_SECOND = 40.0  # orbit speed: every frame differs, slowly enough to 
 FULL_DETAIL_TIMEOUT = 20.0  # seconds to wait, once the camera stops, for the full-detail frame
 PSNR_SAMPLES = 10  # frames measured against the server's reference while orbiting
 STILL_VIEW_SECONDS = 0.5  # the frame on screen this long after the camera stopped is the still picture measured
+T = TypeVar("T")
 KEEPALIVE_SECONDS = 1.0  # a ping this often: the server replaces a client it heard nothing from for 3 s
 AFTER_STILL_SECONDS = 2.0  # frames the server sends this long after its still frame are counted: there are none
 HTTP_TIMEOUT = 60.0
@@ -304,17 +305,16 @@ class RenderClient:
 
     async def _report(self, wanted: Callable[[dict[str, Any]], bool], timeout: float) -> dict[str, Any] | None:
         """The first frame message that is `wanted`, waiting up to `timeout` seconds for it."""
+        return await self._arrival(lambda: next((r for r in self.frame_reports if wanted(r)), None), timeout)
+
+    async def _arrival(self, find: Callable[[], T | None], timeout: float) -> T | None:
+        """`find()` once it finds something, asked again at each server message for up to `timeout` seconds."""
         deadline = time.monotonic() + timeout
-        while True:
-            for report in self.frame_reports:
-                if wanted(report):
-                    return report
+        while (found := find()) is None and (remaining := deadline - time.monotonic()) > 0:
             self._arrived.clear()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), remaining)
+        return found
 
     @property
     def poses_sent(self) -> int:
@@ -337,8 +337,8 @@ class RenderClient:
             raise ConnectError("the video stream ended or stalled") from None
         assert isinstance(frame, av.VideoFrame)
         decoded_at = time.monotonic()
-        pose_id = self.pose_shown(frame)
         rtp = received_rtp_timestamp(self.receiver, frame)
+        pose_id = None if rtp is None else self._rtp_poses.get(rtp)
         if pose_id is not None:
             self.meter.frame_decoded(pose_id, decoded_at)
         elif rtp is not None:
@@ -358,12 +358,7 @@ class RenderClient:
 
     async def _pose_reported(self, frame: av.VideoFrame, timeout: float = 1.0) -> int | None:
         """The pose `frame` shows, waiting up to `timeout` seconds for its frame message; None if it did not come."""
-        deadline = time.monotonic() + timeout
-        while (pose_id := self.pose_shown(frame)) is None and (remaining := deadline - time.monotonic()) > 0:
-            self._arrived.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), remaining)
-        return pose_id
+        return await self._arrival(lambda: self.pose_shown(frame), timeout)
 
     async def close(self) -> None:
         if self._keepalive is not None:
