@@ -190,7 +190,8 @@ class ServedHub(HubEndpoint):
         wait_for(lambda: server.started or not self.thread or not self.thread.is_alive(), timeout=30)
         if not server.started:
             raise RuntimeError("the hub did not start (see the log above)")
-        self.config = ArrConfig.load(hub_settings.arrconfig_path)
+        if hub_settings.arrconfig_path.exists():  # only the hub that created the database's first account writes one
+            self.config = ArrConfig.load(hub_settings.arrconfig_path)
         return self
 
     def stop(self) -> None:

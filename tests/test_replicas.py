@@ -135,7 +135,7 @@ def test_a_local_backend_hub_refuses_a_database_shared_with_another_host(
     hub_factory: Callable[..., RunningHub], postgres_url: str
 ) -> None:
     hub_factory("--rate-limit", "0", "--database-url", postgres_url, name="here").stop()
-    with _replica_elsewhere(postgres_url), pytest.raises(RuntimeError, match="Hubs sharing a database must all use"):
+    with _replica_elsewhere(postgres_url), pytest.raises(RuntimeError, match="Hubs of one region must all use"):
         hub_factory("--rate-limit", "0", "--database-url", postgres_url, name="second")
 
 

@@ -19,6 +19,7 @@ from renderhub.terminal import console, data_dir_option, database_option, fail, 
 if TYPE_CHECKING:
     from renderhub.models import Account
     from renderhub.store import Repository
+    from renderhub.store.regions import Region
 
 
 @click.group()
@@ -29,20 +30,33 @@ def account() -> None:
 @account.command("create")
 @click.option("--name", default="account", show_default=True)
 @click.option("--endpoint", default=None, help="For --arrconfig (default: the data dir's arrconfig.json's hub).")
+@click.option(
+    "--region", default=None, metavar="NAME", help="For --arrconfig: that region's endpoint (the directory's)."
+)
 @click.option("--arrconfig", type=click.Path(path_type=Path), help="Also write an arrconfig.json for it here.")
 @data_dir_option
 @database_option
-def account_create(name: str, endpoint: str, arrconfig: Path | None, data_dir: Path, database_url: str | None) -> None:
-    """Create an account; its keys are shown once."""
+def account_create(name: str, endpoint: str | None, region: str | None, arrconfig: Path | None, data_dir: Path,
+                   database_url: str | None) -> None:  # fmt: skip
+    """Create an account (valid in every region); its keys are shown once."""
     from renderhub.auth import new_account
     from renderhub.bootstrap import write_arrconfig
 
+    if endpoint and region:
+        fail("--endpoint and --region say the same thing: give one")
     acct, primary, secondary = new_account(name, Clock().now())
 
-    async def work(repo: Repository) -> None:
-        await repo.insert_account(acct)
+    async def work(repo: Repository) -> str | None:
+        """The region's endpoint (None: no such region, and no account); the account is created."""
+        there = {r.name: r.endpoint for r in await repo.regions.all()}.get(region) if region else endpoint
+        if region is None or there is not None:
+            await repo.insert_account(acct)
+        return there
 
-    on_store(work, data_dir, database_url)
+    there = on_store(work, data_dir, database_url)
+    if region is not None and there is None:
+        fail(f"no region named {region!r} in the directory (`renderhub region list`); nothing was created")
+    endpoint = there
     if arrconfig:
         endpoint = endpoint or _hub_endpoint(data_dir)
         write_arrconfig(arrconfig, ArrConfig(acct.id, primary, endpoint, endpoint, "standard", 30))
@@ -196,3 +210,48 @@ def usage(account_id: str | None, start: str | None, end: str | None, as_json: b
                       r.ended_at.isoformat(timespec="seconds"), str(r.billable_minutes), str(r.cost))  # fmt: skip
     table.add_row("total", f"{len(records)} sessions", "", "", "", str(minutes), str(total), style="bold")
     console.print(table)
+
+
+@click.group()
+def region() -> None:
+    """The region directory (on the hub's database): each hub writes its own region's entry as it starts."""
+
+
+@region.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@data_dir_option
+@database_option
+def region_list(as_json: bool, data_dir: Path, database_url: str | None) -> None:
+    """List the regions, their endpoints and their live sessions."""
+
+    async def work(repo: Repository) -> list[tuple[Region, int]]:
+        return [(r, await repo.regions.live_sessions(r.name)) for r in await repo.regions.all()]
+
+    found = on_store(work, data_dir, database_url)
+    if as_json:
+        click.echo(json.dumps([{"name": r.name, "endpoint": r.endpoint, "probeUrl": r.probe_url,
+                                "liveSessions": n} for r, n in found], indent=2))  # fmt: skip
+        return
+    table = Table("region", "endpoint", "live sessions")
+    for r, live in found:
+        table.add_row(r.name, r.endpoint, str(live))
+    console.print(table if found else "no regions yet (a hub adds its own as it starts)")
+
+
+@region.command("remove")
+@click.argument("name")
+@data_dir_option
+@database_option
+def region_remove(name: str, data_dir: Path, database_url: str | None) -> None:
+    """Take a region out of the directory (one whose hubs are gone for good; a hub that starts puts it back)."""
+
+    async def work(repo: Repository) -> str | None:
+        live = await repo.regions.live_sessions(name)
+        if live:
+            return f"region {name!r} still holds {live} live session(s): stop them first"
+        return None if await repo.regions.remove(name) else f"no region named {name!r}"
+
+    refused = on_store(work, data_dir, database_url)
+    if refused:
+        fail(refused)
+    console.print(f"removed region {name}")

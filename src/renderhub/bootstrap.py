@@ -70,8 +70,9 @@ async def first_start(settings: Settings, clock: Clock) -> ServeFiles:
                 ArrConfig(
                     account_id=account.id,
                     account_key=primary,
-                    account_domain=settings.endpoint,
-                    rendering_domain=settings.endpoint,
+                    # This hub's region's endpoint (a load balancer's, when it has one).
+                    account_domain=settings.region_endpoint or settings.endpoint,
+                    rendering_domain=settings.region_endpoint or settings.endpoint,
                     vm_size="standard",
                     max_lease_minutes=30,
                 ),

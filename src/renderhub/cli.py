@@ -14,9 +14,10 @@ import yaml
 from rich.markup import escape
 from rich.table import Column, Table
 
-from renderhub import admin, conversion_cli
+from renderhub import admin, conversion_cli, region_cli
 from renderhub.cli_client import api_command, checked_id, hub_client, wait_until
 from renderhub.clock import Clock
+from renderhub.region_cli import checked_region, create_in_nearest, in_region, region_option
 from renderhub.terminal import console, data_dir_option, database_option, errors, fail
 
 # The store, auth, config and bootstrap modules (SQLAlchemy, Alembic, pydantic, cryptography) are imported
@@ -37,6 +38,18 @@ def main() -> None:
 @click.option("--public-host", default=None, help="Hostname clients are given for sessions (default: the host).")
 @data_dir_option
 @database_option
+@click.option(
+    "--region",
+    default="local",
+    show_default=True,
+    callback=checked_region,
+    help="The region this hub serves: its sessions, conversions and render servers are that region's.",
+)
+@click.option(
+    "--region-endpoint",
+    metavar="URL",
+    help="Where clients reach this region (a load balancer before its replicas); default: this hub.",
+)
 @click.option(
     "--backend",
     default="local",
@@ -139,7 +152,8 @@ def main() -> None:
 )
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
 def serve(
-    host: str, port: int, public_host: str | None, data_dir: Path, database_url: str | None, backend: str,
+    host: str, port: int, public_host: str | None, data_dir: Path, database_url: str | None, region: str,
+    region_endpoint: str | None, backend: str,
     ray_address: str | None, ray_namespace: str, queue_timeout: float, sizes_file: Path | None,
     tls_cert: Path | None, tls_key: Path | None, insecure_http: bool,
     rate_limit: float, page_size: int, max_connections_per_address: int, assets_dir: Path | None,
@@ -156,6 +170,8 @@ def serve(
 
     if bool(tls_cert) != bool(tls_key):
         fail("--tls-cert and --tls-key go together")
+    if region_endpoint and not region_endpoint.startswith(("https://", "http://")):
+        fail(f"--region-endpoint {region_endpoint!r}: give the URL clients use, https://HOST:PORT")
     if backend == "ray":
         from renderhub.backends import check_ray_address
         from renderhub.errors import ConfigurationError
@@ -175,7 +191,8 @@ def serve(
         fail(f"--linked-storage {linked_storage}: {exc}")
     settings = Settings(
         host=host, port=port, public_host=public_host, data_dir=data_dir, database_url=database_url,
-        backend=backend, ray_address=ray_address, ray_namespace=ray_namespace, queue_timeout_seconds=queue_timeout,
+        region=region, region_endpoint=region_endpoint, backend=backend, ray_address=ray_address,
+        ray_namespace=ray_namespace, queue_timeout_seconds=queue_timeout,
         sizes_file=sizes_file, tls_cert=tls_cert, tls_key=tls_key,
         insecure_http=insecure_http, rate_limit_per_second=rate_limit, page_size=page_size,
         max_connections_per_address=max_connections_per_address,
@@ -196,7 +213,10 @@ def serve(
     if insecure_http:
         errors.print("[yellow]warning:[/yellow] serving plain HTTP: tokens and keys cross the network in clear.",
                      soft_wrap=True)  # fmt: skip
-    console.print(f"RenderHub hub on [bold]{settings.endpoint}[/bold] (backend: {backend})", soft_wrap=True)
+    console.print(f"RenderHub hub on [bold]{settings.endpoint}[/bold] (region {region}, backend: {backend})",
+                  soft_wrap=True)  # fmt: skip
+    if region_endpoint:
+        console.print(f"  region endpoint: {region_endpoint}", soft_wrap=True)
     if files.ca:
         console.print(f"  CA certificate: {escape(str(files.ca.resolve()))}  (trust this one file)", soft_wrap=True)
     if files.replaced_ca:
@@ -238,18 +258,26 @@ def session() -> None:
 @click.option("--lease-minutes", type=int, default=None, help="Lease in minutes (default: the config's).")
 @click.option("--id", "session_id", default=None, callback=checked_id, help="Session id (default: a new one).")
 @click.option("--wait", is_flag=True, help="Show progress until the session is Ready or fails.")
+@click.option("--region", default=None, metavar="NAME|nearest",
+              help="Where: a region's name, or `nearest` (measured; the next nearest when it has no room, which "
+              "implies --wait). Default: the config's hub.")  # fmt: skip
 @api_command
 def session_create(size: str | None, lease_minutes: int | None, session_id: str | None, wait: bool,
-                   config: Path | None, data_dir: Path, as_json: bool) -> None:  # fmt: skip
+                   region: str | None, config: Path | None, data_dir: Path, as_json: bool) -> None:  # fmt: skip
     """Start a session."""
     import uuid
 
     with hub_client(config, data_dir) as client:
         session_id = f"session-{uuid.uuid4()}" if session_id is None else session_id
         lease = lease_minutes if lease_minutes is not None else client.config.max_lease_minutes
-        body = client.create(session_id, size or client.config.vm_size, lease)
-        if wait:
-            body = wait_until(body, client.get, TERMINAL, "session", quiet=as_json)
+        size = size or client.config.vm_size
+        if region == "nearest":
+            body = create_in_nearest(client, session_id, size, lease, quiet=as_json)
+        else:
+            with in_region(client, region) as there:
+                body = there.create(session_id, size, lease)
+                if wait:
+                    body = wait_until(body, there.get, TERMINAL, "session", quiet=as_json)
         _show(body, as_json)
         if body["status"] == "Error":
             sys.exit(2)
@@ -257,19 +285,21 @@ def session_create(size: str | None, lease_minutes: int | None, session_id: str 
 
 @session.command("get")
 @click.argument("session_id", callback=checked_id)
+@region_option
 @api_command
-def session_get(session_id: str, config: Path | None, data_dir: Path, as_json: bool) -> None:
+def session_get(session_id: str, region: str | None, config: Path | None, data_dir: Path, as_json: bool) -> None:
     """Show one session."""
-    with hub_client(config, data_dir) as client:
-        _show(client.get(session_id), as_json)
+    with hub_client(config, data_dir) as client, in_region(client, region) as there:
+        _show(there.get(session_id), as_json)
 
 
 @session.command("list")
+@region_option
 @api_command
-def session_list(config: Path | None, data_dir: Path, as_json: bool) -> None:
-    """List the Starting and Ready sessions."""
-    with hub_client(config, data_dir) as client:
-        sessions = client.list()
+def session_list(region: str | None, config: Path | None, data_dir: Path, as_json: bool) -> None:
+    """List the Starting and Ready sessions (of one region: each region knows its own)."""
+    with hub_client(config, data_dir) as client, in_region(client, region) as there:
+        sessions = there.list()
     if as_json:
         click.echo(json.dumps({"sessions": sessions}, indent=2))
         return
@@ -285,21 +315,24 @@ def session_list(config: Path | None, data_dir: Path, as_json: bool) -> None:
 @session.command("extend")
 @click.argument("session_id", callback=checked_id)
 @click.option("--lease-minutes", type=int, required=True, help="The new total lease (as ARR's PATCH).")
+@region_option
 @api_command
-def session_extend(session_id: str, lease_minutes: int, config: Path | None, data_dir: Path, as_json: bool) -> None:
+def session_extend(session_id: str, lease_minutes: int, region: str | None, config: Path | None, data_dir: Path,
+                   as_json: bool) -> None:  # fmt: skip
     """Set a session's total lease."""
-    with hub_client(config, data_dir) as client:
-        _show(client.update(session_id, lease_minutes), as_json)
+    with hub_client(config, data_dir) as client, in_region(client, region) as there:
+        _show(there.update(session_id, lease_minutes), as_json)
 
 
 @session.command("stop")
 @click.argument("session_id", callback=checked_id)
+@region_option
 @api_command
-def session_stop(session_id: str, config: Path | None, data_dir: Path, as_json: bool) -> None:
+def session_stop(session_id: str, region: str | None, config: Path | None, data_dir: Path, as_json: bool) -> None:
     """Stop a session and its render server."""
-    with hub_client(config, data_dir) as client:
-        client.stop(session_id)
-        _show(client.get(session_id), as_json)
+    with hub_client(config, data_dir) as client, in_region(client, region) as there:
+        there.stop(session_id)
+        _show(there.get(session_id), as_json)
 
 
 @main.command()
@@ -311,20 +344,21 @@ def session_stop(session_id: str, config: Path | None, data_dir: Path, as_json: 
 @click.option("--height", type=int, default=720, show_default=True)
 @click.option("--fps", type=int, default=30, show_default=True)
 @click.option("--direct", is_flag=True, help="Signal to hostname:handshakePort, not through the hub's relay.")
+@region_option
 @api_command
 def connect(session_id: str, model: str, frames: int, out: Path | None, width: int, height: int, fps: int,
-            direct: bool, config: Path | None, data_dir: Path, as_json: bool) -> None:  # fmt: skip
+            direct: bool, region: str | None, config: Path | None, data_dir: Path, as_json: bool) -> None:  # fmt: skip
     """Connect to a Ready session, load a model, orbit it, and print frame rate and latency."""
     from renderhub.connect import ConnectError, run_client
 
-    with hub_client(config, data_dir) as client:
-        session = client.get(session_id)
+    with hub_client(config, data_dir) as client, in_region(client, region) as there:
+        session = there.get(session_id)
         if session["status"] != "Ready":
             fail(f"session {session_id} is {session['status']}; a client can connect only while it is Ready")
-        token = client.token()
+        token = there.token()
         offer = (f"https://{session['hostname']}:{session['handshakePort']}/offer" if direct
-                 else f"{client.base}/render/{client.config.account_id}/{session_id}/offer")  # fmt: skip
-        trust = client.trust if not isinstance(client.trust, bool) else None
+                 else f"{there.base}/render/{there.config.account_id}/{session_id}/offer")  # fmt: skip
+        trust = there.trust if not isinstance(there.trust, bool) else None
     try:
         figures = asyncio.run(run_client(offer, token, ssl_context=trust, model=model, frames=frames,
                                          width=width, height=height, fps=fps, out=out))  # fmt: skip
@@ -344,6 +378,9 @@ def connect(session_id: str, model: str, frames: int, out: Path | None, width: i
 # Conversions: clients of the API, like Conversion.ps1 (conversion_cli.py)
 main.add_command(conversion_cli.convert)
 main.add_command(conversion_cli.conversion)
-# Accounts and usage: administration, straight on the database (admin.py)
+# Regions: the latency test (region_cli.py)
+main.add_command(region_cli.regions)
+# Accounts, usage and the region directory: administration, straight on the database (admin.py)
 main.add_command(admin.account)
 main.add_command(admin.usage)
+main.add_command(admin.region)

@@ -7,7 +7,7 @@ import builtins
 import json
 import ssl
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +80,7 @@ def _absolute(domain: str) -> str:
 class HubClient:
     """Session operations against one account; a token is fetched from the STS and renewed as needed."""
 
-    def __init__(self, config: ArrConfig, *, verify: str | bool = True, timeout: float = 30.0) -> None:
+    def __init__(self, config: ArrConfig, *, verify: str | bool | ssl.SSLContext = True, timeout: float = 30.0) -> None:
         self.config = config
         self.base = _absolute(config.rendering_domain)
         self.sts = _absolute(config.account_domain)
@@ -91,6 +91,19 @@ class HubClient:
 
     def close(self) -> None:
         self.http.close()
+
+    def at(self, endpoint: str) -> HubClient:
+        """The same account at another region's endpoint: its token (from this client's STS) is valid there too."""
+        other = HubClient(replace(self.config, rendering_domain=endpoint), verify=self.trust)
+        other._token = self._token
+        return other
+
+    def regions(self) -> builtins.list[dict[str, str]]:
+        """The deployment's region directory, as this client's hub serves it (name, endpoint, probeUrl)."""
+        response = self.http.get(f"{self.base}/regions")
+        if response.status_code != 200:
+            raise ApiError(response.status_code, "Error", "The hub has no region directory.")
+        return list(response.json()["regions"])
 
     def __enter__(self) -> HubClient:
         return self

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from renderhub.models import ServerSize, SizeProfile
+from renderhub.models import DEFAULT_REGION, ServerSize, SizeProfile
 
 DEFAULT_SIZES = "sizes.yaml"
 
@@ -45,6 +45,10 @@ class Settings(BaseModel):
     port: int = 8443
     public_host: str | None = None
     data_dir: Path = Path(".renderhub")
+    # The region this hub serves (its sessions, conversions, render servers, leader) and the URL clients reach the
+    # region at (a load balancer in front of its replicas; default: this hub at its public host).
+    region: str = DEFAULT_REGION
+    region_endpoint: str | None = None
     database_url: str | None = None
     backend: str = "local"
     # The Ray backend: the cluster's address (HOST:PORT of the head), the namespace its actors are named in,
@@ -141,6 +145,11 @@ class Settings(BaseModel):
         """The hub's own URL as clients on this machine reach it."""
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
         return f"{self.scheme}://{host}:{self.port}"
+
+    @property
+    def region_url(self) -> str:
+        """This hub's region as the directory lists it: --region-endpoint, else this hub at its public host."""
+        return (self.region_endpoint or f"{self.scheme}://{self.advertised_host}:{self.port}").rstrip("/")
 
     @property
     def storage_root(self) -> Path:

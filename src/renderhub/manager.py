@@ -71,6 +71,7 @@ class SessionManager:
             created_at=self.clock.now(),
             backend=self.backend.name,
             watcher=self.replica_id,
+            region=self.repo.region,
         )
         try:
             session = await self.repo.insert_session(fresh, self.sizes[size].default_quota)

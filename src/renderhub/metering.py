@@ -45,4 +45,5 @@ def usage_record(session: Session, ended_at: datetime, size: SizeProfile) -> Usa
         ended_at=ended_at,
         billable_minutes=minutes,
         cost=cost(minutes, size.price_per_minute),
+        region=session.region,
     )

@@ -12,6 +12,10 @@ from typing import Any
 # Session and conversion ids, as ARR took them: checked by the API, and by the CLI before it sends one.
 ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,256}")
 ID_RULE = "1 to 256 characters of letters, digits, hyphens and underscores"
+# The region a hub started without --region serves (sessions from before regions are its); region names as ids.
+DEFAULT_REGION = "local"
+REGION_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+REGION_RULE = "1 to 64 lowercase letters, digits and hyphens, starting with a letter or digit"
 
 
 class ServerSize(enum.StrEnum):
@@ -108,6 +112,7 @@ class Session:
     backend: str = ""
     backend_state: dict[str, Any] | None = None
     watcher: str | None = None  # the hub replica bringing it up while it starts
+    region: str = DEFAULT_REGION  # where it was created: only that region's hubs know it
 
 
 @dataclass(frozen=True)
@@ -121,6 +126,7 @@ class UsageRecord:
     ended_at: datetime
     billable_minutes: int
     cost: Decimal
+    region: str = DEFAULT_REGION
 
 
 class ConversionStatus(enum.StrEnum):

@@ -8,6 +8,8 @@ from collections.abc import Callable
 
 from renderhub.errors import TooManyRequests
 
+MAX_KEYS = 100_000
+
 
 class RateLimiter:
     """Allows `burst` requests at once and `per_second` sustained, split evenly between `replicas()` hub
@@ -19,9 +21,11 @@ class RateLimiter:
         burst: int,
         monotonic: Callable[[], float] = time.monotonic,
         replicas: Callable[[], int] = lambda: 1,
+        subject: str = "this account",
     ) -> None:
         self.per_second = per_second
         self.burst = burst
+        self.subject = subject  # what a key stands for, in the 429's message
         self._monotonic = monotonic
         self._replicas = replicas
         self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
@@ -39,7 +43,9 @@ class RateLimiter:
             self._buckets[key] = (tokens, now)
             retry_after = max(1, math.ceil((1.0 - tokens) / per_second))
             raise TooManyRequests(
-                f"Too many requests for this account; retry after {retry_after} seconds.",
+                f"Too many requests for {self.subject}; retry after {retry_after} seconds.",
                 retry_after=retry_after,
             )
+        if len(self._buckets) >= MAX_KEYS and key not in self._buckets:
+            self._buckets.clear()  # a flood from many addresses must not grow memory: forgetting refills buckets
         self._buckets[key] = (tokens - 1.0, now)

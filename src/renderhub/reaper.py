@@ -32,7 +32,9 @@ PURGE_EVERY = timedelta(minutes=1)
 
 
 class Replicas:
-    """This hub among the replicas sharing its database: its heartbeat, and the live ones it last saw."""
+    """This hub among its region's replicas (those sharing its database and its region): its heartbeat, and the
+    live ones it last saw. Other regions' hubs share the database but nothing of this: not the start of a
+    session, not a conversion, not the rate limit."""
 
     def __init__(self, coordination: Coordination, replica: Replica) -> None:
         self.coordination = coordination
@@ -48,14 +50,15 @@ class Replicas:
         return replica_id in {peer.id for peer in self.peers}
 
     async def join(self, now: datetime) -> None:
-        """Announce this replica; refuse to share the database with a hub on another host when either runs
-        render servers as local processes (neither could find, health-check or stop the other's)."""
+        """Announce this replica; refuse to share a region with a hub on another host when either runs render
+        servers as local processes (neither could find, health-check or stop the other's)."""
         await self.heartbeat(now)
         for peer in self.peers:
             if peer.host != self.replica.host and "local" in (peer.backend, self.replica.backend):
                 raise ConfigurationError(
-                    f"Another hub on {peer.host} (backend {peer.backend}) uses this database. Hubs sharing a "
-                    "database must all use a backend every one of them can reach: --backend ray."
+                    f"Another hub on {peer.host} (backend {peer.backend}) serves region '{peer.region}' on this "
+                    "database. Hubs of one region must all use a backend every one of them can reach: --backend "
+                    "ray (or give each machine a region of its own: --region)."
                 )
 
     async def heartbeat(self, now: datetime) -> None:
@@ -180,16 +183,14 @@ async def reconcile(manager: SessionManager) -> list[State]:
 class Reaper:
     """One per hub: a heartbeat every second, and while this replica leads, every step once a pass."""
 
-    def __init__(
-        self, manager: SessionManager, settings: Settings, clock: Clock, steps: Sequence[Step] = (), region: str = ""
-    ) -> None:
+    def __init__(self, manager: SessionManager, settings: Settings, clock: Clock, steps: Sequence[Step] = ()) -> None:
         self.manager = manager
-        self.region = region  # whose leader this reaper competes to be ("": a hub without regions)
         self.clock = clock
         self.interval = settings.reaper_interval_seconds
         now = clock.now()
         self.replicas = Replicas(
-            manager.repo.coordination, Replica(manager.replica_id, socket.gethostname(), manager.backend.name, now, now)
+            manager.repo.coordination,
+            Replica(manager.replica_id, socket.gethostname(), manager.backend.name, now, now, manager.repo.region),
         )
         self.steps: list[Step] = [
             Sessions(manager, self.replicas, self.interval),
@@ -209,7 +210,7 @@ class Reaper:
         now = self.clock.now()
         if now - self.replicas.last_heartbeat >= HEARTBEAT_EVERY:
             await self.replicas.heartbeat(now)
-        leading = await self.manager.repo.coordination.lead(self.region)
+        leading = await self.manager.repo.coordination.lead()
         if leading != self.leading:
             self.leading = leading
             log.info("replica %s %s the reaper", self.replicas.replica.id, "leads" if leading else "no longer leads")

@@ -19,6 +19,7 @@ from renderhub.errors import Forbidden
 from renderhub.manager import SessionManager
 from renderhub.ratelimit import RateLimiter
 from renderhub.reaper import Replicas
+from renderhub.regions import RegionDirectory
 from renderhub.storage_links import StorageLinks
 
 TOKEN_CACHE_SIZE = 10_000
@@ -38,6 +39,8 @@ class Hub:
     relay: httpx.AsyncClient  # to render servers, trusting the hub's CA
     ice_servers: list[dict[str, Any]]  # STUN/TURN, handed to clients as to render servers
     verified: dict[str, TokenClaims]
+    regions: RegionDirectory  # the deployment's regions, this hub's own among them
+    probe_limiter: RateLimiter  # latency probes, per client address
     asset_roots: list[Path] = field(default_factory=list)  # named models, served to render servers elsewhere
     key_guesses: KeyGuesses = field(default_factory=KeyGuesses)  # the STS's failed key checks, throttled
     storage_root: Path = Path("storage")  # the hub's own storage (settings.storage_root)

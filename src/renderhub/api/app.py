@@ -14,11 +14,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from renderhub.accounts import Accounts
-from renderhub.api import assets, health, linked_storage, relay, render_keys, sessions, storage, sts, web
+from renderhub.api import assets, health, linked_storage, regions, relay, render_keys, sessions, storage, sts, web
 from renderhub.api import conversions as conversion_api
 from renderhub.api.access import Hub
 from renderhub.api.body_limit import BodyLimit
 from renderhub.api.openapi import build_document
+from renderhub.api.regions import RegionCors
 from renderhub.api.responses import ArrHeaders, on_client_gone, on_http_error, on_renderhub_error, on_unexpected
 from renderhub.api.sts_throttle import KeyGuesses
 from renderhub.auth import TokenService, new_signing_key
@@ -32,11 +33,16 @@ from renderhub.errors import RenderHubError
 from renderhub.manager import SessionManager
 from renderhub.ratelimit import RateLimiter
 from renderhub.reaper import Reaper
+from renderhub.regions import RegionDirectory
 from renderhub.storage_links import StorageLinks
 from renderhub.storage_retention import StorageRetention
 from renderhub.store import open_store
+from renderhub.store.regions import Region
 from renderhub.tls import ensure_ca
 
+# Latency probes per client address: a measurement takes a dozen; the viewer and the CLI space theirs out.
+PROBES_PER_SECOND = 20.0
+PROBE_BURST = 40
 RELAY_TIMEOUT = 30.0  # an answer takes a render server a moment: it starts a render worker for the client
 
 
@@ -46,7 +52,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, backend: Backe
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_store(settings.async_database_url) as repo:
+        async with open_store(settings.async_database_url, settings.region) as repo:
             tokens = TokenService(
                 await repo.signing_key(new_signing_key, clock.now()),
                 timedelta(hours=settings.token_lifetime_hours),
@@ -64,6 +70,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None, backend: Backe
                 tokens,
             )  # fmt: skip
             await reaper.join()
+            own = Region(settings.region, settings.region_url, f"{settings.region_url}/probe")
+            directory = RegionDirectory(repo.regions, own)
+            await directory.register(clock.now())
             # The rate limit holds across replicas: each takes an equal share of it.
             limiter = RateLimiter(
                 settings.rate_limit_per_second, settings.rate_limit_burst, replicas=lambda: reaper.replicas.count
@@ -82,6 +91,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None, backend: Backe
                 relay,
                 settings.ice_servers,
                 verified={},
+                regions=directory,
+                probe_limiter=RateLimiter(PROBES_PER_SECOND, PROBE_BURST, subject="this address"),
                 asset_roots=settings.asset_roots,
                 key_guesses=KeyGuesses(
                     settings.sts_failure_window_seconds,
@@ -94,7 +105,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, backend: Backe
                 links=links,
             )
             try:
-                async with relay, reaper.running(), conversion_runs.running():
+                async with relay, reaper.running(), conversion_runs.running(), directory.refreshing():
                     yield
             finally:
                 await manager.close()
@@ -112,7 +123,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, backend: Backe
     app.router.routes.extend(conversion_api.routes)
     app.router.routes.extend(storage.routes)
     app.router.routes.extend(linked_storage.routes)
-    for module in (sts, relay, render_keys, assets, health, web):
+    for module in (sts, relay, render_keys, assets, health, regions, web):
         app.include_router(module.router)
     app.add_exception_handler(RenderHubError, on_renderhub_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
@@ -121,6 +132,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, backend: Backe
     # Inside ArrHeaders: its 413s carry MS-CV too.
     app.add_middleware(BodyLimit, upload_limit=settings.storage_upload_limit_mb * 1024 * 1024)
     app.add_middleware(ArrHeaders)
+    app.add_middleware(RegionCors)  # outermost: preflights are answered before anything else looks at them
     app.openapi = _document_once(app)  # type: ignore[method-assign]
     return app
 

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from renderhub.datadir import secret_file, tighten
 from renderhub.errors import StoreUnavailable
+from renderhub.models import DEFAULT_REGION
 from renderhub.store import migrate
 from renderhub.store.repository import Repository
 
@@ -60,8 +61,9 @@ def _sqlite_reader(url: str) -> tuple[sa.Engine, sa.Connection]:
 
 
 @contextlib.asynccontextmanager
-async def open_store(url: str) -> AsyncIterator[Repository]:
-    """Connect, bring the schema up to date, and close the pool on the way out."""
+async def open_store(url: str, region: str = DEFAULT_REGION) -> AsyncIterator[Repository]:
+    """Connect, bring the schema up to date, and close the pool on the way out; sessions and conversions are
+    `region`'s."""
     engine = _engine(url)
     reader_engine: sa.Engine | None = None
     try:
@@ -72,7 +74,7 @@ async def open_store(url: str) -> AsyncIterator[Repository]:
         reader = None
         if url.startswith("sqlite") and ":memory:" not in url:
             reader_engine, reader = _sqlite_reader(url)
-        repo = Repository(engine, reader)
+        repo = Repository(engine, reader, region)
         try:
             yield repo
         finally:

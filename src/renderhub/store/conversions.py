@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from renderhub.models import ArrError, BlobLocation, Conversion, ConversionSettings, ConversionStatus
+from renderhub.models import DEFAULT_REGION, ArrError, BlobLocation, Conversion, ConversionSettings, ConversionStatus
 from renderhub.store.tables import conversions
 from renderhub.store.transaction import transaction
 
@@ -53,15 +53,17 @@ def _conversion(row: sa.Row[Any]) -> Conversion:
 
 
 class ConversionStore:
-    """Every statement about conversions."""
+    """Every statement about conversions: those of one region (the hub's own), which its replicas run."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, region: str = DEFAULT_REGION) -> None:
         self.engine = engine
+        self.region = region
 
     async def insert(self, conversion: Conversion) -> Conversion:
         """Store a new conversion (DuplicateConversion if the account has one with this id)."""
         values = {
             "account_id": conversion.account_id,
+            "region": self.region,
             "id": conversion.id,
             "created_at": conversion.created_at,
             "status": conversion.status.value,
@@ -82,7 +84,9 @@ class ConversionStore:
             row = (
                 await c.execute(
                     conversions.select().where(
-                        conversions.c.account_id == account_id, conversions.c.id == conversion_id
+                        conversions.c.account_id == account_id,
+                        conversions.c.region == self.region,
+                        conversions.c.id == conversion_id,
                     )
                 )
             ).first()
@@ -92,7 +96,11 @@ class ConversionStore:
         """The account's conversions of every status, oldest first, as the real service listed them."""
         query = (
             conversions.select()
-            .where(conversions.c.account_id == account_id, conversions.c.seq > after_seq)
+            .where(
+                conversions.c.account_id == account_id,
+                conversions.c.region == self.region,
+                conversions.c.seq > after_seq,
+            )
             .order_by(conversions.c.seq)
             .limit(limit)
         )
@@ -102,10 +110,11 @@ class ConversionStore:
     async def pending(self, limit: int) -> list[Conversion]:
         """Every Running conversion (their runners may have died; they are as many as the replicas run at once),
         then up to `limit` NotStarted ones, oldest first: however many run elsewhere, the waiting ones are seen."""
-        running = conversions.select().where(conversions.c.status == ConversionStatus.RUNNING.value)
+        mine = conversions.c.region == self.region
+        running = conversions.select().where(mine, conversions.c.status == ConversionStatus.RUNNING.value)
         waiting = (
             conversions.select()
-            .where(conversions.c.status == ConversionStatus.NOT_STARTED.value)
+            .where(mine, conversions.c.status == ConversionStatus.NOT_STARTED.value)
             .order_by(conversions.c.seq)
             .limit(limit)
         )

@@ -11,7 +11,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from renderhub.errors import StoreUnavailable
-from renderhub.models import Session, SessionStatus
+from renderhub.models import DEFAULT_REGION, Session, SessionStatus
 from renderhub.store.tables import replicas, sessions
 from renderhub.store.transaction import UNAVAILABLE, transaction
 
@@ -29,13 +29,15 @@ class Replica:
     backend: str
     started_at: datetime
     seen_at: datetime
+    region: str = DEFAULT_REGION
 
 
 class Coordination:
     """Replicas agree through the database alone: no messages pass between them."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, region: str = DEFAULT_REGION) -> None:
         self.engine = engine
+        self.region = region  # whose sessions this replica claims, and whose leader it competes to be
         self._leading: dict[str, AsyncConnection] = {}  # region -> the connection holding its lock
 
     async def heartbeat(self, replica: Replica) -> None:
@@ -48,10 +50,11 @@ class Coordination:
                 await c.execute(replicas.insert().values(**replica.__dict__))
 
     async def replicas(self, seen_since: datetime) -> list[Replica]:
-        """The replicas that gave a heartbeat since `seen_since`."""
+        """This region's replicas that gave a heartbeat since `seen_since`."""
+        query = replicas.select().where(replicas.c.region == self.region, replicas.c.seen_at >= seen_since)
         async with transaction(self.engine) as c:
-            rows = (await c.execute(replicas.select().where(replicas.c.seen_at >= seen_since))).all()
-        return [Replica(r.id, r.host, r.backend, r.started_at, r.seen_at) for r in rows]
+            rows = (await c.execute(query)).all()
+        return [Replica(r.id, r.host, r.backend, r.started_at, r.seen_at, r.region) for r in rows]
 
     async def leave(self, replica_id: str) -> None:
         async with transaction(self.engine) as c:
@@ -64,6 +67,7 @@ class Coordination:
                 sessions.update()
                 .where(
                     sessions.c.account_id == session.account_id,
+                    sessions.c.region == session.region,
                     sessions.c.id == session.id,
                     sessions.c.status == SessionStatus.STARTING.value,
                     sessions.c.watcher.is_not_distinct_from(session.watcher),
@@ -72,10 +76,11 @@ class Coordination:
             )
         return result.rowcount == 1
 
-    async def lead(self, region: str = "") -> bool:
-        """Whether this replica runs `region`'s reaper ("": a hub without regions): on PostgreSQL, the one holding
+    async def lead(self, region: str | None = None) -> bool:
+        """Whether this replica runs the reaper of `region` (default: its own): on PostgreSQL, the one holding
         that region's advisory lock, which the server releases when the holder's connection ends (a killed
         replica hands over by dying). Each region has a leader of its own; one replica may lead several."""
+        region = self.region if region is None else region
         if self.engine.dialect.name != "postgresql":
             return True  # SQLite: one hub per database
         held = self._leading.get(region)

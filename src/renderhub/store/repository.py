@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from renderhub.errors import StoreUnavailable
 from renderhub.metering import COST_QUANTUM
 from renderhub.models import (
+    DEFAULT_REGION,
     LIVE_STATUSES,
     Account,
     ArrError,
@@ -26,6 +27,7 @@ from renderhub.models import (
 )
 from renderhub.store.conversions import ConversionStore
 from renderhub.store.coordination import Coordination
+from renderhub.store.regions import RegionStore
 from renderhub.store.tables import (
     UTCDateTime,
     account_quotas,
@@ -54,13 +56,14 @@ ACCOUNT_BY_ID = accounts.select().where(accounts.c.id == sa.bindparam("account_i
 SESSION_INSERT = sessions.insert()  # its values come as parameters: the statement compiles once
 # The columns a new session row is inserted with (the rest start NULL).
 NEW_SESSION_COLUMNS = (
-    "account_id", "id", "size", "max_lease_minutes", "status", "created_at", "ready_at", "ended_at", "hostname",
-    "handshake_port", "inspector_port", "teraflops", "backend", "backend_state", "watcher",
+    "account_id", "region", "id", "size", "max_lease_minutes", "status", "created_at", "ready_at", "ended_at",
+    "hostname", "handshake_port", "inspector_port", "teraflops", "backend", "backend_state", "watcher",
 )  # fmt: skip
 
 
 def _quota_insert() -> sa.Insert:
-    """INSERT a session only while its account holds fewer live sessions of its size than its quota (its own row in
+    """INSERT a session only while its account holds fewer live sessions of its size in its region than its quota
+    (a quota holds in each region, as capacity does: its own row in
     account_quotas, else the parameter `default_quota`), less `spare` slots: the count and the insert are one
     statement, RETURNING the new seq (no row: over quota, or the id is taken)."""
     params = {name: sa.bindparam(name, type_=sessions.c[name].type) for name in NEW_SESSION_COLUMNS}
@@ -69,6 +72,7 @@ def _quota_insert() -> sa.Insert:
         .select_from(sessions)
         .where(
             sessions.c.account_id == params["account_id"],
+            sessions.c.region == params["region"],
             sessions.c.size == params["size"],
             sessions.c.status.in_(LIVE),
         )
@@ -88,12 +92,13 @@ SESSION_INSERT_WITHIN_QUOTA = _quota_insert()
 
 
 def _while_starting(*columns: str) -> sa.Update:
-    """UPDATE a Starting session (parameters key_account, key_id) setting `columns` (parameters new_COLUMN):
-    the start path's statements, each built and compiled once."""
+    """UPDATE a Starting session (parameters key_account, key_region, key_id) setting `columns` (parameters
+    new_COLUMN): the start path's statements, each built and compiled once."""
     return (
         sessions.update()
         .where(
             sessions.c.account_id == sa.bindparam("key_account"),
+            sessions.c.region == sa.bindparam("key_region"),
             sessions.c.id == sa.bindparam("key_id"),
             sessions.c.status == SessionStatus.STARTING.value,
         )
@@ -104,7 +109,9 @@ def _while_starting(*columns: str) -> sa.Update:
 SET_BACKEND_STATE = _while_starting("backend_state", "hostname", "handshake_port", "inspector_port")
 MARK_READY = _while_starting("status", "ready_at", "teraflops")
 SESSION_BY_ID = sessions.select().where(
-    sessions.c.account_id == sa.bindparam("account_id"), sessions.c.id == sa.bindparam("session_id")
+    sessions.c.account_id == sa.bindparam("account_id"),
+    sessions.c.region == sa.bindparam("region"),
+    sessions.c.id == sa.bindparam("session_id"),
 )
 
 
@@ -116,9 +123,9 @@ class OverQuota(Exception):
     """The account holds its quota of live sessions of this size already (or the id is taken: the caller looks)."""
 
 
-def _quota_key(account_id: str, size: str) -> int:
-    """The second half of an (account, size) quota lock's key: a signed 32-bit number (PostgreSQL's int4)."""
-    return (zlib.crc32(f"{account_id}/{size}".encode()) ^ 0x80000000) - 0x80000000
+def _quota_key(account_id: str, region: str, size: str) -> int:
+    """The second half of an (account, region, size) quota lock's key: a signed 32-bit number (PostgreSQL's int4)."""
+    return (zlib.crc32(f"{account_id}/{region}/{size}".encode()) ^ 0x80000000) - 0x80000000
 
 
 def _session(row: sa.Row[Any]) -> Session:
@@ -141,11 +148,12 @@ def _session(row: sa.Row[Any]) -> Session:
         backend=row.backend,
         backend_state=row.backend_state,
         watcher=row.watcher,
+        region=row.region,
     )
 
 
 def _key(session: Session) -> dict[str, str]:
-    return {"key_account": session.account_id, "key_id": session.id}
+    return {"key_account": session.account_id, "key_region": session.region, "key_id": session.id}
 
 
 def _account(row: sa.Row[Any]) -> Account:
@@ -169,19 +177,23 @@ def _usage(row: sa.Row[Any]) -> UsageRecord:
         ended_at=row.ended_at,
         billable_minutes=row.billable_minutes,
         cost=Decimal(row.cost).quantize(COST_QUANTUM),
+        region=row.region,
     )
 
 
 class Repository:
-    """Async access to the store; state changes are conditional updates, safe across hub replicas."""
+    """Async access to the store; state changes are conditional updates, safe across hub replicas. Sessions and
+    conversions are those of one region, the hub's own; accounts, quotas, usage and keys are every region's."""
 
-    def __init__(self, engine: AsyncEngine, reader: sa.Connection | None = None) -> None:
+    def __init__(self, engine: AsyncEngine, reader: sa.Connection | None = None, region: str = DEFAULT_REGION) -> None:
         self.engine = engine
+        self.region = region
         self._reader = reader
-        self.coordination = Coordination(engine)
-        self.conversions = ConversionStore(engine)
+        self.coordination = Coordination(engine, region)
+        self.conversions = ConversionStore(engine, region)
+        self.regions = RegionStore(engine)
         self._in_flight_bound: int | None = None  # PostgreSQL's max_connections, read once
-        self._tight: set[tuple[str, str]] = set()  # a hint only: which lock to try first (see SHARED_QUOTA_LOCK)
+        self._tight: set[tuple[str, str, str]] = set()  # a hint only: which lock to try first (see SHARED_QUOTA_LOCK)
 
     async def _first(self, query: sa.Select[Any], **params: str) -> sa.Row[Any] | None:
         """One row by key: the hot path of every request (token check, GET session)."""
@@ -331,7 +343,7 @@ class Repository:
                 # SQLite: the insert takes the database's one write lock before it counts.
                 seq = await self._insert_within_quota(values, default_quota, None)
             else:
-                key = (session.account_id, session.size.value)
+                key = (session.account_id, session.region, session.size.value)
                 seq = None
                 if key not in self._tight:
                     seq = await self._insert_within_quota(values, default_quota, SHARED_QUOTA_LOCK)
@@ -355,7 +367,8 @@ class Repository:
         async with self._begin() as c:
             if lock is not None:
                 # Before the insert's statement, whose snapshot then holds every create the lock waited for.
-                await c.execute(lock, {"key": QUOTA_LOCK, "slot": _quota_key(values["account_id"], values["size"])})
+                slot = _quota_key(values["account_id"], values["region"], values["size"])
+                await c.execute(lock, {"key": QUOTA_LOCK, "slot": slot})
                 if lock is SHARED_QUOTA_LOCK:
                     spare = await self._in_flight(c)
             params = {**values, "default_quota": default_quota, "spare": spare}
@@ -369,14 +382,19 @@ class Repository:
         return self._in_flight_bound
 
     async def get_session(self, account_id: str, session_id: str) -> Session | None:
-        row = await self._first(SESSION_BY_ID, account_id=account_id, session_id=session_id)
+        row = await self._first(SESSION_BY_ID, account_id=account_id, region=self.region, session_id=session_id)
         return _session(row) if row else None
 
     async def list_live_sessions(self, account_id: str, after_seq: int, limit: int) -> list[Session]:
         """One page of an account's Starting and Ready sessions, oldest first."""
         query = (
             sessions.select()
-            .where(sessions.c.account_id == account_id, sessions.c.status.in_(LIVE), sessions.c.seq > after_seq)
+            .where(
+                sessions.c.account_id == account_id,
+                sessions.c.region == self.region,
+                sessions.c.status.in_(LIVE),
+                sessions.c.seq > after_seq,
+            )
             .order_by(sessions.c.seq)
             .limit(limit)
         )
@@ -385,7 +403,8 @@ class Repository:
 
     async def live_seqs(self) -> set[int]:
         async with self._begin() as c:
-            return set((await c.execute(sa.select(sessions.c.seq).where(sessions.c.status.in_(LIVE)))).scalars())
+            query = sa.select(sessions.c.seq).where(sessions.c.region == self.region, sessions.c.status.in_(LIVE))
+            return set((await c.execute(query)).scalars())
 
     async def sessions_to_reap(self, now: datetime, slices: int, turn: int) -> list[Session]:
         """The live sessions a reaper pass looks at: every Starting one, Ready ones whose lease may be over,
@@ -397,7 +416,7 @@ class Repository:
             sa.and_(ready, sa.or_(self._lease_end(now), sessions.c.seq % slices == turn)),
         )
         async with self._begin() as c:
-            rows = (await c.execute(sessions.select().where(due))).all()
+            rows = (await c.execute(sessions.select().where(sessions.c.region == self.region, due))).all()
         return [_session(r) for r in rows]
 
     def _lease_end(self, now: datetime) -> Any:
@@ -421,6 +440,7 @@ class Repository:
                 sessions.c.size == size.value,
                 sessions.c.status.in_(LIVE),
                 sessions.c.seq < seq,
+                sessions.c.region == self.region,
                 sessions.c.backend == backend,
             )
         )
@@ -431,6 +451,7 @@ class Repository:
         wanted = [s.value for s in statuses] or LIVE
         return sa.and_(
             sessions.c.account_id == session.account_id,
+            sessions.c.region == session.region,
             sessions.c.id == session.id,
             sessions.c.status.in_(wanted),
         )

@@ -7,6 +7,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from renderhub.models import DEFAULT_REGION
+
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
     """Timezone-aware UTC in and out, also on SQLite, which keeps no zone."""
@@ -44,6 +46,7 @@ sessions = sa.Table(
     metadata,
     sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("account_id", sa.String(36), nullable=False),
+    sa.Column("region", sa.String(64), nullable=False, server_default=DEFAULT_REGION),
     sa.Column("id", sa.String(256), nullable=False),
     sa.Column("size", sa.String(16), nullable=False),
     sa.Column("max_lease_minutes", sa.Integer, nullable=False),
@@ -60,9 +63,10 @@ sessions = sa.Table(
     sa.Column("backend", sa.String(32), nullable=False),
     sa.Column("backend_state", sa.JSON),
     sa.Column("watcher", sa.String(36)),  # the replica whose task brings this session up while it starts
-    sa.UniqueConstraint("account_id", "id", name="uq_sessions_account_id"),
-    # The quota check counts an account's live sessions of one size on every create.
-    sa.Index("ix_sessions_account_size_status", "account_id", "size", "status"),
+    # A session is its account's, in the region where it was created: the same id in two regions is two sessions.
+    sa.UniqueConstraint("account_id", "region", "id", name="uq_sessions_account_region_id"),
+    # The quota check counts an account's live sessions of one size in its region on every create.
+    sa.Index("ix_sessions_account_region_size_status", "account_id", "region", "size", "status"),
 )
 
 # An account's quota for a size, where it differs from the default (half the size's capacity): how many live
@@ -81,6 +85,7 @@ usage_records = sa.Table(
     sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("account_id", sa.String(36), nullable=False, index=True),
     sa.Column("session_id", sa.String(256), nullable=False),
+    sa.Column("region", sa.String(64), nullable=False, server_default=DEFAULT_REGION),
     sa.Column("size", sa.String(16), nullable=False),
     sa.Column("ready_at", UTCDateTime),
     sa.Column("ended_at", UTCDateTime, nullable=False),
@@ -95,6 +100,7 @@ conversions = sa.Table(
     metadata,
     sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("account_id", sa.String(36), nullable=False),
+    sa.Column("region", sa.String(64), nullable=False, server_default=DEFAULT_REGION),
     sa.Column("id", sa.String(256), nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("status", sa.String(16), nullable=False, index=True),
@@ -108,7 +114,7 @@ conversions = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("started_at", UTCDateTime),
     sa.Column("ended_at", UTCDateTime),
-    sa.UniqueConstraint("account_id", "id", name="uq_conversions_account_id"),
+    sa.UniqueConstraint("account_id", "region", "id", name="uq_conversions_account_region_id"),
 )
 
 signing_keys = sa.Table(
@@ -124,6 +130,7 @@ replicas = sa.Table(
     metadata,
     sa.Column("id", sa.String(36), primary_key=True),
     sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("region", sa.String(64), nullable=False, server_default=DEFAULT_REGION),
     sa.Column("backend", sa.String(32), nullable=False),
     sa.Column("started_at", UTCDateTime, nullable=False),
     sa.Column("seen_at", UTCDateTime, nullable=False),
@@ -138,4 +145,15 @@ certificate_authority = sa.Table(
     sa.Column("cert_pem", sa.Text, nullable=False),
     sa.Column("key_pem", sa.Text, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+# The region directory: each hub writes its own region's row as it starts (the last one started wins, so every
+# replica of a region should be told the same endpoint); every hub serves the whole table.
+regions = sa.Table(
+    "regions",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("endpoint", sa.Text, nullable=False),
+    sa.Column("probe_url", sa.Text, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
 )
