@@ -9,6 +9,7 @@ import ssl
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -16,6 +17,7 @@ import pytest
 from renderhub.client import ApiError, ArrConfig, HubClient
 from renderhub.regions import REFRESH_SECONDS
 from tests.hubs import RENDERHUB, ServedHub, wait_for
+from tests.tcp_proxy import cuttable_link
 
 Hubs = Callable[..., ServedHub]
 
@@ -171,3 +173,40 @@ def test_region_administration(west_and_east: tuple[ServedHub, ServedHub], postg
         client.stop("t-1")
     assert _renderhub("region", "remove", "east", *db).returncode == 0
     assert [r["name"] for r in json.loads(_renderhub("region", "list", "--json", *db).stdout)] == ["west"]
+
+
+def test_a_region_that_loses_its_database_leaves_the_others_serving(
+    postgres_url: str, served_hub_factory: Hubs
+) -> None:
+    """East reaches the database through a link that is cut: its session calls answer 503 in ARR's shape (never a
+    500), its directory and probe still answer from memory, west goes on as before; once the link is back, east
+    serves again."""
+    west = served_hub_factory("west", database_url=postgres_url, region="west")
+    address = urlsplit(postgres_url)
+    with cuttable_link(address.hostname or "127.0.0.1", address.port or 5432) as link:
+        through_link = postgres_url.replace(f":{address.port}/", f":{link.port}/")
+        east = served_hub_factory("east", database_url=through_link, region="east")
+        east.config = west.config
+        with _client(west) as here, _at(west, east) as there:
+            there.create("east-1", "Standard", 10)
+            link.cut()
+            with pytest.raises(ApiError) as unavailable:
+                there.get("east-1")
+            assert (unavailable.value.status, unavailable.value.code) == (503, "ServiceUnavailable")
+            with httpx.Client(verify=_trust(east)) as http:
+                assert http.get(f"{east.endpoint}/probe").json() == {"region": "east"}
+                assert {r["name"] for r in http.get(f"{east.endpoint}/regions").json()["regions"]} == {"east", "west"}
+            here.create("west-1", "Standard", 10)
+            assert [s["id"] for s in here.list()] == ["west-1"]
+            link.restore()
+            assert wait_for(lambda: _answers(there, "east-1"), timeout=15)["id"] == "east-1"
+        east.stop()  # while its database is there to stop with
+
+
+def _answers(client: HubClient, session_id: str) -> dict[str, object] | None:
+    try:
+        return client.get(session_id)
+    except ApiError as exc:
+        if exc.status != 503:
+            raise
+        return None
