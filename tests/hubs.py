@@ -26,6 +26,7 @@ from renderhub.bootstrap import first_start, server_config
 from renderhub.client import ArrConfig, HubClient
 from renderhub.clock import Clock
 from renderhub.config import Settings
+from tests.delay_line import FarHost
 
 RENDERHUB = str(Path(sys.executable).parent / "renderhub")
 
@@ -215,3 +216,26 @@ def hub_dir(data_dir: Path, shared_tls: Path) -> Path:
 def new_hub(data_dir: Path, shared_tls: Path, *args: str) -> RunningHub:
     """A `renderhub serve` process to start, on the test session's CA."""
     return RunningHub(hub_dir(data_dir, shared_tls), free_port(), list(args))
+
+
+@dataclass
+class RegionHub(RunningHub):
+    """A `renderhub serve` of one region, run on a far host (tests/delay_line.py) and reached at its address."""
+
+    far: FarHost | None = None
+    region: str = ""
+    extra: list[str] = field(default_factory=list)
+
+    @property
+    def endpoint(self) -> str:
+        assert self.far is not None
+        return f"https://{self.far.peer_address}:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> RunningHub:
+        assert self.far is not None
+        self.args = ["--host", self.far.peer_address, "--region", self.region, "--rate-limit", "0", *self.extra]
+        return super().start(timeout)
+
+    def command(self) -> list[str]:
+        assert self.far is not None
+        return self.far.command(super().command())

@@ -11,11 +11,12 @@ from tests.hubs import free_port
 
 
 class CuttableLink:
-    """Listens on 127.0.0.1:`port` and passes each connection to `target`; `cut()` ends every connection and
+    """Listens on `host`:`port` and passes each connection to `target`; `cut()` ends every connection and
     refuses new ones until `restore()`."""
 
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int, host: str = "127.0.0.1") -> None:
         self.target = (target_host, target_port)
+        self.host = host
         self.port = free_port()
         self.loop = asyncio.new_event_loop()
         self.cut_off = False
@@ -28,7 +29,7 @@ class CuttableLink:
         return self
 
     async def _serve(self) -> None:
-        self._server = await asyncio.start_server(self._pass, "127.0.0.1", self.port)
+        self._server = await asyncio.start_server(self._pass, self.host, self.port)
 
     async def _pass(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.cut_off:
@@ -75,8 +76,8 @@ class CuttableLink:
 
 
 @contextlib.contextmanager
-def cuttable_link(target_host: str, target_port: int) -> Iterator[CuttableLink]:
-    link = CuttableLink(target_host, target_port).start()
+def cuttable_link(target_host: str, target_port: int, host: str = "127.0.0.1") -> Iterator[CuttableLink]:
+    link = CuttableLink(target_host, target_port, host).start()
     try:
         yield link
     finally:

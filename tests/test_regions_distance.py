@@ -13,7 +13,7 @@ import secrets
 import ssl
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,8 @@ import yaml
 
 from renderhub.regions import REFRESH_SECONDS
 from tests.conftest import _postgres
-from tests.delay_line import FarHost, far_host
-from tests.hubs import RENDERHUB, RunningHub, free_port, hub_dir, kill_render_servers, wait_for
+from tests.delay_line import far_host
+from tests.hubs import RENDERHUB, RegionHub, free_port, hub_dir, kill_render_servers, wait_for
 from tests.netns import unavailable
 
 pytestmark = [
@@ -36,29 +36,6 @@ pytestmark = [
 
 NEAR_DELAY, FAR_DELAY = 0.010, 0.040  # seconds each way
 POSTGRES_SOCKETS = "/var/run/postgresql"
-
-
-@dataclass
-class RegionHub(RunningHub):
-    """A `renderhub serve` of one region, run on its far host and reached at the far host's address."""
-
-    far: FarHost | None = None
-    region: str = ""
-    extra: list[str] = field(default_factory=list)
-
-    @property
-    def endpoint(self) -> str:
-        assert self.far is not None
-        return f"https://{self.far.peer_address}:{self.port}"
-
-    def start(self, timeout: float = 60.0) -> RunningHub:
-        assert self.far is not None
-        self.args = ["--host", self.far.peer_address, "--region", self.region, "--rate-limit", "0", *self.extra]
-        return super().start(timeout)
-
-    def command(self) -> list[str]:
-        assert self.far is not None
-        return self.far.command(super().command())
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from renderhub.store.tables import (
     signing_keys,
     usage_records,
 )
-from renderhub.store.transaction import UNAVAILABLE, transaction
+from renderhub.store.transaction import UNAVAILABLE, autocommit, transaction
 
 LIVE = [s.value for s in LIVE_STATUSES]
 FIRST_ACCOUNT_LOCK = 0x52454E41  # any constants every replica shares (see migrate.MIGRATION_LOCK)
@@ -205,7 +205,7 @@ class Repository:
                 return row
             except DBAPIError as exc:
                 raise StoreUnavailable(UNAVAILABLE) from exc
-        async with self._begin() as c:
+        async with autocommit(self.engine) as c:
             first: sa.Row[Any] | None = (await c.execute(query, params)).first()
             return first
 
@@ -398,7 +398,7 @@ class Repository:
             .order_by(sessions.c.seq)
             .limit(limit)
         )
-        async with self._begin() as c:
+        async with autocommit(self.engine) as c:
             return [_session(r) for r in (await c.execute(query)).all()]
 
     async def live_seqs(self) -> set[int]:
