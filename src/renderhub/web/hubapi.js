@@ -99,15 +99,24 @@ export async function signIn(accountId, accountKey) {
   return body.AccessToken;
 }
 
-/** An account's session API, with its token. */
+/**
+ * An account's API at one hub, with its token: the page's own (`base` "../", relative to the page, so a proxy's
+ * path prefix is kept), or another region's (`base` its endpoint and "/"; the token is valid in every region).
+ */
 export class Hub {
-  constructor(accountId, token) {
+  constructor(accountId, token, base = "../") {
     this.accountId = accountId;
     this.token = token;
+    this.base = base;
+  }
+
+  /** The same account and token at another region's hub: `endpoint` an absolute URL, or null for the page's own. */
+  at(endpoint) {
+    return new Hub(this.accountId, this.token, endpoint ? `${endpoint.replace(/\/+$/, "")}/` : "../");
   }
 
   sessionsUrl(path = "") {
-    return `../accounts/${encodeURIComponent(this.accountId)}/sessions${path}`;
+    return `${this.base}accounts/${encodeURIComponent(this.accountId)}/sessions${path}`;
   }
 
   /** One call; JSON in and out; retries 429 for idempotent calls as the hub's Retry-After says. */
@@ -147,8 +156,8 @@ export class Hub {
       const body = await this.call("GET", url, { what: "Listing sessions" });
       sessions.push(...(body.sessions || []));
       const next = body["@nextLink"];
-      // The link is absolute; follow it on this origin (the hub may not know the name we reach it by).
-      url = next ? sameOrigin(next) : null;
+      // The link is absolute; follow it where this hub is reached (it may not know the name we reach it by).
+      url = next ? this.onBase(next) : null;
     }
     return sessions;
   }
@@ -182,19 +191,19 @@ export class Hub {
 
   /** The STUN/TURN servers the hub's operator configured (an empty list on a LAN). */
   async iceServers() {
-    const body = await this.call("GET", "../render/ice-servers", { what: "Reading the ICE servers" });
+    const body = await this.call("GET", `${this.base}render/ice-servers`, { what: "Reading the ICE servers" });
     return body.iceServers || [];
   }
 
   /** The models on the hub a session loads by name (the operator's asset directory): [{name, bytes}]. */
   async namedModels() {
-    const body = await this.call("GET", "../render/assets", { what: "Listing the hub's models" });
+    const body = await this.call("GET", `${this.base}render/assets`, { what: "Listing the hub's models" });
     return Array.isArray(body.models) ? body.models : [];
   }
 
   /** Hand a WebRTC offer to the session's render server through the hub; returns the answer. */
   async offer(sessionId, offer, signal) {
-    const url = `../render/${encodeURIComponent(this.accountId)}/${encodeURIComponent(sessionId)}/offer`;
+    const url = `${this.base}render/${encodeURIComponent(this.accountId)}/${encodeURIComponent(sessionId)}/offer`;
     const answer = await this.call("POST", url, { body: offer, what: "Connecting to the render server", signal });
     if (!answer || answer.type !== "answer" || typeof answer.sdp !== "string") {
       throw new HubError("The render server sent no usable answer.");
@@ -204,12 +213,12 @@ export class Hub {
 
   // ---- Conversions and the account's own storage on the hub (drop-to-convert: converter.js, convertedlist.js)
 
-  /** A path under the account's part of the hub's API, relative to the page. */
+  /** A path under the account's part of the hub's API. */
   accountUrl(path) {
-    return `../accounts/${encodeURIComponent(this.accountId)}/${path}`;
+    return `${this.base}accounts/${encodeURIComponent(this.accountId)}/${path}`;
   }
 
-  /** A container of the account's storage as conversions name it: an absolute URL on the page's own origin. */
+  /** A container of the account's storage as conversions name it: an absolute URL on this hub. */
   storageUri(container) {
     return new URL(this.accountUrl(`storage/${container}`), location.href).href;
   }
@@ -270,15 +279,17 @@ export class Hub {
       const body = await this.call("GET", url, { what: "Listing conversions" });
       conversions.push(...(body.conversions || []));
       const next = body["@nextLink"];
-      url = next ? sameOrigin(next) : null;
+      url = next ? this.onBase(next) : null;
     }
     return conversions;
   }
-}
 
-function sameOrigin(link) {
-  const parsed = new URL(link, location.href);
-  return new URL(parsed.pathname + parsed.search, location.href).href;
+  /** A link the hub wrote, on the origin this Hub reaches it at. */
+  onBase(link) {
+    const where = new URL(this.base, location.href);
+    const parsed = new URL(link, where);
+    return new URL(parsed.pathname + parsed.search, where).href;
+  }
 }
 
 /** A blob path with each segment escaped (the "/" between them kept). */

@@ -78,16 +78,17 @@ export class ModelBar {
     $("load-sample").disabled = $("load-url").disabled = $("named-model").disabled = busy;
   }
 
-  /** The hub's named models in the picker (hidden when there are none); a failure leaves the picker out. */
+  /** The named models of the session's region's hub in the picker (hidden when there are none; its render servers
+   * load them); a failure leaves the picker out. */
   async listNamed() {
-    const hub = this.state.hub;
+    const { current } = this.state;
     let models = [];
     try {
-      models = hub ? await hub.namedModels() : [];
+      models = current ? await current.region.hub.namedModels() : [];
     } catch {
       models = []; // the other ways to load stay; the list is a convenience
     }
-    if (this.state.hub !== hub) return;
+    if (this.state.current !== current) return;
     const picker = $("named-model");
     const options = models.map(({ name, bytes }) => {
       const option = document.createElement("option");

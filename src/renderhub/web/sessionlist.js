@@ -1,4 +1,5 @@
-// The session list and the new-session form: the account's live sessions, creating one, stopping one.
+// The session list and the new-session form: the account's live sessions in the selected region, creating one
+// there, stopping one.
 
 import { HubError } from "./hubapi.js";
 
@@ -13,6 +14,11 @@ export function leaseText(session) {
   return `${session.size} · ${session.elapsedTimeMinutes} of ${session.maxLeaseTimeMinutes} min used`;
 }
 
+/** Whether a session on the stage is this one of this region (an id names one session per region). */
+export function isCurrent(current, id, region) {
+  return !!current && current.id === id && current.region.name === region.name;
+}
+
 /** Whether the person means to stop a session: a stopped session cannot be started again, and its model is gone. */
 export function confirmStop(id) {
   return window.confirm(`Stop session ${id}? Its render server shuts down; a stopped session cannot be resumed.`);
@@ -25,9 +31,9 @@ function newSessionId() {
 
 export class SessionList {
   /**
-   * @param state    the ViewerState, only read: the hub, and which session is on the stage
+   * @param state    the ViewerState, only read: the selected region (its hub), and which session is on the stage
    * @param messages the Messages, for toasts and failures
-   * @param view     {open(id), stopCurrent()}: what the list asks of the session view
+   * @param view     {open(id, region), stopCurrent()}: what the list asks of the session view
    */
   constructor(state, messages, view) {
     this.state = state;
@@ -36,9 +42,13 @@ export class SessionList {
     this.timer = null;
   }
 
-  /** Signed in: a fresh id to create with, the list now, and again every little while the tab is seen. */
+  /** Signed in: a fresh id to create with, the list once a region is selected, and again every little while the
+   * tab is seen. */
   start() {
     $("new-id").value = newSessionId();
+    $("session-list").replaceChildren();
+    $("sessions-empty").hidden = true;
+    $("sessions-waiting").hidden = false;
     this.refresh();
     clearInterval(this.timer);
     this.timer = setInterval(() => document.visibilityState === "visible" && this.refresh(true), LIST_REFRESH_MS);
@@ -48,23 +58,35 @@ export class SessionList {
     clearInterval(this.timer);
   }
 
+  /** Another region is selected (or the first): its sessions replace the last region's, which meanwhile stay
+   * in place, dimmed and out of reach, so the panel does not jump. */
+  regionChanged() {
+    $("session-list").inert = true;
+    $("session-list").classList.add("stale");
+    this.refresh();
+  }
+
   /** Fetch and show the list; `quiet` (background refreshes) reports only an expired sign-in. */
   async refresh(quiet = false) {
-    if (!this.state.hub) return;
+    const { region } = this.state;
+    if (!this.state.hub || !region) return;
     try {
-      this.render(await this.state.hub.listSessions());
+      const sessions = await region.hub.listSessions();
+      if (this.state.region === region) this.render(sessions, region); // else: a region no longer selected
     } catch (exc) {
+      if (this.state.region !== region) return;
+      if ($("session-list").inert) this.render([], region, `Could not list the sessions in ${region.name}.`);
       if (!quiet || (exc instanceof HubError && exc.unauthorized)) this.messages.fail(exc);
     }
   }
 
-  render(sessions) {
+  render(sessions, region, emptyText = "No running sessions. Create one below.") {
     const { current } = this.state;
     sessions.sort((a, b) => String(b.creationTime).localeCompare(String(a.creationTime)));
     const items = sessions.map((session) => {
       const li = document.createElement("li");
       li.dataset.sessionId = session.id;
-      li.classList.toggle("current", !!current && current.id === session.id);
+      li.classList.toggle("current", isCurrent(current, session.id, region));
       const name = document.createElement("span");
       name.className = "sid";
       const code = document.createElement("code");
@@ -78,12 +100,12 @@ export class SessionList {
       meta.textContent = leaseText(session);
       const actions = document.createElement("span");
       actions.className = "actions";
-      if (!current || current.id !== session.id) {
+      if (!isCurrent(current, session.id, region)) {
         const open = document.createElement("button");
         open.type = "button";
         open.className = "primary";
         open.textContent = session.status === "Ready" ? "Connect" : "Watch";
-        open.addEventListener("click", () => this.view.open(session.id));
+        open.addEventListener("click", () => this.view.open(session.id, region));
         actions.append(open);
       }
       const stop = document.createElement("button");
@@ -91,20 +113,24 @@ export class SessionList {
       stop.className = "danger";
       stop.textContent = "Stop";
       stop.title = `Stop session ${session.id}`;
-      stop.addEventListener("click", () => this.stopSession(session.id, stop));
+      stop.addEventListener("click", () => this.stopSession(session.id, region, stop));
       actions.append(stop);
       li.append(name, actions, meta);
       return li;
     });
     $("session-list").replaceChildren(...items);
+    $("session-list").inert = false;
+    $("session-list").classList.remove("stale");
+    $("sessions-waiting").hidden = true;
+    $("sessions-empty").textContent = emptyText;
     $("sessions-empty").hidden = sessions.length > 0;
   }
 
   /** Highlight the session on the stage without waiting for the next listing. */
   markCurrent() {
-    const { current } = this.state;
+    const { current, region } = this.state;
     for (const li of $("session-list").children) {
-      li.classList.toggle("current", !!current && li.dataset.sessionId === current.id);
+      li.classList.toggle("current", !!region && isCurrent(current, li.dataset.sessionId, region));
     }
   }
 
@@ -121,13 +147,18 @@ export class SessionList {
       this.messages.toast(`The lease is a whole number of minutes, from 1 to ${MAX_LEASE_MINUTES}.`);
       return;
     }
+    const { region } = this.state;
+    if (!region) {
+      this.messages.toast("The regions are still being measured; try again in a moment.", "notice");
+      return;
+    }
     const button = $("create-button");
     button.disabled = true;
     button.textContent = "Creating…";
     try {
-      await this.state.hub.createSession(id, size, lease);
+      await region.hub.createSession(id, size, lease);
       $("new-id").value = newSessionId();
-      this.view.open(id);
+      this.view.open(id, region);
       this.refresh(true);
     } catch (exc) {
       this.messages.fail(exc);
@@ -138,13 +169,12 @@ export class SessionList {
   }
 
   /** The list's Stop button; the session on the stage is stopped by the view, which also updates the stage. */
-  async stopSession(id, button) {
-    const { current } = this.state;
-    if (current && current.id === id) return this.view.stopCurrent();
+  async stopSession(id, region, button) {
+    if (isCurrent(this.state.current, id, region)) return this.view.stopCurrent();
     if (!confirmStop(id)) return;
     button.disabled = true;
     try {
-      await this.state.hub.stopSession(id);
+      await region.hub.stopSession(id);
       this.messages.toast(`Session ${id} stopped.`, "notice");
     } catch (exc) {
       this.messages.fail(exc);

@@ -100,12 +100,13 @@ export class SessionView {
     $("disconnect").hidden = !(current.stream && !current.stream.closed);
   }
 
-  /** Put a session on the stage: wait until it is Ready, then connect to it. */
-  async open(id) {
+  /** Put a session of a region (the selected one unless told) on the stage: wait until it is Ready, then connect. */
+  async open(id, region = this.state.region) {
     this.clear();
     const mine = this.generation;
-    this.state.current = { id, session: null, stream: null, camera: null, loading: false, pickRef: null };
+    this.state.current = { id, region, session: null, stream: null, camera: null, loading: false, pickRef: null };
     $("current-id").textContent = id;
+    $("current-region").textContent = region.name;
     $("current-status").textContent = "";
     $("current-detail").textContent = "";
     $("session-bar").hidden = false;
@@ -129,13 +130,14 @@ export class SessionView {
   }
 
   retry() {
-    if (this.state.current) this.open(this.state.current.id);
+    const { current } = this.state;
+    if (current) this.open(current.id, current.region);
   }
 
   async waitReady(id, mine) {
     const started = performance.now();
     for (;;) {
-      const session = await this.state.hub.getSession(id);
+      const session = await this.state.current.region.hub.getSession(id);
       if (mine !== this.generation) throw new Cancelled();
       this.show(session);
       if (session.status === "Ready") return session;
@@ -154,9 +156,10 @@ export class SessionView {
   async connect(mine) {
     const current = this.state.current;
     const camera = current.camera || new OrbitCamera(); // a reconnect keeps the view where it was
-    const settings = { ...streamSettings(), iceServers: await this.state.hub.iceServers() };
+    const { hub } = current.region; // the relay of the session's region: only its hubs know the session
+    const settings = { ...streamSettings(), iceServers: await hub.iceServers() };
     if (mine !== this.generation) return;
-    const stream = new RenderStream(this.state.hub, current.id, $("video"), settings, () => camera.pose());
+    const stream = new RenderStream(hub, current.id, $("video"), settings, () => camera.pose());
     Object.assign(current, { stream, camera, loading: false, pickRef: null });
     this.stats.clearPick();
     // Events from a stream whose session has left the stage are dropped here, once for all handlers.
@@ -222,7 +225,7 @@ export class SessionView {
     const mine = this.generation;
     let session = null;
     try {
-      session = await this.state.hub.getSession(this.state.current.id);
+      session = await this.state.current.region.hub.getSession(this.state.current.id);
     } catch {
       session = null;
     }
@@ -268,7 +271,7 @@ export class SessionView {
   async refresh(mine) {
     if (!this.state.current || mine !== this.generation) return;
     try {
-      const session = await this.state.hub.getSession(this.state.current.id);
+      const session = await this.state.current.region.hub.getSession(this.state.current.id);
       if (mine !== this.generation) return;
       this.show(session);
       const { current } = this.state;
@@ -281,13 +284,13 @@ export class SessionView {
   async stopCurrent() {
     if (!this.state.current) return;
     const mine = this.generation;
-    const { id } = this.state.current;
+    const { id, region } = this.state.current;
     if (!confirmStop(id)) return;
     const button = $("stop-session");
     button.disabled = true;
     button.textContent = "Stopping…";
     try {
-      await this.state.hub.stopSession(id);
+      await region.hub.stopSession(id);
       if (mine !== this.generation) return;
       const { current } = this.state;
       if (current.stream) current.stream.close();
@@ -315,7 +318,7 @@ export class SessionView {
       return;
     }
     try {
-      const session = await this.state.hub.extendSession(
+      const session = await current.region.hub.extendSession(
         current.id,
         Math.min(MAX_LEASE_MINUTES, lease + LEASE_STEP_MINUTES),
       );

@@ -11,12 +11,14 @@ const EXPIRED = "Your sign-in has expired. Please sign in again.";
 export class SignIn {
   /**
    * @param state the ViewerState, whose `hub` this module alone sets and clears
+   * @param regions the RegionPicker, measuring and choosing the region only while signed in
    * @param list  the SessionList, refreshing only while signed in
    * @param view  the SessionView, emptied whenever the account changes
    * @param converter the Converter, stopped on sign-out; converted, the ConvertedList, the account's models
    */
-  constructor(state, { list, view, converter, converted }) {
+  constructor(state, { regions, list, view, converter, converted }) {
     this.state = state;
+    this.regions = regions;
     this.list = list;
     this.view = view;
     this.converter = converter;
@@ -87,6 +89,7 @@ export class SignIn {
     $("who-account").textContent = accountId;
     this.view.clear();
     this.converter.stop();
+    this.regions.start();
     this.list.start();
     this.converted.refresh();
     const expires = tokenExpiry(token) * 1000;
@@ -101,6 +104,7 @@ export class SignIn {
   signOut(message = "") {
     this.view.clear();
     this.list.stop();
+    this.regions.stop();
     this.converter.stop();
     this.converted.clear();
     clearTimeout(this.expiryTimer);

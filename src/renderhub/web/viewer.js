@@ -1,6 +1,6 @@
 // The RenderHub viewer's entry module: makes its parts, connects them to each other and to the page, starts.
 
-// Sign in (signin.js), manage sessions (sessionlist.js), and look at a session's rendered model (sessionview.js,
+// Sign in (signin.js), pick a region (regions.js), manage its sessions (sessionlist.js), and look at a session's rendered model (sessionview.js,
 // with modelbar.js, input.js and stats.js); convert models dropped on the page (dropzone.js, converter.js) and
 // load converted ones (convertedlist.js); messages.js speaks to the user, viewerstate.js is what they share.
 import { ConvertedList } from "./convertedlist.js";
@@ -9,6 +9,7 @@ import { DropZone } from "./dropzone.js";
 import { ViewInput } from "./input.js";
 import { Messages } from "./messages.js";
 import { ModelBar } from "./modelbar.js";
+import { RegionPicker } from "./regions.js";
 import { SessionList } from "./sessionlist.js";
 import { SessionView } from "./sessionview.js";
 import { SignIn } from "./signin.js";
@@ -26,11 +27,12 @@ const models = new ModelBar(state, messages);
 const converted = new ConvertedList(state, messages, models);
 const converter = new Converter(state, messages, { models, converted });
 const list = new SessionList(state, messages, {
-  open: (id) => view.open(id),
+  open: (id, region) => view.open(id, region),
   stopCurrent: () => view.stopCurrent(),
 });
 const view = new SessionView(state, messages, { list, stats, input, models, converted });
-const signin = new SignIn(state, { list, view, converter, converted });
+const regions = new RegionPicker(state, { list });
+const signin = new SignIn(state, { regions, list, view, converter, converted });
 const drops = new DropZone(
   () => !!state.hub,
   (dropped) => converter.convert(dropped),
@@ -42,6 +44,7 @@ function wire() {
   $("signin-form").addEventListener("submit", (event) => signin.submit(event));
   $("sign-out").addEventListener("click", () => signin.signOut());
   $("toast-close").addEventListener("click", () => messages.dismissToast());
+  $("measure-regions").addEventListener("click", () => regions.measure());
   $("refresh").addEventListener("click", () => list.refresh());
   $("create-form").addEventListener("submit", (event) => list.create(event));
   $("extend").addEventListener("click", () => view.extendLease());
