@@ -137,6 +137,10 @@ def test_a_local_backend_hub_refuses_a_database_shared_with_another_host(
     hub_factory("--rate-limit", "0", "--database-url", postgres_url, name="here").stop()
     with _replica_elsewhere(postgres_url), pytest.raises(RuntimeError, match="Hubs of one region must all use"):
         hub_factory("--rate-limit", "0", "--database-url", postgres_url, name="second")
+    # The rule is per region: the machine elsewhere serves another region, and this one is a region's only host.
+    with _replica_elsewhere(postgres_url, region="elsewhere"):
+        third = hub_factory("--rate-limit", "0", "--database-url", postgres_url, "--region", "here", name="third")
+        assert third.process is not None and third.process.poll() is None
 
 
 async def _usage_sessions(url: str) -> list[str]:
@@ -148,9 +152,9 @@ async def _usage_sessions(url: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def _replica_elsewhere(url: str) -> Iterator[None]:
-    """A failure mode: a live hub on another machine with the local backend, heartbeating as replicas do
-    (a single row "seen a moment ago" goes stale while a slow machine starts the next hub)."""
+def _replica_elsewhere(url: str, region: str = "local") -> Iterator[None]:
+    """A failure mode: a live hub of `region` on another machine with the local backend, heartbeating as replicas
+    do (a single row "seen a moment ago" goes stale while a slow machine starts the next hub)."""
     done = threading.Event()
 
     async def heartbeat() -> None:
@@ -159,9 +163,9 @@ def _replica_elsewhere(url: str) -> Iterator[None]:
             while True:
                 now = datetime.now(UTC).replace(tzinfo=None)
                 await connection.execute(
-                    "INSERT INTO replicas (id, host, backend, started_at, seen_at) VALUES ($1, $2, $3, $4, $4) "
-                    "ON CONFLICT (id) DO UPDATE SET seen_at = $4",
-                    "elsewhere", "render-box-2.example", "local", now,
+                    "INSERT INTO replicas (id, host, backend, started_at, seen_at, region) "
+                    "VALUES ($1, $2, $3, $4, $4, $5) ON CONFLICT (id) DO UPDATE SET seen_at = $4",
+                    "elsewhere", "render-box-2.example", "local", now, region,
                 )  # fmt: skip
                 if done.wait(0.5):
                     return
