@@ -83,13 +83,13 @@ export class RegionPicker {
   /** Signed in: the directory, each region measured, the nearest (or the one this tab picked before) selected. */
   start() {
     this.chosen = sessionStorage.getItem(CHOSEN_KEY);
-    this.state.region = null;
+    this.state.selectRegion(null);
     this.measure();
   }
 
   stop() {
     this.generation++;
-    this.state.region = null;
+    this.state.dropRegion();
     this.chosen = null;
     sessionStorage.removeItem(CHOSEN_KEY);
   }
@@ -167,7 +167,7 @@ export class RegionPicker {
     if (changed) {
       // The page's own region by relative URLs: the page may reach its hub by another name than the directory's.
       const hub = this.state.hub.at(region.name === this.own ? null : region.endpoint);
-      this.state.region = { name: region.name, endpoint: region.endpoint, hub };
+      this.state.selectRegion({ name: region.name, endpoint: region.endpoint, hub });
     }
     this.render();
     if (changed) this.list.regionChanged();

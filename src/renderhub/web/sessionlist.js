@@ -147,15 +147,14 @@ export class SessionList {
       this.messages.toast(`The lease is a whole number of minutes, from 1 to ${MAX_LEASE_MINUTES}.`);
       return;
     }
-    const { region } = this.state;
-    if (!region) {
-      this.messages.toast("The regions are still being measured; try again in a moment.", "notice");
-      return;
-    }
     const button = $("create-button");
     button.disabled = true;
-    button.textContent = "Creating…";
+    button.textContent = this.state.region ? "Creating…" : "Measuring regions…";
     try {
+      // Clicked while the regions are still being measured: created where the measurement leads.
+      const region = await this.state.whenRegion();
+      if (!region) return; // signed out meanwhile
+      button.textContent = "Creating…";
       await region.hub.createSession(id, size, lease);
       $("new-id").value = newSessionId();
       this.view.open(id, region);

@@ -25,6 +25,26 @@ export class ViewerState {
      * (Reconnect and Try again too), so nothing of an old connection lingers.
      */
     this.current = null;
+    this.regionWaiters = []; // whenRegion()'s callers, until a region is selected
+  }
+
+  /** The selected region once there is one (null if the user signs out first): a create clicked while the regions
+   * are still being measured goes to the region the measurement selects. */
+  whenRegion() {
+    if (this.region) return Promise.resolve(this.region);
+    return new Promise((resolve) => this.regionWaiters.push(resolve));
+  }
+
+  /** regions.js: select a region (null: none yet); whoever waits for one gets it. */
+  selectRegion(region) {
+    this.region = region;
+    if (region) for (const resolve of this.regionWaiters.splice(0)) resolve(region);
+  }
+
+  /** regions.js: signed out: no region, and nobody waits for one any more. */
+  dropRegion() {
+    this.region = null;
+    for (const resolve of this.regionWaiters.splice(0)) resolve(null);
   }
 
   /** Whether the stage's data channel is open: only then can poses and picks reach the render server. */
