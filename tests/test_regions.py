@@ -169,6 +169,9 @@ def test_region_administration(west_and_east: tuple[ServedHub, ServedHub], postg
     # A region holding live sessions stays in the directory; once they are stopped, it may go.
     busy = _renderhub("region", "remove", "east", *db)
     assert busy.returncode == 1 and "live session" in busy.stderr
+    # An account is deleted only once no region holds a live session of it; the refusal says where they are.
+    held = _renderhub("account", "delete", traveller.account_id, *db)
+    assert held.returncode == 1 and "t-1 (region east)" in held.stderr
     with HubClient(traveller, verify=str(east.ca)) as client:
         client.stop("t-1")
     assert _renderhub("region", "remove", "east", *db).returncode == 0

@@ -160,9 +160,9 @@ def account_delete(account_id: str, data_dir: Path, database_url: str | None) ->
         if await repo.get_account(account_id) is None:
             return f"no account {account_id}"
         if not await repo.delete_account(account_id):
-            live = await repo.list_live_sessions(account_id, 0, 1000)
+            live = await repo.live_sessions_in_every_region(account_id)
             return f"account {account_id} has {len(live)} live session(s); stop them first: " + ", ".join(
-                s.id for s in live
+                f"{session_id} (region {region})" for region, session_id in live
             )
         return None
 

@@ -401,6 +401,16 @@ class Repository:
         async with autocommit(self.engine) as c:
             return [_session(r) for r in (await c.execute(query)).all()]
 
+    async def live_sessions_in_every_region(self, account_id: str) -> list[tuple[str, str]]:
+        """(region, id) of an account's Starting and Ready sessions wherever they are: what holds its deletion."""
+        query = (
+            sa.select(sessions.c.region, sessions.c.id)
+            .where(sessions.c.account_id == account_id, sessions.c.status.in_(LIVE))
+            .order_by(sessions.c.seq)
+        )
+        async with self._begin() as c:
+            return [(row.region, row.id) for row in (await c.execute(query)).all()]
+
     async def live_seqs(self) -> set[int]:
         async with self._begin() as c:
             query = sa.select(sessions.c.seq).where(sessions.c.region == self.region, sessions.c.status.in_(LIVE))
