@@ -10,10 +10,8 @@ import contextlib
 import json
 import os
 import secrets
-import socket
 import ssl
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's tests package: the delay line
 from tests.conftest import _postgres
-from tests.delay_line import FarHost, far_host
+from tests.delay_line import FarHost, far_host, udp_round_trips
 from tests.hubs import RegionHub, free_port, hub_dir, kill_render_servers
 from tests.tcp_proxy import cuttable_link
 
@@ -32,35 +30,10 @@ from renderhub.clock import Clock
 from renderhub.latency import nearest_first
 from renderhub.tls import ensure_certificates
 
-ECHO = """
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind((sys.argv[1], 7007))
-print("listening", flush=True)
-while True:
-    data, sender = s.recvfrom(2048)
-    s.sendto(data, sender)
-"""
-
 
 def udp_median(far: FarHost, count: int) -> float:
     """The UDP echo's median round trip through the line, in ms: the baseline."""
-    echo = subprocess.Popen(far.command([sys.executable, "-c", ECHO, far.peer_address]), stdout=subprocess.PIPE,
-                            text=True)  # fmt: skip
-    try:
-        assert echo.stdout is not None and echo.stdout.readline().strip() == "listening"
-        times = []
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.settimeout(2)
-            for n in range(count):
-                started = time.perf_counter()
-                udp.sendto(str(n).encode(), (far.peer_address, 7007))
-                udp.recvfrom(2048)
-                times.append((time.perf_counter() - started) * 1000)
-        return statistics.median(times)
-    finally:
-        echo.kill()
-        echo.wait()
+    return statistics.median(udp_round_trips(far, count))
 
 
 @contextlib.contextmanager

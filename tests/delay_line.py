@@ -14,6 +14,7 @@ import fcntl
 import heapq
 import os
 import select
+import socket
 import struct
 import subprocess
 import sys
@@ -76,6 +77,39 @@ def far_host(delay: float, tag: str = "rh", index: int = 0) -> Iterator[FarHost]
                 forwarder.stdout.close()
         # The TUN devices go with the forwarder's descriptors; the namespace goes here.
         subprocess.run(["ip", "netns", "del", far.namespace], capture_output=True, timeout=30)
+
+
+ECHO = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], 7007))
+print("listening", flush=True)
+while True:
+    data, sender = s.recvfrom(2048)
+    s.sendto(data, sender)
+"""
+
+
+def udp_round_trips(far: FarHost, count: int = 20) -> list[float]:
+    """Milliseconds for each of `count` UDP datagrams to an echo on the far host and back: the line itself."""
+    echo = subprocess.Popen(far.command([sys.executable, "-c", ECHO, far.peer_address]), stdout=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    try:
+        assert echo.stdout is not None and echo.stdout.readline().strip() == "listening"
+        times = []
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.settimeout(2)
+            for n in range(count):
+                started = time.perf_counter()
+                udp.sendto(str(n).encode(), (far.peer_address, 7007))
+                assert udp.recvfrom(2048)[0] == str(n).encode()
+                times.append((time.perf_counter() - started) * 1000)
+        return times
+    finally:
+        echo.kill()
+        echo.wait()
+        if echo.stdout is not None:
+            echo.stdout.close()
 
 
 # The forwarder
