@@ -373,6 +373,7 @@ def test_usage(cli: Cli, served_hub: ServedHub) -> None:
     body = wait_for(usage, timeout=10, interval=0.2)
     [record] = body["records"]
     assert (record["accountId"], record["sessionId"], record["size"]) == (account, "u1", "Standard")
+    assert record["region"] == "local", "a hub without --region serves the region local"
     assert isinstance(record["billableMinutes"], int) and record["billableMinutes"] >= 1
     assert Decimal(record["cost"]) > 0
     assert record["readyAt"] and record["endedAt"]

@@ -11,13 +11,15 @@ from typing import TYPE_CHECKING
 import click
 from rich.table import Column, Table
 
+from renderhub.budgets import Spend, month_start
 from renderhub.client import ArrConfig
 from renderhub.clock import Clock
-from renderhub.models import ServerSize
+from renderhub.models import DEFAULT_REGION, ServerSize
 from renderhub.terminal import console, data_dir_option, database_option, fail, on_store
 
 if TYPE_CHECKING:
-    from renderhub.models import Account
+    from renderhub.budgets import Budget
+    from renderhub.models import Account, UsageRecord
     from renderhub.store import Repository
     from renderhub.store.regions import Region
 
@@ -133,6 +135,41 @@ def account_set_quota(account_id: str, size_name: str, max_sessions: int | None,
         console.print(f"account {account_id}: at most {max_sessions} live {size} session(s)")
 
 
+@account.command("set-budget")
+@click.argument("account_id")
+@click.option("--cost", type=str, default=None, help="What its sessions may cost in a calendar month (UTC).")
+@click.option("--minutes", type=click.IntRange(min=0), default=None, help="Billable minutes in a calendar month.")
+@click.option("--none", "remove", is_flag=True, help="No budget.")
+@data_dir_option
+@database_option
+def account_set_budget(account_id: str, cost: str | None, minutes: int | None, remove: bool, data_dir: Path,
+                       database_url: str | None) -> None:  # fmt: skip
+    """Set an account's monthly budget: creates and lease extensions that would pass it are refused (403
+    BudgetExceeded); running sessions go on."""
+    from renderhub.budgets import Budget
+
+    if remove == (cost is not None or minutes is not None):
+        fail("give --cost and/or --minutes, or --none")
+    try:
+        amount = None if cost is None else Decimal(cost)
+    except ArithmeticError:
+        fail(f"--cost {cost!r} is not a number")
+    if amount is not None and (not amount.is_finite() or amount < 0):
+        fail(f"--cost {cost!r} must be a number of at least 0")
+    budget = Budget(None if amount is None else amount.quantize(Decimal("0.0001")), minutes)
+    account_id = account_id.lower()
+    if not on_store(lambda repo: repo.budgets.set(account_id, budget), data_dir, database_url):
+        fail(f"no account {account_id}")
+    limits = []
+    if budget.cost is not None:
+        limits.append(f"{budget.cost} a month")
+    if budget.minutes is not None:
+        limits.append(f"{budget.minutes} minutes a month")
+    console.print(
+        f"account {account_id}: " + (f"budget {' and '.join(limits)} (UTC months)" if limits else "no budget")
+    )
+
+
 @account.command("rotate-key")
 @click.argument("account_id")
 @click.option("--key", "which", type=click.Choice(["primary", "secondary"]), default="primary", show_default=True)
@@ -193,23 +230,49 @@ def usage(account_id: str | None, start: str | None, end: str | None, as_json: b
         span = _date(start), _date(end)
     except ValueError as exc:
         fail(f"bad date: {exc}")
-    records = on_store(lambda repo: repo.usage(account_id, *span), data_dir, database_url)
+
+    async def work(repo: Repository) -> tuple[list[UsageRecord], Budget | None, Spend]:
+        records = await repo.usage(account_id, *span)
+        if account_id is None:
+            return records, None, Spend()
+        month = month_start(Clock().now())
+        return records, await repo.budgets.get(account_id), await repo.budgets.spent(account_id, month)
+
+    records, budget, month_spend = on_store(work, data_dir, database_url)
     minutes = sum(r.billable_minutes for r in records)
     total = sum((r.cost for r in records), Decimal(0))
     if as_json:
-        rows = [{"accountId": r.account_id, "sessionId": r.session_id, "size": r.size.value,
+        rows = [{"accountId": r.account_id, "sessionId": r.session_id, "region": r.region, "size": r.size.value,
                  "readyAt": r.ready_at.isoformat() if r.ready_at else None, "endedAt": r.ended_at.isoformat(),
                  "billableMinutes": r.billable_minutes, "cost": str(r.cost)} for r in records]  # fmt: skip
-        click.echo(json.dumps({"records": rows, "billableMinutes": minutes, "cost": str(total)}, indent=2))
+        body: dict[str, object] = {"records": rows, "billableMinutes": minutes, "cost": str(total)}
+        if budget is not None:
+            body["budget"] = {
+                "monthlyCost": None if budget.cost is None else str(budget.cost),
+                "monthlyMinutes": budget.minutes,
+                "spentThisMonth": {"cost": str(month_spend.cost), "billableMinutes": month_spend.minutes},
+            }
+        click.echo(json.dumps(body, indent=2))
         return
     session_col, ready_col, ended_col = (Column(name, overflow="fold") for name in ("session", "ready", "ended"))
-    table = Table("account", session_col, "size", ready_col, ended_col, "minutes", "cost")
+    # The region column only where there are regions: an 80-column terminal has no room to spare.
+    regional = any(r.region != DEFAULT_REGION for r in records)
+    table = Table("account", session_col, *(["region"] if regional else []), "size", ready_col, ended_col,
+                  "minutes", "cost")  # fmt: skip
     for r in records:
-        table.add_row(r.account_id[:8], r.session_id, r.size.value,
+        table.add_row(r.account_id[:8], r.session_id, *([r.region] if regional else []), r.size.value,
                       r.ready_at.isoformat(timespec="seconds") if r.ready_at else "-",
                       r.ended_at.isoformat(timespec="seconds"), str(r.billable_minutes), str(r.cost))  # fmt: skip
-    table.add_row("total", f"{len(records)} sessions", "", "", "", str(minutes), str(total), style="bold")
+    table.add_row("total", f"{len(records)} sessions", *([""] if regional else []), "", "", "", str(minutes),
+                  str(total), style="bold")  # fmt: skip
     console.print(table)
+    if budget is not None:
+        against = []
+        if budget.cost is not None:
+            against.append(f"{month_spend.cost} of {budget.cost}")
+        if budget.minutes is not None:
+            against.append(f"{month_spend.minutes} of {budget.minutes} minutes")
+        console.print(f"this month (UTC): spent {' and '.join(against)} of the budget")
 
 
 @click.group()

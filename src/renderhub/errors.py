@@ -37,6 +37,13 @@ class QuotaExceeded(Forbidden):
     code = "QuotaExceeded"
 
 
+class BudgetExceeded(Forbidden):
+    """The create or extension would pass the account's monthly budget: 403 like QuotaExceeded (never retried by
+    the SDK); nothing was changed."""
+
+    code = "BudgetExceeded"
+
+
 class NotFound(RenderHubError):
     status = 404
     code = "NotFound"

@@ -9,11 +9,11 @@ from collections.abc import Coroutine
 from datetime import datetime, timedelta
 from typing import Any
 
-from renderhub import leases, metering
+from renderhub import budgets, leases, metering
 from renderhub.backends.base import Assignment, Backend, ServerSpec, ServerState, State
 from renderhub.clock import Clock
 from renderhub.config import Settings
-from renderhub.errors import BackendError, Conflict, NotFound, QuotaExceeded, StoreUnavailable
+from renderhub.errors import BackendError, BudgetExceeded, Conflict, NotFound, QuotaExceeded, StoreUnavailable
 from renderhub.models import ArrError, ServerSize, Session, SessionStatus, SizeProfile
 from renderhub.paging import split_page
 from renderhub.store.repository import DuplicateSession, OverQuota, Repository
@@ -61,6 +61,14 @@ class SessionManager:
         """A new Starting session, or the existing one for a retried create with the same settings; QuotaExceeded,
         before anything starts, when the account already holds its quota of live sessions of the size."""
         leases.check_new_lease(lease)
+        try:
+            await self._check_budget(account_id, budgets.lease_spend(lease, self.sizes[size].price_per_minute))
+        except BudgetExceeded:
+            # A retried create of a session that exists is answered as one, budget or not.
+            existing = await self.repo.get_session(account_id, session_id)
+            if existing is None or (existing.size, existing.max_lease_minutes) != (size, lease):
+                raise
+            return existing, False
         # Insert first, look second: a new session (the usual case) costs one statement, its quota check included.
         fresh = Session(
             account_id=account_id,
@@ -101,6 +109,17 @@ class SessionManager:
             "them, or ask the hub's administrator to raise the quota (renderhub account set-quota)."
         )
 
+    async def _check_budget(self, account_id: str, asked: budgets.Spend) -> None:
+        """BudgetExceeded when the account has a monthly budget and `asked` would pass what is left of it."""
+        budget = await self.repo.budgets.get(account_id)
+        if budget is None:
+            return
+        spent = await self.repo.budgets.spent(account_id, budgets.month_start(self.clock.now()))
+        committed = budgets.Spend()
+        for size, minutes in await self.repo.budgets.live_leases(account_id):
+            committed += budgets.lease_spend(minutes, self.sizes[size].price_per_minute)
+        budgets.check(budget, spent, committed, asked)
+
     async def get(self, account_id: str, session_id: str) -> Session:
         session = await self.repo.get_session(account_id, session_id)
         if session is None:
@@ -112,6 +131,8 @@ class SessionManager:
         while True:
             session = await self.get(account_id, session_id)
             leases.check_extension(session, lease)
+            price = self.sizes[session.size].price_per_minute
+            await self._check_budget(account_id, budgets.lease_spend(lease - session.max_lease_minutes, price))
             if await self.repo.extend_lease(session, lease):
                 return await self.get(account_id, session_id)
             # The session changed under us (stopped, extended by another client): judge it again.

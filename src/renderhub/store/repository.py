@@ -25,11 +25,13 @@ from renderhub.models import (
     SessionStatus,
     UsageRecord,
 )
+from renderhub.store.budgets import BudgetStore
 from renderhub.store.conversions import ConversionStore
 from renderhub.store.coordination import Coordination
 from renderhub.store.regions import RegionStore
 from renderhub.store.tables import (
     UTCDateTime,
+    account_budgets,
     account_quotas,
     accounts,
     certificate_authority,
@@ -192,6 +194,7 @@ class Repository:
         self.coordination = Coordination(engine, region)
         self.conversions = ConversionStore(engine, region)
         self.regions = RegionStore(engine)
+        self.budgets = BudgetStore(engine)
         self._in_flight_bound: int | None = None  # PostgreSQL's max_connections, read once
         self._tight: set[tuple[str, str, str]] = set()  # a hint only: which lock to try first (see SHARED_QUOTA_LOCK)
 
@@ -263,6 +266,7 @@ class Repository:
             result = await c.execute(accounts.delete().where(accounts.c.id == account_id, ~live))
             if result.rowcount == 1:
                 await c.execute(account_quotas.delete().where(account_quotas.c.account_id == account_id))
+                await c.execute(account_budgets.delete().where(account_budgets.c.account_id == account_id))
         return result.rowcount == 1
 
     # Quotas

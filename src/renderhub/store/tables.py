@@ -79,6 +79,15 @@ account_quotas = sa.Table(
     sa.Column("max_sessions", sa.Integer, nullable=False),
 )
 
+# An account's monthly budget (budgets.py): no row, or both NULL, is no budget.
+account_budgets = sa.Table(
+    "account_budgets",
+    metadata,
+    sa.Column("account_id", sa.String(36), primary_key=True),
+    sa.Column("monthly_cost", sa.Numeric(18, 4)),
+    sa.Column("monthly_minutes", sa.Integer),
+)
+
 usage_records = sa.Table(
     "usage_records",
     metadata,
@@ -91,6 +100,7 @@ usage_records = sa.Table(
     sa.Column("ended_at", UTCDateTime, nullable=False),
     sa.Column("billable_minutes", sa.Integer, nullable=False),
     sa.Column("cost", sa.Numeric(18, 4), nullable=False),
+    sa.Index("ix_usage_records_account_ended", "account_id", "ended_at"),
 )
 
 # Asset conversions: their settings (without SAS), the SAS kept apart and dropped once a conversion ends, and
