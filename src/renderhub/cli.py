@@ -64,7 +64,7 @@ def main() -> None:
     type=click.FloatRange(min=0),
     default=0.0,
     show_default=True,
-    help="Seconds a new session may wait for room on a full Ray cluster (0: fail it at once).",
+    help="Seconds a new session may wait for a free render server, in arrival order (0: fail it at once).",
 )
 @click.option("--sizes", "sizes_file", type=click.Path(exists=True, path_type=Path), help="Sizes and prices file.")
 @click.option("--tls-cert", type=click.Path(exists=True, path_type=Path), help="Your own certificate (PEM).")
@@ -239,7 +239,7 @@ def _show(session: dict[str, Any], as_json: bool) -> None:
         click.echo(json.dumps(session, indent=2))
         return
     table = Table(show_header=False, box=None)
-    for key in ("id", "status", "size", "maxLeaseTimeMinutes", "elapsedTimeMinutes", "hostname",
+    for key in ("id", "status", "queuePosition", "size", "maxLeaseTimeMinutes", "elapsedTimeMinutes", "hostname",
                 "handshakePort", "arrInspectorPort", "teraflops", "creationTime"):  # fmt: skip
         if key in session:
             table.add_row(key, str(session[key]))

@@ -82,7 +82,8 @@ def wait_until(
     with console.status("", spinner="dots") as status:
         while body["status"] not in terminal:
             if not quiet:
-                status.update(f"{what} {body['id']}: {body['status']} ({time.monotonic() - started:.1f} s)")
+                queued = f", number {body['queuePosition']} in the queue" if "queuePosition" in body else ""
+                status.update(f"{what} {body['id']}: {body['status']}{queued} ({time.monotonic() - started:.1f} s)")
             time.sleep(interval)
             body = get(body["id"])
     if not quiet:

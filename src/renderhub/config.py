@@ -51,10 +51,11 @@ class Settings(BaseModel):
     region_endpoint: str | None = None
     database_url: str | None = None
     backend: str = "local"
-    # The Ray backend: the cluster's address (HOST:PORT of the head), the namespace its actors are named in,
-    # and how long a new session may wait for a node with room (0: a full cluster fails it at once).
+    # The Ray backend: the cluster's address (HOST:PORT of the head) and the namespace its actors are named in.
     ray_address: str | None = None
     ray_namespace: str = "renderhub"
+    # How long a new session may wait for a free render server (a node with room on Ray; on one host, in arrival
+    # order, its place shown as queuePosition); 0: a full host or cluster fails it at once (CapacityExceeded).
     queue_timeout_seconds: float = 0.0
     tls_cert: Path | None = None
     tls_key: Path | None = None

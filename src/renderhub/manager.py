@@ -21,6 +21,7 @@ from renderhub.store.repository import DuplicateSession, OverQuota, Repository
 log = logging.getLogger("renderhub.manager")
 
 POLL_INTERVAL = 0.02
+QUEUE_POLL_SECONDS = 0.25  # how soon a waiting session sees a server freed
 BACKGROUND_TRANSACTIONS = 1
 STORE_RETRY_SECONDS = 1.0  # a failed start's Error waits for a store that cannot be written
 
@@ -203,13 +204,15 @@ class SessionManager:
     async def _launch(self, session: Session) -> State | None:
         """Launch the session's server and record it on the session; None when the start ended here."""
         profile = self.sizes[session.size]
-        if not self.backend.places_servers and await self._host_is_full(session):
+        if not self.backend.places_servers and not await self._wait_for_room(session):
+            waited = self.settings.queue_timeout_seconds
             await self._fail(
                 session,
                 ArrError(
                     "CapacityExceeded",
-                    f"No {session.size} render server is free: all {profile.capacity} on this host are in use. "
-                    "Stop a session or retry later.",
+                    f"No {session.size} render server is free: all {profile.capacity} on this host are in use"
+                    + (f" (waited {waited:g} s in the queue)" if waited > 0 else "")
+                    + ". Stop a session or retry later.",
                 ),
             )
             return None
@@ -235,11 +238,28 @@ class SessionManager:
             return None
         return state
 
-    async def _host_is_full(self, session: Session) -> bool:
-        """Whether the sessions before this one already take every server of its size this host may run."""
-        async with self._background:
-            ahead = await self.repo.live_sessions_before(session.size, session.seq, self.backend.name)
-        return ahead >= self.sizes[session.size].capacity
+    async def _wait_for_room(self, session: Session) -> bool:
+        """Whether a server of the session's size is free on this host for it, waiting up to the queue timeout.
+        The live sessions created before it (running, starting or waiting themselves) come first, so the queue
+        keeps arrival order across replicas without a queue of its own; a waiting session's place is recorded
+        (queuePosition) whenever it changes."""
+        capacity = self.sizes[session.size].capacity
+        deadline = self.clock.now() + timedelta(seconds=self.settings.queue_timeout_seconds)
+        recorded = session.queue_position
+        while True:
+            async with self._background:
+                ahead = await self.repo.live_sessions_before(session.size, session.seq, self.backend.name)
+            if ahead < capacity:
+                return True
+            if self.clock.now() >= deadline:
+                return False
+            position = ahead - capacity + 1
+            if position != recorded:
+                async with self._background:
+                    if not await self.repo.set_queue_position(session, position):
+                        return False  # stopped while it waited: _fail finds it ended and leaves it
+                recorded = position
+            await asyncio.sleep(QUEUE_POLL_SECONDS)
 
     async def _await_ready(self, session: Session, state: State) -> None:
         """Ready once the server answers on its handshake port; Error if it dies or takes too long."""

@@ -113,6 +113,7 @@ class Session:
     backend_state: dict[str, Any] | None = None
     watcher: str | None = None  # the hub replica bringing it up while it starts
     region: str = DEFAULT_REGION  # where it was created: only that region's hubs know it
+    queue_position: int | None = None  # while it waits for a free render server of its size: 1 is next
 
 
 @dataclass(frozen=True)

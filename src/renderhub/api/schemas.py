@@ -102,6 +102,9 @@ def session_json(session: Session, now: datetime) -> dict[str, Any]:
         body["teraflops"] = session.teraflops
     if session.error is not None:
         body["error"] = {"code": session.error.code, "message": session.error.message}
+    if session.status is SessionStatus.STARTING and session.queue_position is not None:
+        # RenderHub's own: where it waits for a free render server (ARR's SDK ignores fields it does not know).
+        body["queuePosition"] = session.queue_position
     return body
 
 

@@ -108,7 +108,8 @@ def _while_starting(*columns: str) -> sa.Update:
     )
 
 
-SET_BACKEND_STATE = _while_starting("backend_state", "hostname", "handshake_port", "inspector_port")
+SET_BACKEND_STATE = _while_starting("backend_state", "hostname", "handshake_port", "inspector_port", "queue_position")
+SET_QUEUE_POSITION = _while_starting("queue_position")
 MARK_READY = _while_starting("status", "ready_at", "teraflops")
 SESSION_BY_ID = sessions.select().where(
     sessions.c.account_id == sa.bindparam("account_id"),
@@ -151,6 +152,7 @@ def _session(row: sa.Row[Any]) -> Session:
         backend_state=row.backend_state,
         watcher=row.watcher,
         region=row.region,
+        queue_position=row.queue_position,
     )
 
 
@@ -479,8 +481,15 @@ class Repository:
                 "new_hostname": hostname,
                 "new_handshake_port": state["handshake_port"],
                 "new_inspector_port": state["inspector_port"],
+                "new_queue_position": None,  # launched: no longer waiting
             }
             result = await c.execute(SET_BACKEND_STATE, {**_key(session), **values})
+        return result.rowcount == 1
+
+    async def set_queue_position(self, session: Session, position: int) -> bool:
+        """Where a Starting session waits for a free server of its size (1: next)."""
+        async with self._begin() as c:
+            result = await c.execute(SET_QUEUE_POSITION, {**_key(session), "new_queue_position": position})
         return result.rowcount == 1
 
     async def mark_ready(self, session: Session, ready_at: datetime, teraflops: float) -> bool:

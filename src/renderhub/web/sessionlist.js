@@ -10,6 +10,9 @@ export const MAX_LEASE_MINUTES = 1440;
 
 /** The size and lease of a session, as one line under its name. */
 export function leaseText(session) {
+  if (session.status === "Starting" && session.queuePosition) {
+    return `${session.size} · number ${session.queuePosition} in the queue · lease ${session.maxLeaseTimeMinutes} min`;
+  }
   if (session.status === "Starting") return `${session.size} · starting · lease ${session.maxLeaseTimeMinutes} min`;
   return `${session.size} · ${session.elapsedTimeMinutes} of ${session.maxLeaseTimeMinutes} min used`;
 }

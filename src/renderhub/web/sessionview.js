@@ -143,11 +143,20 @@ export class SessionView {
       if (session.status === "Ready") return session;
       if (TERMINAL.has(session.status)) throw new Error(endedText(session));
       const seconds = Math.round((performance.now() - started) / 1000);
-      this.messages.stage({
-        title: "Starting the render server…",
-        text: `Status: ${session.status} · ${seconds} s. This usually takes a few seconds.`,
-        spinner: true,
-      });
+      const queued = session.queuePosition;
+      this.messages.stage(
+        queued
+          ? {
+              title: "Waiting for a free render server…",
+              text: `Every ${session.size} server is in use: this session is number ${queued} in the queue · ${seconds} s.`,
+              spinner: true,
+            }
+          : {
+              title: "Starting the render server…",
+              text: `Status: ${session.status} · ${seconds} s. This usually takes a few seconds.`,
+              spinner: true,
+            },
+      );
       await sleep(POLL_MS);
       if (mine !== this.generation) throw new Cancelled();
     }
