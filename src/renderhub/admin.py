@@ -170,6 +170,26 @@ def account_set_budget(account_id: str, cost: str | None, minutes: int | None, r
     )
 
 
+@account.command("set-idle-timeout")
+@click.argument("account_id")
+@click.option("--minutes", type=click.FloatRange(min=0, max=1440, min_open=True), default=None,
+              help="Stop its sessions after this long without a client.")  # fmt: skip
+@click.option("--off", is_flag=True, help="No idle stop (the default).")
+@data_dir_option
+@database_option
+def account_set_idle_timeout(account_id: str, minutes: float | None, off: bool, data_dir: Path,
+                             database_url: str | None) -> None:  # fmt: skip
+    """Set the idle timeout of the sessions an account creates from now on (a create's idleTimeoutMinutes
+    overrides it): a session without a client that long is stopped (error IdleTimeout) and billed to then."""
+    if off == (minutes is not None):
+        fail("give either --minutes N or --off")
+    seconds = None if minutes is None else round(minutes * 60)
+    account_id = account_id.lower()
+    if not on_store(lambda repo: repo.set_idle_timeout(account_id, seconds), data_dir, database_url):
+        fail(f"no account {account_id}")
+    console.print(f"account {account_id}: " + ("no idle stop" if seconds is None else f"idle timeout {minutes:g} min"))
+
+
 @account.command("rotate-key")
 @click.argument("account_id")
 @click.option("--key", "which", type=click.Choice(["primary", "secondary"]), default="primary", show_default=True)

@@ -239,8 +239,9 @@ def _show(session: dict[str, Any], as_json: bool) -> None:
         click.echo(json.dumps(session, indent=2))
         return
     table = Table(show_header=False, box=None)
-    for key in ("id", "status", "queuePosition", "size", "maxLeaseTimeMinutes", "elapsedTimeMinutes", "hostname",
-                "handshakePort", "arrInspectorPort", "teraflops", "creationTime"):  # fmt: skip
+    for key in ("id", "status", "queuePosition", "size", "maxLeaseTimeMinutes", "elapsedTimeMinutes",
+                "idleTimeoutMinutes", "hostname", "handshakePort", "arrInspectorPort", "teraflops",
+                "creationTime"):  # fmt: skip
         if key in session:
             table.add_row(key, str(session[key]))
     if "error" in session:
@@ -258,12 +259,20 @@ def session() -> None:
 @click.option("--lease-minutes", type=int, default=None, help="Lease in minutes (default: the config's).")
 @click.option("--id", "session_id", default=None, callback=checked_id, help="Session id (default: a new one).")
 @click.option("--wait", is_flag=True, help="Show progress until the session is Ready or fails.")
+@click.option(
+    "--idle-timeout",
+    type=click.FloatRange(min=0, max=1440),
+    default=None,
+    metavar="MINUTES",
+    help="Stop the session after this long without a client (0: never; default: the account's).",
+)
 @click.option("--region", default=None, metavar="NAME|nearest",
               help="Where: a region's name, or `nearest` (measured; the next nearest when it has no room, which "
               "implies --wait). Default: the config's hub.")  # fmt: skip
 @api_command
 def session_create(size: str | None, lease_minutes: int | None, session_id: str | None, wait: bool,
-                   region: str | None, config: Path | None, data_dir: Path, as_json: bool) -> None:  # fmt: skip
+                   idle_timeout: float | None, region: str | None, config: Path | None, data_dir: Path,
+                   as_json: bool) -> None:  # fmt: skip
     """Start a session."""
     import uuid
 
@@ -272,10 +281,10 @@ def session_create(size: str | None, lease_minutes: int | None, session_id: str 
         lease = lease_minutes if lease_minutes is not None else client.config.max_lease_minutes
         size = size or client.config.vm_size
         if region == "nearest":
-            body = create_in_nearest(client, session_id, size, lease, quiet=as_json)
+            body = create_in_nearest(client, session_id, size, lease, idle_timeout, quiet=as_json)
         else:
             with in_region(client, region) as there:
-                body = there.create(session_id, size, lease)
+                body = there.create(session_id, size, lease, idle_timeout)
                 if wait:
                     body = wait_until(body, there.get, TERMINAL, "session", quiet=as_json)
         _show(body, as_json)

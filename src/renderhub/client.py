@@ -154,8 +154,12 @@ class HubClient:
             raise ApiError(response.status_code, code, message)
         return response.json() if response.content else None
 
-    def create(self, session_id: str, size: str, lease_minutes: int) -> dict[str, Any]:
-        body = {"size": size, "maxLeaseTimeMinutes": lease_minutes}
+    def create(
+        self, session_id: str, size: str, lease_minutes: int, idle_timeout_minutes: float | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"size": size, "maxLeaseTimeMinutes": lease_minutes}
+        if idle_timeout_minutes is not None:
+            body["idleTimeoutMinutes"] = idle_timeout_minutes  # RenderHub's own (0: no idle stop)
         session: dict[str, Any] = self._call("PUT", f"/sessions/{session_id}", body)
         return session
 

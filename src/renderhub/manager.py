@@ -58,16 +58,27 @@ class SessionManager:
 
     # The five session operations
 
-    async def create(self, account_id: str, session_id: str, size: ServerSize, lease: int) -> tuple[Session, bool]:
+    async def create(
+        self, account_id: str, session_id: str, size: ServerSize, lease: int, idle_seconds: int | None = None
+    ) -> tuple[Session, bool]:
         """A new Starting session, or the existing one for a retried create with the same settings; QuotaExceeded,
-        before anything starts, when the account already holds its quota of live sessions of the size."""
+        before anything starts, when the account already holds its quota of live sessions of the size.
+        `idle_seconds`: how long it may go without a client (None: the account's default; 0: no idle stop)."""
         leases.check_new_lease(lease)
+        if idle_seconds is None:
+            account = await self.repo.get_account(account_id)
+            idle_seconds = account.idle_timeout_seconds if account is not None else None
+        idle = idle_seconds or None
         try:
             await self._check_budget(account_id, budgets.lease_spend(lease, self.sizes[size].price_per_minute))
         except BudgetExceeded:
             # A retried create of a session that exists is answered as one, budget or not.
             existing = await self.repo.get_session(account_id, session_id)
-            if existing is None or (existing.size, existing.max_lease_minutes) != (size, lease):
+            if existing is None or (existing.size, existing.max_lease_minutes, existing.idle_timeout_seconds) != (
+                size,
+                lease,
+                idle,
+            ):
                 raise
             return existing, False
         # Insert first, look second: a new session (the usual case) costs one statement, its quota check included.
@@ -81,6 +92,7 @@ class SessionManager:
             backend=self.backend.name,
             watcher=self.replica_id,
             region=self.repo.region,
+            idle_timeout_seconds=idle,
         )
         try:
             session = await self.repo.insert_session(fresh, self.sizes[size].default_quota)
@@ -95,11 +107,12 @@ class SessionManager:
             self._watch(session, self._start(session), "start")
             return session, True
         if existing is None:  # it was there a moment ago, and purged since: as good as new
-            return await self.create(account_id, session_id, size, lease)
-        if existing.size != size or existing.max_lease_minutes != lease:
+            return await self.create(account_id, session_id, size, lease, idle or 0)
+        if (existing.size, existing.max_lease_minutes, existing.idle_timeout_seconds) != (size, lease, idle):
+            idle_text = "none" if existing.idle_timeout_seconds is None else f"{existing.idle_timeout_seconds} s"
             raise Conflict(
                 f"A session with the id '{session_id}' already exists with other settings "
-                f"(size {existing.size}, maxLeaseTimeMinutes {existing.max_lease_minutes})."
+                f"(size {existing.size}, maxLeaseTimeMinutes {existing.max_lease_minutes}, idle timeout {idle_text})."
             )
         return existing, False
 

@@ -78,6 +78,7 @@ class Account:
     primary_serial: int
     secondary_serial: int
     created_at: datetime
+    idle_timeout_seconds: int | None = None  # its sessions' idle stop unless a create says otherwise (None: off)
 
     def serial(self, key_slot: int) -> int:
         return self.primary_serial if key_slot == 1 else self.secondary_serial
@@ -114,6 +115,7 @@ class Session:
     watcher: str | None = None  # the hub replica bringing it up while it starts
     region: str = DEFAULT_REGION  # where it was created: only that region's hubs know it
     queue_position: int | None = None  # while it waits for a free render server of its size: 1 is next
+    idle_timeout_seconds: int | None = None  # stopped after this long without a client (None: never)
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,14 @@ import contextlib
 import dataclasses
 import logging
 import socket
+import ssl
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from renderhub import leases
 from renderhub.backends.base import ServerState, State, pooled
+from renderhub.backends.health import health
 from renderhub.clock import Clock
 from renderhub.config import Settings
 from renderhub.errors import ConfigurationError, StoreUnavailable
@@ -89,9 +91,12 @@ class Sessions:
 
     name = "sessions"
 
-    def __init__(self, manager: SessionManager, replicas: Replicas, interval: float) -> None:
+    def __init__(
+        self, manager: SessionManager, replicas: Replicas, interval: float, trust: ssl.SSLContext | None = None
+    ) -> None:
         self.manager = manager
         self.replicas = replicas
+        self.trust = trust  # the hub's CA, for asking render servers how long they have been without a client
         self.slices = max(1, round(HEALTH_CHECK_EVERY / interval))
         self._turn = 0  # passes so far: which slice of the Ready sessions gets its health check
 
@@ -116,6 +121,8 @@ class Sessions:
                     SessionStatus.ERROR,
                     ArrError("RenderServerLost", "The render server stopped unexpectedly."),
                 )
+            elif session.idle_timeout_seconds is not None:
+                await self._stop_if_idle(session, session.idle_timeout_seconds, now)
             return
         if session.watcher != manager.replica_id and self.replicas.alive(session.watcher):
             return  # a live replica's start task watches it
@@ -124,6 +131,28 @@ class Sessions:
             return  # another replica claimed it first
         log.info("adopting starting session %s (its watcher %s is gone)", session.id, session.watcher)
         manager.adopt(dataclasses.replace(session, watcher=manager.replica_id))
+
+    async def _stop_if_idle(self, session: Session, timeout: int, now: datetime) -> None:
+        """Stop a session whose render server has had no client for its idle timeout, counted from Ready or the
+        last client's departure (never sooner than the scene grace, in which a client that dropped comes back to
+        its scene), billed to this moment."""
+        if self.trust is None or not (session.hostname and session.handshake_port and session.ready_at):
+            return
+        answer = await health(session.hostname, session.handshake_port, self.trust)
+        idle = answer.get("idleSeconds") if answer is not None else None
+        if not isinstance(idle, int | float):
+            return  # a client is connected, or the server did not answer (its health check sees to that)
+        idle = min(idle, (now - session.ready_at).total_seconds())  # the server started before it was Ready
+        if idle >= max(timeout, self.manager.settings.scene_grace_seconds):
+            minutes = f"{timeout / 60:g}"
+            log.info("session %s: no client for %s s; stopping it (idle timeout)", session.id, idle)
+            await self.manager.end(
+                session,
+                SessionStatus.STOPPED,
+                ArrError(
+                    "IdleTimeout", f"No client was connected for {minutes} minute(s): the session stopped itself."
+                ),
+            )
 
 
 class Reconcile:
@@ -183,7 +212,14 @@ async def reconcile(manager: SessionManager) -> list[State]:
 class Reaper:
     """One per hub: a heartbeat every second, and while this replica leads, every step once a pass."""
 
-    def __init__(self, manager: SessionManager, settings: Settings, clock: Clock, steps: Sequence[Step] = ()) -> None:
+    def __init__(
+        self,
+        manager: SessionManager,
+        settings: Settings,
+        clock: Clock,
+        steps: Sequence[Step] = (),
+        trust: ssl.SSLContext | None = None,
+    ) -> None:
         self.manager = manager
         self.clock = clock
         self.interval = settings.reaper_interval_seconds
@@ -193,7 +229,7 @@ class Reaper:
             Replica(manager.replica_id, socket.gethostname(), manager.backend.name, now, now, manager.repo.region),
         )
         self.steps: list[Step] = [
-            Sessions(manager, self.replicas, self.interval),
+            Sessions(manager, self.replicas, self.interval, trust),
             Reconcile(manager),
             Purge(manager, timedelta(days=settings.retention_days), now),
             *steps,

@@ -62,7 +62,9 @@ def regions(samples: int, config: Path | None, data_dir: Path, as_json: bool) ->
     console.print(table)
 
 
-def create_in_nearest(client: HubClient, session_id: str, size: str, lease: int, quiet: bool) -> dict[str, Any]:
+def create_in_nearest(
+    client: HubClient, session_id: str, size: str, lease: int, idle_timeout: float | None, quiet: bool
+) -> dict[str, Any]:
     """Create the session in the nearest region that has room: on CapacityExceeded or QuotaExceeded, the next
     nearest, saying so. Each try is followed until the session is Ready or fails (only then is a refusal known)."""
     measured = [m for m in nearest_first(client.regions(), client.trust) if m.median_ms is not None]
@@ -73,7 +75,7 @@ def create_in_nearest(client: HubClient, session_id: str, size: str, lease: int,
         errors.print(f"region {region.name}: {region.median_ms:.1f} ms round trip", soft_wrap=True)
         with client.at(region.endpoint) as there:
             try:
-                body = there.create(session_id, size, lease)
+                body = there.create(session_id, size, lease, idle_timeout)
             except ApiError as exc:
                 if exc.code in REFUSALS and more:
                     _moving_on(region, exc.code, exc.message, measured[n + 1])

@@ -60,7 +60,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None, backend: Backe
             session_backend = backend or load_backend(settings)
             manager = SessionManager(settings, repo, session_backend, settings.load_sizes(), clock, tokens.public_pem)
             retention = StorageRetention(settings.storage_root, settings.storage_retention_days, clock.now())
-            reaper = Reaper(manager, settings, clock, steps=[retention])
+            trust = ssl.create_default_context(cafile=str(ensure_ca(settings.tls_dir, clock.now())))
+            reaper = Reaper(manager, settings, clock, steps=[retention], trust=trust)
             links = StorageLinks(settings.scheme, ["127.0.0.1", *settings.certificate_hosts], settings.linked_storage)
             conversions = ConversionManager(settings, repo.conversions, links, clock)
             accounts = Accounts(repo, settings.account_cache_seconds)
@@ -77,7 +78,6 @@ def create_app(settings: Settings, *, clock: Clock | None = None, backend: Backe
             limiter = RateLimiter(
                 settings.rate_limit_per_second, settings.rate_limit_burst, replicas=lambda: reaper.replicas.count
             )
-            trust = ssl.create_default_context(cafile=str(ensure_ca(settings.tls_dir, clock.now())))
             relay = httpx.AsyncClient(verify=trust, timeout=RELAY_TIMEOUT)
             app.state.reaper = reaper  # for tests that run a pass themselves; request handlers never use it
             app.state.hub = Hub(

@@ -8,11 +8,13 @@ from typing import Any
 
 from renderhub import leases
 from renderhub.errors import BadRequest, RenderHubError
+from renderhub.leases import MAX_LEASE_MINUTES
 from renderhub.models import ID_PATTERN, ID_RULE, ServerSize, Session, SessionStatus
 
 API_VERSIONS = ("2021-01-01", "2021-01-01-preview")
 SESSION_ID = ID_PATTERN
 LEASE = "maxLeaseTimeMinutes"
+IDLE_TIMEOUT = "idleTimeoutMinutes"  # RenderHub's own: ARR clients never send it
 
 
 def check_api_version(version: str | None) -> str:
@@ -58,20 +60,35 @@ def _int_field(body: dict[str, Any], name: str) -> int:
     return value
 
 
-def parse_create(raw: bytes) -> tuple[ServerSize, int]:
-    """The create body: size (case-insensitive) and a lease of 0 to 1440 minutes; extra fields ignored."""
+def parse_create(raw: bytes) -> tuple[ServerSize, int, int | None]:
+    """The create body: size (case-insensitive), a lease of 0 to 1440 minutes, and RenderHub's own optional
+    idleTimeoutMinutes in seconds (None: absent, the account's default; 0: no idle stop); extra fields ignored."""
     body = body_object(raw)
     lease = _int_field(body, LEASE)
     leases.check_new_lease(lease)
+    idle = _idle_timeout(body)
     size = body.get("size")
     if size is None:
         raise BadRequest("The size field is required.", target="size")
     if not isinstance(size, str):
         raise BadRequest("The size field must be a string.", target="size")
     try:
-        return ServerSize.parse(size), lease
+        return ServerSize.parse(size), lease, idle
     except ValueError:
         raise BadRequest(f"Unknown size '{size[:64]}'; use Standard or Premium.", target="size") from None
+
+
+def _idle_timeout(body: dict[str, Any]) -> int | None:
+    """idleTimeoutMinutes as seconds: a number of minutes from 0 (no idle stop) to 1440, fractions allowed."""
+    minutes = body.get(IDLE_TIMEOUT)
+    if minutes is None:
+        return None
+    if isinstance(minutes, bool) or not isinstance(minutes, int | float) or not 0 <= minutes <= MAX_LEASE_MINUTES:
+        raise BadRequest(
+            f"The {IDLE_TIMEOUT} value must be a number of minutes from 0 (no idle stop) to {MAX_LEASE_MINUTES}.",
+            target=IDLE_TIMEOUT,
+        )
+    return round(minutes * 60)
 
 
 def parse_update(raw: bytes) -> int:
@@ -102,6 +119,9 @@ def session_json(session: Session, now: datetime) -> dict[str, Any]:
         body["teraflops"] = session.teraflops
     if session.error is not None:
         body["error"] = {"code": session.error.code, "message": session.error.message}
+    if session.idle_timeout_seconds is not None:
+        seconds = session.idle_timeout_seconds  # RenderHub's own, like queuePosition; whole minutes as integers
+        body[IDLE_TIMEOUT] = seconds // 60 if seconds % 60 == 0 else round(seconds / 60, 4)
     if session.status is SessionStatus.STARTING and session.queue_position is not None:
         # RenderHub's own: where it waits for a free render server (ARR's SDK ignores fields it does not know).
         body["queuePosition"] = session.queue_position

@@ -29,8 +29,8 @@ async def _authorized(request: Request) -> tuple[Hub, str, str]:
 
 async def create_session(request: Request) -> Response:
     h, account_id, session_id = await _authorized(request)
-    size, lease = parse_create(await request.body())
-    session, created = await h.manager.create(account_id, session_id, size, lease)
+    size, lease, idle = parse_create(await request.body())
+    session, created = await h.manager.create(account_id, session_id, size, lease, idle)
     return json_response(session_json(session, h.clock.now()), 201 if created else 200)
 
 

@@ -70,6 +70,8 @@ class RenderServer:
         self.client: ClientStream | None = None  # the one connected client's stream
         self.client_grant: Grant | None = None  # the token it connected with
         self.kept: KeptScene | None = None  # the scene of the client that left, until the grace period ends
+        # Since when no client has been connected (monotonic; None while one is): the hub's idle stop reads it.
+        self.idle_since: float | None = time.monotonic()
         self._kept_expiry: asyncio.Task[None] | None = None
         self._closing_workers: set[asyncio.Task[None]] = set()
         self.clients_served = 0
@@ -95,6 +97,7 @@ class RenderServer:
                 log.warning("refused an assignment to session %s: serving %s", assignment.session_id, self.session_id)
             return
         self.session_id = assignment.session_id
+        self.idle_since = time.monotonic()  # a pooled server's wait was nobody's idle time
         self.tokens = TokenCheck(self.config.token_public_key, assignment.account_id)
         self.keys.vouched()
         self.stream_options = dataclasses.replace(self.stream_options, session_id=assignment.session_id)
@@ -114,7 +117,8 @@ class RenderServer:
 
     async def handshake(self, request: Request) -> Response:
         if request.path == "/health" and request.method == "GET":
-            return Response.json(200, {"status": "ok", "sessionId": self.session_id})
+            idle = None if self.idle_since is None else round(time.monotonic() - self.idle_since, 1)
+            return Response.json(200, {"status": "ok", "sessionId": self.session_id, "idleSeconds": idle})
         if request.path == "/offer" and request.method == "POST":
             return await self.offer(request)
         if request.path == "/reference" and request.method == "GET":
@@ -197,6 +201,7 @@ class RenderServer:
                 log.error("the render worker did not start: %s", exc)
                 return Response.error(503, exc.code, "Rendering could not start; retry shortly.")
             self.client, self.client_grant = client, grant
+            self.idle_since = None
             answer = client.answer_sdp
             self.models.client_token = grant.token
             self.models.account_id = self.tokens.account_id
@@ -218,6 +223,7 @@ class RenderServer:
 
     def _forget_client(self) -> None:
         self.client, self.client_grant = None, None
+        self.idle_since = time.monotonic()
         self.models.client_token = None
         self.models.account_id = None
 

@@ -60,6 +60,7 @@ SESSION_INSERT = sessions.insert()  # its values come as parameters: the stateme
 NEW_SESSION_COLUMNS = (
     "account_id", "region", "id", "size", "max_lease_minutes", "status", "created_at", "ready_at", "ended_at",
     "hostname", "handshake_port", "inspector_port", "teraflops", "backend", "backend_state", "watcher",
+    "idle_timeout_seconds",
 )  # fmt: skip
 
 
@@ -153,6 +154,7 @@ def _session(row: sa.Row[Any]) -> Session:
         watcher=row.watcher,
         region=row.region,
         queue_position=row.queue_position,
+        idle_timeout_seconds=row.idle_timeout_seconds,
     )
 
 
@@ -169,6 +171,7 @@ def _account(row: sa.Row[Any]) -> Account:
         primary_serial=row.primary_serial,
         secondary_serial=row.secondary_serial,
         created_at=row.created_at,
+        idle_timeout_seconds=row.idle_timeout_seconds,
     )
 
 
@@ -269,6 +272,14 @@ class Repository:
             if result.rowcount == 1:
                 await c.execute(account_quotas.delete().where(account_quotas.c.account_id == account_id))
                 await c.execute(account_budgets.delete().where(account_budgets.c.account_id == account_id))
+        return result.rowcount == 1
+
+    async def set_idle_timeout(self, account_id: str, seconds: int | None) -> bool:
+        """An account's default idle timeout for the sessions it creates from now on (None: off)."""
+        async with self._begin() as c:
+            result = await c.execute(
+                accounts.update().where(accounts.c.id == account_id).values(idle_timeout_seconds=seconds)
+            )
         return result.rowcount == 1
 
     # Quotas

@@ -39,6 +39,7 @@ accounts = sa.Table(
     sa.Column("primary_serial", sa.Integer, nullable=False),
     sa.Column("secondary_serial", sa.Integer, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("idle_timeout_seconds", sa.Integer),  # the default of its sessions' idle stop (None: off)
 )
 
 sessions = sa.Table(
@@ -64,6 +65,7 @@ sessions = sa.Table(
     sa.Column("backend_state", sa.JSON),
     sa.Column("watcher", sa.String(36)),  # the replica whose task brings this session up while it starts
     sa.Column("queue_position", sa.Integer),  # while it waits for a free server on its host: 1 is next
+    sa.Column("idle_timeout_seconds", sa.Integer),  # stopped after this long without a client (None: never)
     # A session is its account's, in the region where it was created: the same id in two regions is two sessions.
     sa.UniqueConstraint("account_id", "region", "id", name="uq_sessions_account_region_id"),
     # The quota check counts an account's live sessions of one size in its region on every create.
