@@ -65,12 +65,11 @@ class SessionManager:
         before anything starts, when the account already holds its quota of live sessions of the size.
         `idle_seconds`: how long it may go without a client (None: the account's default; 0: no idle stop)."""
         leases.check_new_lease(lease)
-        if idle_seconds is None:
-            account = await self.repo.get_account(account_id)
-            idle_seconds = account.idle_timeout_seconds if account is not None else None
-        idle = idle_seconds or None
+        default_idle, budget = await self.repo.budgets.policy(account_id)
+        idle = (default_idle if idle_seconds is None else idle_seconds) or None
         try:
-            await self._check_budget(account_id, budgets.lease_spend(lease, self.sizes[size].price_per_minute))
+            asked = budgets.lease_spend(lease, self.sizes[size].price_per_minute)
+            await self._check_budget(account_id, budget, asked)
         except BudgetExceeded:
             # A retried create of a session that exists is answered as one, budget or not.
             existing = await self.repo.get_session(account_id, session_id)
@@ -123,9 +122,8 @@ class SessionManager:
             "them, or ask the hub's administrator to raise the quota (renderhub account set-quota)."
         )
 
-    async def _check_budget(self, account_id: str, asked: budgets.Spend) -> None:
+    async def _check_budget(self, account_id: str, budget: budgets.Budget | None, asked: budgets.Spend) -> None:
         """BudgetExceeded when the account has a monthly budget and `asked` would pass what is left of it."""
-        budget = await self.repo.budgets.get(account_id)
         if budget is None:
             return
         spent = await self.repo.budgets.spent(account_id, budgets.month_start(self.clock.now()))
@@ -146,7 +144,8 @@ class SessionManager:
             session = await self.get(account_id, session_id)
             leases.check_extension(session, lease)
             price = self.sizes[session.size].price_per_minute
-            await self._check_budget(account_id, budgets.lease_spend(lease - session.max_lease_minutes, price))
+            budget = await self.repo.budgets.get(account_id)
+            await self._check_budget(account_id, budget, budgets.lease_spend(lease - session.max_lease_minutes, price))
             if await self.repo.extend_lease(session, lease):
                 return await self.get(account_id, session_id)
             # The session changed under us (stopped, extended by another client): judge it again.

@@ -11,11 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from renderhub.budgets import Budget, Spend
 from renderhub.models import LIVE_STATUSES, ServerSize
 from renderhub.store.tables import account_budgets, accounts, sessions, usage_records
-from renderhub.store.transaction import transaction
+from renderhub.store.transaction import autocommit, transaction
 
 
 class BudgetStore:
-    """Every statement about budgets; an account's budget and spend are the same in every region."""
+    """Every statement about budgets (and the account policy a create reads with them); an account's budget and
+    spend are the same in every region."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -32,13 +33,25 @@ class BudgetStore:
         return True
 
     async def get(self, account_id: str) -> Budget | None:
-        query = account_budgets.select().where(account_budgets.c.account_id == account_id)
-        async with transaction(self.engine) as c:
+        return (await self.policy(account_id))[1]
+
+    async def policy(self, account_id: str) -> tuple[int | None, Budget | None]:
+        """What a create asks of an account, in one read: its default idle timeout and its budget."""
+        query = (
+            sa.select(
+                accounts.c.idle_timeout_seconds, account_budgets.c.monthly_cost, account_budgets.c.monthly_minutes
+            )
+            .select_from(accounts.outerjoin(account_budgets, account_budgets.c.account_id == accounts.c.id))
+            .where(accounts.c.id == account_id)
+        )
+        async with autocommit(self.engine) as c:
             row = (await c.execute(query)).first()
         if row is None:
-            return None
+            return None, None
+        if row.monthly_cost is None and row.monthly_minutes is None:
+            return row.idle_timeout_seconds, None
         cost = None if row.monthly_cost is None else Decimal(row.monthly_cost).quantize(Decimal("0.0001"))
-        return Budget(cost, row.monthly_minutes)
+        return row.idle_timeout_seconds, Budget(cost, row.monthly_minutes)
 
     async def spent(self, account_id: str, since: datetime) -> Spend:
         """The usage records of the account's sessions that ended since `since`, in every region."""
