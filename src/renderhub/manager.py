@@ -73,13 +73,9 @@ class SessionManager:
         except BudgetExceeded:
             # A retried create of a session that exists is answered as one, budget or not.
             existing = await self.repo.get_session(account_id, session_id)
-            if existing is None or (existing.size, existing.max_lease_minutes, existing.idle_timeout_seconds) != (
-                size,
-                lease,
-                idle,
-            ):
+            if existing is None:
                 raise
-            return existing, False
+            return self._retried(existing, size, lease, idle), False
         # Insert first, look second: a new session (the usual case) costs one statement, its quota check included.
         fresh = Session(
             account_id=account_id,
@@ -107,13 +103,18 @@ class SessionManager:
             return session, True
         if existing is None:  # it was there a moment ago, and purged since: as good as new
             return await self.create(account_id, session_id, size, lease, idle or 0)
+        return self._retried(existing, size, lease, idle), False
+
+    @staticmethod
+    def _retried(existing: Session, size: ServerSize, lease: int, idle: int | None) -> Session:
+        """The session a retried create asks for, if it asks with the same settings; else Conflict."""
         if (existing.size, existing.max_lease_minutes, existing.idle_timeout_seconds) != (size, lease, idle):
             idle_text = "none" if existing.idle_timeout_seconds is None else f"{existing.idle_timeout_seconds} s"
             raise Conflict(
-                f"A session with the id '{session_id}' already exists with other settings "
+                f"A session with the id '{existing.id}' already exists with other settings "
                 f"(size {existing.size}, maxLeaseTimeMinutes {existing.max_lease_minutes}, idle timeout {idle_text})."
             )
-        return existing, False
+        return existing
 
     async def _over_quota(self, account_id: str, size: ServerSize) -> QuotaExceeded:
         quota = (await self.repo.quotas(account_id)).get(account_id, {}).get(size, self.sizes[size].default_quota)
@@ -256,7 +257,8 @@ class SessionManager:
         keeps arrival order across replicas without a queue of its own; a waiting session's place is recorded
         (queuePosition) whenever it changes."""
         capacity = self.sizes[session.size].capacity
-        deadline = self.clock.now() + timedelta(seconds=self.settings.queue_timeout_seconds)
+        # From its create: a start adopted from a replica that died does not wait the whole timeout again.
+        deadline = session.created_at + timedelta(seconds=self.settings.queue_timeout_seconds)
         recorded = session.queue_position
         while True:
             async with self._background:
