@@ -12,17 +12,19 @@ import os
 import secrets
 import ssl
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's tests package: the delay line
 from tests.conftest import _postgres
 from tests.delay_line import FarHost, far_host, udp_round_trips
-from tests.hubs import RegionHub, free_port, hub_dir, kill_render_servers
+from tests.hubs import RENDERHUB, RegionHub, free_port, hub_dir, kill_render_servers
 from tests.tcp_proxy import cuttable_link
 
 from renderhub.client import HubClient
@@ -83,7 +85,9 @@ def main() -> None:
     parser.add_argument("--database-delay", type=float, default=10.0, help="one-way ms to the far database")
     parser.add_argument("--samples", type=int, default=10, help="round trips per measurement")
     parser.add_argument("--requests", type=int, default=20, help="requests per API figure")
-    parser.add_argument("--parts", default="latency,database", help="which figures: latency, database or both")
+    parser.add_argument("--parts", default="latency,database,stream",
+                        help="which figures: latency, database, stream (comma-separated)")  # fmt: skip
+    parser.add_argument("--frames", type=int, default=90, help="frames per stream (the stream part)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench/regions.py makes network namespaces: run it as root")
@@ -94,6 +98,8 @@ def main() -> None:
 
     if "latency" in args.parts:
         results["latency_test"] = latency_test(args, root, tls)
+    if "stream" in args.parts:
+        results["stream"] = stream_latency(args, root, tls)
     if "database" in args.parts:
         results["database_cost"] = database_cost(args, root, tls)
     print(json.dumps(results))
@@ -113,6 +119,38 @@ def latency_test(args: argparse.Namespace, root: Path, tls: Path) -> list[dict[s
             print(f"{delay:>6.0f}ms {expected:>7.1f}ms {udp:>7.1f}ms {probe:>7.1f}ms {probe / expected:>14.2f}x")
             rows.append({"delay_ms": delay, "expected_ms": expected, "udp_ms": udp, "probe_ms": probe})
     return rows
+
+
+def stream_latency(args: argparse.Namespace, root: Path, tls: Path) -> dict[str, dict[str, Any]]:
+    """`renderhub connect` (640x360, 30 fps) to a session in a region at each delay: what the round trip adds to
+    pose-to-frame latency (the comparison: the same stream on loopback, no delay)."""
+    print(f"\nstreams: pose-to-frame latency, `renderhub connect --frames {args.frames}` at 640x360 30 fps")
+    print(f"{'one way':>8} {'round trip':>11} {'p50':>8} {'p95':>8} {'fps':>6}")
+    figures: dict[str, dict[str, Any]] = {}
+    for index, delay in enumerate([0.0, *(float(d) for d in args.delays.split(","))]):
+        with far_host(delay / 1000, tag="rb", index=20 + index) as far:
+            with region_hub(far, root, tls, f"s{index}") as hub:
+                config = hub.data_dir / "arrconfig.json"
+                common = ["--config", str(config), "--data-dir", str(hub.data_dir)]
+                created = run_cli("session", "create", "--id", "bench", "--wait", "--json", *common)
+                assert json.loads(created)["status"] == "Ready", created
+                try:
+                    out = run_cli("connect", "bench", "--frames", str(args.frames), "--width", "640", "--height",
+                                  "360", "--json", *common)  # fmt: skip
+                finally:
+                    run_cli("session", "stop", "bench", *common)
+        got = json.loads(out)
+        p50, p95, fps = got["pose_to_frame_ms_p50"], got["pose_to_frame_ms_p95"], got["fps"]
+        print(f"{delay:>6.0f}ms {2 * delay:>9.0f}ms {p50:>6.1f}ms {p95:>6.1f}ms {fps:>6.1f}")
+        figures[f"{delay:g}"] = {"p50_ms": p50, "p95_ms": p95, "fps": fps}
+    return figures
+
+
+def run_cli(*args: str) -> str:
+    done = subprocess.run([RENDERHUB, *args], capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        raise RuntimeError(f"renderhub {' '.join(args[:2])} failed: {done.stderr}")
+    return done.stdout
 
 
 def database_cost(args: argparse.Namespace, root: Path, tls: Path) -> dict[str, dict[str, float]]:
