@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING
 import click
 from rich.table import Column, Table
 
-from renderhub.budgets import Spend, month_start
+from renderhub.budgets import Budget, Spend, month_start
 from renderhub.client import ArrConfig
 from renderhub.clock import Clock
+from renderhub.metering import COST_QUANTUM
 from renderhub.models import DEFAULT_REGION, ServerSize
 from renderhub.terminal import console, data_dir_option, database_option, fail, on_store
 
 if TYPE_CHECKING:
-    from renderhub.budgets import Budget
     from renderhub.models import Account, UsageRecord
     from renderhub.store import Repository
     from renderhub.store.regions import Region
@@ -146,8 +146,6 @@ def account_set_budget(account_id: str, cost: str | None, minutes: int | None, r
                        database_url: str | None) -> None:  # fmt: skip
     """Set an account's monthly budget: creates and lease extensions that would pass it are refused (403
     BudgetExceeded); running sessions go on."""
-    from renderhub.budgets import Budget
-
     if remove == (cost is not None or minutes is not None):
         fail("give --cost and/or --minutes, or --none")
     try:
@@ -156,7 +154,7 @@ def account_set_budget(account_id: str, cost: str | None, minutes: int | None, r
         fail(f"--cost {cost!r} is not a number")
     if amount is not None and (not amount.is_finite() or amount < 0):
         fail(f"--cost {cost!r} must be a number of at least 0")
-    budget = Budget(None if amount is None else amount.quantize(Decimal("0.0001")), minutes)
+    budget = Budget(None if amount is None else amount.quantize(COST_QUANTUM), minutes)
     account_id = account_id.lower()
     if not on_store(lambda repo: repo.budgets.set(account_id, budget), data_dir, database_url):
         fail(f"no account {account_id}")

@@ -15,15 +15,13 @@ from rich.markup import escape
 from rich.table import Column, Table
 
 from renderhub import admin, conversion_cli, region_cli
-from renderhub.cli_client import api_command, checked_id, hub_client, wait_until
+from renderhub.cli_client import SESSION_TERMINAL, api_command, checked_id, hub_client, wait_until
 from renderhub.clock import Clock
 from renderhub.region_cli import checked_region, create_in_nearest, in_region, region_option
 from renderhub.terminal import console, data_dir_option, database_option, errors, fail
 
 # The store, auth, config and bootstrap modules (SQLAlchemy, Alembic, pydantic, cryptography) are imported
 # where used: the session commands need none of them, and start in a third of the time without them.
-
-TERMINAL = ("Ready", "Error", "Expired", "Stopped")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -286,7 +284,7 @@ def session_create(size: str | None, lease_minutes: int | None, session_id: str 
             with in_region(client, region) as there:
                 body = there.create(session_id, size, lease, idle_timeout)
                 if wait:
-                    body = wait_until(body, there.get, TERMINAL, "session", quiet=as_json)
+                    body = wait_until(body, there.get, SESSION_TERMINAL, "session", quiet=as_json)
         _show(body, as_json)
         if body["status"] == "Error":
             sys.exit(2)

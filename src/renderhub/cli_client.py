@@ -14,6 +14,9 @@ from renderhub.client import ApiError, ArrConfig, HubClient
 from renderhub.models import ID_PATTERN, ID_RULE
 from renderhub.terminal import console, data_dir_option, fail
 
+# A session's statuses that `--wait` stops at.
+SESSION_TERMINAL = ("Ready", "Error", "Expired", "Stopped")
+
 
 def hub_client(config: Path | None, data_dir: Path) -> HubClient:
     path = config or data_dir / "arrconfig.json"

@@ -9,13 +9,12 @@ from typing import Any
 import click
 from rich.table import Table
 
-from renderhub.cli_client import api_command, hub_client, wait_until
+from renderhub.cli_client import SESSION_TERMINAL, api_command, hub_client, wait_until
 from renderhub.client import ApiError, HubClient
 from renderhub.latency import SAMPLES, RoundTrip, nearest_first
 from renderhub.models import REGION_PATTERN, REGION_RULE
 from renderhub.terminal import console, errors, fail
 
-TERMINAL = ("Ready", "Error", "Expired", "Stopped")
 # What a region answers when it has no room for the session, where another region may have some.
 REFUSALS = ("CapacityExceeded", "QuotaExceeded")
 
@@ -81,7 +80,7 @@ def create_in_nearest(
                     _moving_on(region, exc.code, exc.message, measured[n + 1])
                     continue
                 raise
-            body = wait_until(body, there.get, TERMINAL, "session", quiet=quiet)
+            body = wait_until(body, there.get, SESSION_TERMINAL, "session", quiet=quiet)
         error = body.get("error") or {}
         if body["status"] == "Error" and error.get("code") in REFUSALS and more:
             _moving_on(region, error["code"], error["message"], measured[n + 1])

@@ -9,8 +9,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from renderhub.budgets import Budget, Spend
-from renderhub.models import LIVE_STATUSES, ServerSize
-from renderhub.store.tables import account_budgets, accounts, sessions, usage_records
+from renderhub.metering import COST_QUANTUM
+from renderhub.models import ServerSize
+from renderhub.store.tables import LIVE, account_budgets, accounts, sessions, usage_records
 from renderhub.store.transaction import autocommit, transaction
 
 
@@ -50,7 +51,7 @@ class BudgetStore:
             return None, None
         if row.monthly_cost is None and row.monthly_minutes is None:
             return row.idle_timeout_seconds, None
-        cost = None if row.monthly_cost is None else Decimal(row.monthly_cost).quantize(Decimal("0.0001"))
+        cost = None if row.monthly_cost is None else Decimal(row.monthly_cost).quantize(COST_QUANTUM)
         return row.idle_timeout_seconds, Budget(cost, row.monthly_minutes)
 
     async def spent(self, account_id: str, since: datetime) -> Spend:
@@ -61,13 +62,12 @@ class BudgetStore:
         ).where(usage_records.c.account_id == account_id, usage_records.c.ended_at >= since)
         async with transaction(self.engine) as c:
             minutes, cost = (await c.execute(query)).one()
-        return Spend(int(minutes), Decimal(cost).quantize(Decimal("0.0001")))
+        return Spend(int(minutes), Decimal(cost).quantize(COST_QUANTUM))
 
     async def live_leases(self, account_id: str) -> list[tuple[ServerSize, int]]:
         """(size, lease minutes) of the account's live sessions in every region: what they may still bill."""
-        live = [status.value for status in LIVE_STATUSES]
         query = sa.select(sessions.c.size, sessions.c.max_lease_minutes).where(
-            sessions.c.account_id == account_id, sessions.c.status.in_(live)
+            sessions.c.account_id == account_id, sessions.c.status.in_(LIVE)
         )
         async with transaction(self.engine) as c:
             return [(ServerSize(size), minutes) for size, minutes in (await c.execute(query)).all()]

@@ -8,8 +8,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from renderhub.models import LIVE_STATUSES
-from renderhub.store.tables import regions, sessions
+from renderhub.store.tables import LIVE, regions, sessions
 from renderhub.store.transaction import transaction
 
 
@@ -53,7 +52,6 @@ class RegionStore:
 
     async def live_sessions(self, name: str) -> int:
         """How many Starting or Ready sessions a region holds: a region with some is not removed."""
-        live = [status.value for status in LIVE_STATUSES]
-        query = sa.select(sa.func.count()).where(sessions.c.region == name, sessions.c.status.in_(live))
+        query = sa.select(sa.func.count()).where(sessions.c.region == name, sessions.c.status.in_(LIVE))
         async with transaction(self.engine) as c:
             return int((await c.execute(query)).scalar_one())

@@ -30,6 +30,7 @@ from renderhub.store.conversions import ConversionStore
 from renderhub.store.coordination import Coordination
 from renderhub.store.regions import RegionStore
 from renderhub.store.tables import (
+    LIVE,
     UTCDateTime,
     account_budgets,
     account_quotas,
@@ -41,7 +42,6 @@ from renderhub.store.tables import (
 )
 from renderhub.store.transaction import UNAVAILABLE, autocommit, transaction
 
-LIVE = [s.value for s in LIVE_STATUSES]
 FIRST_ACCOUNT_LOCK = 0x52454E41  # any constants every replica shares (see migrate.MIGRATION_LOCK)
 QUOTA_LOCK = 0x51554F54  # with an (account, size) key: PostgreSQL's two-int4 advisory keyspace, as the leader lock
 # PostgreSQL: an account's creates of one size take its quota lock, shared while the account is far below its quota,

@@ -7,7 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from renderhub.models import DEFAULT_REGION
+from renderhub.models import DEFAULT_REGION, LIVE_STATUSES
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -28,6 +28,7 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
 
 
 metadata = sa.MetaData()
+LIVE = [s.value for s in LIVE_STATUSES]  # a live session's status column: Starting or Ready
 
 accounts = sa.Table(
     "accounts",
