@@ -21,6 +21,7 @@ from renderhub.terminal import console, data_dir_option, database_option, fail, 
 if TYPE_CHECKING:
     from renderhub.models import Account, UsageRecord
     from renderhub.store import Repository
+    from renderhub.store.pools import PooledServer
     from renderhub.store.regions import Region
 
 
@@ -291,6 +292,35 @@ def usage(account_id: str | None, start: str | None, end: str | None, as_json: b
         if budget.minutes is not None:
             against.append(f"{month_spend.minutes} of {budget.minutes} minutes")
         console.print(f"this month (UTC): spent {' and '.join(against)} of the budget")
+
+
+@click.group()
+def pool() -> None:
+    """The warm pools (on the hub's database): render servers started ahead of demand (`serve --warm-pool`)."""
+
+
+@pool.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@data_dir_option
+@database_option
+def pool_list(as_json: bool, data_dir: Path, database_url: str | None) -> None:
+    """List every region's pooled render servers: Ready ones a create takes at once, and those still booting."""
+
+    async def work(repo: Repository) -> list[tuple[str, PooledServer]]:
+        return await repo.pools.everywhere()
+
+    found = on_store(work, data_dir, database_url)
+    if as_json:
+        click.echo(json.dumps([{"region": region, "size": p.size.value, "status": p.status, "poolId": p.pool_id,
+                                "hostname": p.hostname, "createdAt": p.created_at.isoformat(),
+                                "readyAt": p.ready_at.isoformat() if p.ready_at else None}
+                               for region, p in found], indent=2))  # fmt: skip
+        return
+    table = Table("region", "size", "status", "host", "since")
+    for region_name, p in found:
+        since = p.ready_at or p.created_at
+        table.add_row(region_name, p.size.value, p.status, p.hostname or "-", since.strftime("%Y-%m-%d %H:%M:%S"))
+    console.print(table if found else "no pooled render servers (serve --warm-pool SIZE=N keeps some)")
 
 
 @click.group()

@@ -64,6 +64,13 @@ def main() -> None:
     show_default=True,
     help="Seconds a new session may wait for a free render server, in arrival order (0: fail it at once).",
 )
+@click.option(
+    "--warm-pool",
+    multiple=True,
+    metavar="SIZE=N",
+    help="Keep N render servers of SIZE started ahead of demand: a create takes one and is Ready at once "
+    "(repeat per size; on one host at most the size's capacity).",
+)
 @click.option("--sizes", "sizes_file", type=click.Path(exists=True, path_type=Path), help="Sizes and prices file.")
 @click.option("--tls-cert", type=click.Path(exists=True, path_type=Path), help="Your own certificate (PEM).")
 @click.option("--tls-key", type=click.Path(exists=True, path_type=Path), help="Its private key (PEM).")
@@ -152,8 +159,8 @@ def main() -> None:
 def serve(
     host: str, port: int, public_host: str | None, data_dir: Path, database_url: str | None, region: str,
     region_endpoint: str | None, backend: str,
-    ray_address: str | None, ray_namespace: str, queue_timeout: float, sizes_file: Path | None,
-    tls_cert: Path | None, tls_key: Path | None, insecure_http: bool,
+    ray_address: str | None, ray_namespace: str, queue_timeout: float, warm_pool: tuple[str, ...],
+    sizes_file: Path | None, tls_cert: Path | None, tls_key: Path | None, insecure_http: bool,
     rate_limit: float, page_size: int, max_connections_per_address: int, assets_dir: Path | None,
     ice_servers: tuple[str, ...],
     allow_private_model_urls: bool, scene_grace: float,
@@ -164,7 +171,8 @@ def serve(
 ) -> None:  # fmt: skip
     """Run the hub: the ARR session API and token service over HTTPS."""
     from renderhub.bootstrap import first_start, run_hub
-    from renderhub.config import Settings, load_linked_storage, parse_ice_server
+    from renderhub.config import Settings, load_linked_storage, parse_ice_server, parse_warm_pool
+    from renderhub.models import ServerSize
 
     if bool(tls_cert) != bool(tls_key):
         fail("--tls-cert and --tls-key go together")
@@ -187,10 +195,14 @@ def serve(
             load_linked_storage(linked_storage)
     except (OSError, ValueError) as exc:
         fail(f"--linked-storage {linked_storage}: {exc}")
+    try:
+        pools = parse_warm_pool(warm_pool)
+    except ValueError as exc:
+        fail(str(exc))
     settings = Settings(
         host=host, port=port, public_host=public_host, data_dir=data_dir, database_url=database_url,
         region=region, region_endpoint=region_endpoint, backend=backend, ray_address=ray_address,
-        ray_namespace=ray_namespace, queue_timeout_seconds=queue_timeout,
+        ray_namespace=ray_namespace, queue_timeout_seconds=queue_timeout, warm_pool=pools,
         sizes_file=sizes_file, tls_cert=tls_cert, tls_key=tls_key,
         insecure_http=insecure_http, rate_limit_per_second=rate_limit, page_size=page_size,
         max_connections_per_address=max_connections_per_address,
@@ -203,9 +215,13 @@ def serve(
         allow_private_storage=allow_private_storage,
     )  # fmt: skip
     try:
-        settings.load_sizes()  # a broken sizes file should fail here, not at the first session
+        sizes = settings.load_sizes()  # a broken sizes file should fail here, not at the first session
     except (OSError, ValueError, yaml.YAMLError) as exc:
         fail(f"--sizes {sizes_file}: {exc}" if sizes_file else str(exc))
+    for size, count in pools.items():
+        if backend != "ray" and count > sizes[ServerSize(size)].capacity:
+            fail(f"--warm-pool {size}={count}: one host runs at most {sizes[ServerSize(size)].capacity} {size} "
+                 "render servers (its capacity in the sizes file)")  # fmt: skip
     files = asyncio.run(first_start(settings, Clock()))
     # soft_wrap: whole lines, never broken at 80 columns (this usually goes to a log); paths escaped from markup
     if insecure_http:
@@ -387,7 +403,8 @@ main.add_command(conversion_cli.convert)
 main.add_command(conversion_cli.conversion)
 # Regions: the latency test (region_cli.py)
 main.add_command(region_cli.regions)
-# Accounts, usage and the region directory: administration, straight on the database (admin.py)
+# Accounts, usage, the region directory and the warm pools: administration, straight on the database (admin.py)
 main.add_command(admin.account)
 main.add_command(admin.usage)
 main.add_command(admin.region)
+main.add_command(admin.pool)

@@ -57,6 +57,9 @@ class Settings(BaseModel):
     # How long a new session may wait for a free render server (a node with room on Ray; on one host, in arrival
     # order, its place shown as queuePosition); 0: a full host or cluster fails it at once (CapacityExceeded).
     queue_timeout_seconds: float = 0.0
+    # The warm pool: render servers of each size kept started and unassigned in this region, so that a create
+    # finds one Ready (pools.py); none by default.
+    warm_pool: dict[str, int] = Field(default_factory=dict)
     tls_cert: Path | None = None
     tls_key: Path | None = None
     insecure_http: bool = False
@@ -257,3 +260,15 @@ def parse_ice_server(url: str) -> dict[str, Any]:
     if scheme == "stun" or not colon:
         raise ValueError(f"credentials go with TURN servers as turn:USER:PASS@HOST:PORT: {url!r}")
     return {"urls": f"{scheme}:{address}", "username": username, "credential": password}
+
+
+def parse_warm_pool(entries: Iterable[str]) -> dict[str, int]:
+    """`--warm-pool SIZE=N` options as {size: N}; ValueError naming the one that is not."""
+    pools: dict[str, int] = {}
+    sizes = {size.value.lower(): size.value for size in ServerSize}
+    for entry in entries:
+        name, _, count = entry.partition("=")
+        if name.strip().lower() not in sizes or not (count.strip().isascii() and count.strip().isdigit()):
+            raise ValueError(f"--warm-pool {entry!r}: give SIZE=N, SIZE one of {', '.join(sizes.values())}")
+        pools[sizes[name.strip().lower()]] = int(count)
+    return pools

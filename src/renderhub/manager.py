@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import uuid
 from collections.abc import Coroutine
@@ -16,6 +17,7 @@ from renderhub.config import Settings
 from renderhub.errors import BackendError, BudgetExceeded, Conflict, NotFound, QuotaExceeded, StoreUnavailable
 from renderhub.models import ArrError, ServerSize, Session, SessionStatus, SizeProfile
 from renderhub.paging import split_page
+from renderhub.store.pools import PooledServer
 from renderhub.store.repository import DuplicateSession, OverQuota, Repository
 
 log = logging.getLogger("renderhub.manager")
@@ -99,8 +101,10 @@ class SessionManager:
             if existing is None:
                 raise await self._over_quota(account_id, size) from None
         else:
-            self._watch(session, self._start(session), "start")
-            return session, True
+            # A warm pool's server makes the session Ready before the answer; else it answers Starting at once.
+            answer: asyncio.Future[Session | None] = asyncio.get_running_loop().create_future()
+            self._watch(session, self._start(session, answer=answer), "start")
+            return await asyncio.shield(answer) or session, True
         if existing is None:  # it was there a moment ago, and purged since: as good as new
             return await self.create(account_id, session_id, size, lease, idle or 0)
         return self._retried(existing, size, lease, idle), False
@@ -193,16 +197,37 @@ class SessionManager:
 
         task.add_done_callback(done)
 
-    async def _start(self, session: Session, launched: State | None = None) -> None:
-        """Launch the session's server (unless `launched` already) and wait until it is Ready. Whatever fails on
-        the way (the store, the backend), the server is stopped and the session ends in Error."""
-        state = launched
+    async def _start(
+        self, session: Session, launched: State | None = None, answer: asyncio.Future[Session | None] | None = None
+    ) -> None:
+        """Give the session a server (a pooled one from the warm pool, else one of its own, once there is room;
+        `launched`: the one it has) and wait until it is Ready. Whatever fails on the way (the store, the backend),
+        the server is stopped and the session ends in Error. `answer`: the create's, given the Ready session when
+        a pooled server made it Ready at once, else None as soon as the session is to start."""
+        state, taken = launched, None
         try:
+            if state is None:
+                taken = await self._claim(session)
+                if taken is None or not taken.ready:
+                    _settle(answer, None)  # none ready for it: it starts
+                if taken is None and not self.backend.places_servers:
+                    room = await self._wait_for_room(session)
+                    if room is False:
+                        await self._fail(session, self._no_room(session))
+                        return
+                    taken = room if isinstance(room, PooledServer) else None
+                state = taken.backend_state if taken else None
+            assigned = False
+            if state is not None and state.get("pool_id"):  # a pooled server (also one a dead replica claimed)
+                state = await self._take_pooled(session, state)
+                assigned = state is not None
             if state is None:
                 state = await self._launch(session)
                 if state is None:
                     return  # failed, or another watcher's: handled
-            await self._await_ready(session, state)
+            ready_at = await self._await_ready(session, state, running=assigned)
+            if ready_at is not None and taken is not None and assigned:
+                _settle(answer, _ready(session, state, taken.hostname, ready_at, self.sizes))
         except asyncio.CancelledError:
             raise  # the hub is closing: the next hub adopts the start (see close)
         except Exception:
@@ -213,26 +238,38 @@ class SessionManager:
                 except Exception:
                     log.exception("stopping the render server of session %s failed", session.id)
             await self._fail(session, ArrError("InternalServerError", "The render server could not be started."))
+        finally:
+            _settle(answer, None)
+
+    async def _claim(self, session: Session) -> PooledServer | None:
+        """A launched server of the warm pool for the session, recorded on it; None when this hub keeps no pool of
+        the size or the pool has none launched."""
+        if not self.settings.warm_pool.get(session.size.value):
+            return None
+        taken = await self.repo.pools.claim(session, self.backend.name)
+        if taken is not None:
+            log.info("session %s takes pooled server %s", session.id, taken.pool_id)
+        return taken
+
+    async def _take_pooled(self, session: Session, state: State) -> State | None:
+        """Give a claimed pooled server its session once it answers (at once if it was Ready); None when it cannot
+        take it (it died, or never came up): it is stopped, and the session gets a server of its own."""
+        assignment = Assignment(session.account_id, session.id, session.seq)
+        try:
+            if await self._until_running(session, state) is not ServerState.RUNNING:
+                raise BackendError("RenderServerExited", "The pooled render server did not come up.")
+            return await self.backend.assign(state, assignment)
+        except BackendError as exc:
+            log.warning("session %s: its pooled server failed (%s); launching one", session.id, exc.message)
+            await self.backend.stop(state)
+            return None
 
     async def _launch(self, session: Session) -> State | None:
         """Launch the session's server and record it on the session; None when the start ended here."""
-        profile = self.sizes[session.size]
-        if not self.backend.places_servers and not await self._wait_for_room(session):
-            waited = self.settings.queue_timeout_seconds
-            await self._fail(
-                session,
-                ArrError(
-                    "CapacityExceeded",
-                    f"No {session.size} render server is free: all {profile.capacity} on this host are in use"
-                    + (f" (waited {waited:g} s in the queue)" if waited > 0 else "")
-                    + ". Stop a session or retry later.",
-                ),
-            )
-            return None
         spec = ServerSpec(
             size=session.size.value,
             token_public_key=self.token_public_key,
-            profile=profile.profile,
+            profile=self.sizes[session.size].profile,
             session=Assignment(session.account_id, session.id, session.seq),
         )
         try:
@@ -251,8 +288,9 @@ class SessionManager:
             return None
         return state
 
-    async def _wait_for_room(self, session: Session) -> bool:
-        """Whether a server of the session's size is free on this host for it, waiting up to the queue timeout.
+    async def _wait_for_room(self, session: Session) -> bool | PooledServer:
+        """True once a server of the session's size may be launched for it on this host; a pooled server when the
+        warm pool has one for it first; False when neither came within the queue timeout (or it was stopped).
         The live sessions created before it (running, starting or waiting themselves) come first, so the queue
         keeps arrival order across replicas without a queue of its own; a waiting session's place is recorded
         (queuePosition) whenever it changes."""
@@ -265,6 +303,8 @@ class SessionManager:
                 ahead = await self.repo.live_sessions_before(session.size, session.seq, self.backend.name)
             if ahead < capacity:
                 return True
+            if recorded is not None and (taken := await self._claim(session)) is not None:
+                return taken
             if self.clock.now() >= deadline:
                 return False
             position = ahead - capacity + 1
@@ -275,33 +315,50 @@ class SessionManager:
                 recorded = position
             await asyncio.sleep(QUEUE_POLL_SECONDS)
 
-    async def _await_ready(self, session: Session, state: State) -> None:
-        """Ready once the server answers on its handshake port; Error if it dies or takes too long."""
+    def _no_room(self, session: Session) -> ArrError:
+        waited = self.settings.queue_timeout_seconds
+        return ArrError(
+            "CapacityExceeded",
+            f"No {session.size} render server is free: all {self.sizes[session.size].capacity} on this host are in "
+            "use" + (f" (waited {waited:g} s in the queue)" if waited > 0 else "") + ". Stop a session or retry later.",
+        )
+
+    async def _until_running(self, session: Session, state: State) -> ServerState:
+        """Poll the server until it answers (RUNNING), exits (GONE), or the session's start runs out of time
+        (STARTING)."""
         # A queued session's wait for room on a cluster does not count against its start.
         wait = self.settings.start_timeout_seconds + self.settings.queue_timeout_seconds
         deadline = session.created_at + timedelta(seconds=wait)
-        while True:
-            server = await self.backend.poll(state)
-            if server is ServerState.RUNNING:
-                break
-            if server is ServerState.GONE:
-                await self._fail(session, ArrError("RenderServerExited", "The render server exited while starting."))
-                return
+        while (server := await self.backend.poll(state)) is ServerState.STARTING:
             if self.clock.now() >= deadline:
-                await self._fail(
-                    session,
-                    ArrError(
-                        "StartTimeout",
-                        f"The render server did not answer within {self.settings.start_timeout_seconds:g} seconds.",
-                    ),
-                )
-                return
+                break
             await asyncio.sleep(POLL_INTERVAL)
+        return server
+
+    async def _await_ready(self, session: Session, state: State, running: bool = False) -> datetime | None:
+        """Ready once the server answers on its handshake port (`running`: known to, a pooled server that took
+        its session): returns when; Error if it dies or takes too long."""
+        server = ServerState.RUNNING if running else await self._until_running(session, state)
+        if server is ServerState.GONE:
+            await self._fail(session, ArrError("RenderServerExited", "The render server exited while starting."))
+            return None
+        if server is ServerState.STARTING:
+            timeout = self.settings.start_timeout_seconds
+            await self._fail(
+                session, ArrError("StartTimeout", f"The render server did not answer within {timeout:g} seconds.")
+            )
+            return None
         teraflops = self.sizes[session.size].teraflops
-        async with self._background:
-            ready = await self.repo.mark_ready(session, self.clock.now(), teraflops)
+        now = self.clock.now()
+        if running:  # a warm start: its create waits for this, not for a background slot
+            ready = await self.repo.mark_ready(session, now, teraflops)
+        else:
+            async with self._background:
+                ready = await self.repo.mark_ready(session, now, teraflops)
         if not ready:
             await self._release_unless_live(session, state)
+            return None
+        return now
 
     async def _release_unless_live(self, session: Session, state: State) -> None:
         """After losing a race on a session's status: stop this server unless a live session still owns it
@@ -359,3 +416,26 @@ class SessionManager:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _settle(answer: asyncio.Future[Session | None] | None, session: Session | None) -> None:
+    """Give a create its answer, once (a later call changes nothing)."""
+    if answer is not None and not answer.done():
+        answer.set_result(session)
+
+
+def _ready(
+    session: Session, state: State, hostname: str | None, at: datetime, sizes: dict[ServerSize, SizeProfile]
+) -> Session:
+    """The session as marked Ready at `at` on the server `state` points at."""
+    return dataclasses.replace(
+        session,
+        status=SessionStatus.READY,
+        ready_at=at,
+        teraflops=sizes[session.size].teraflops,
+        backend_state=state,
+        hostname=hostname,
+        handshake_port=int(state["handshake_port"]),
+        inspector_port=int(state["inspector_port"]),
+        queue_position=None,
+    )

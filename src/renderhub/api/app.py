@@ -31,6 +31,8 @@ from renderhub.conversion_runs import ConversionRuns
 from renderhub.conversions import ConversionManager
 from renderhub.errors import RenderHubError
 from renderhub.manager import SessionManager
+from renderhub.models import ServerSize
+from renderhub.pools import WarmPool
 from renderhub.ratelimit import RateLimiter
 from renderhub.reaper import Reaper
 from renderhub.regions import RegionDirectory
@@ -62,6 +64,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None, backend: Backe
             retention = StorageRetention(settings.storage_root, settings.storage_retention_days, clock.now())
             trust = ssl.create_default_context(cafile=str(ensure_ca(settings.tls_dir, clock.now())))
             reaper = Reaper(manager, settings, clock, steps=[retention], trust=trust)
+            targets = {ServerSize(size): count for size, count in settings.warm_pool.items()}
+            pool = WarmPool(manager, reaper.replicas.alive, targets, clock.now())
+            reaper.steps.append(pool)
             links = StorageLinks(settings.scheme, ["127.0.0.1", *settings.certificate_hosts], settings.linked_storage)
             conversions = ConversionManager(settings, repo.conversions, links, clock)
             accounts = Accounts(repo, settings.account_cache_seconds)
@@ -108,6 +113,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, backend: Backe
                 async with relay, reaper.running(), conversion_runs.running(), directory.refreshing():
                     yield
             finally:
+                await pool.close()
                 await manager.close()
                 await reaper.replicas.leave()
                 await session_backend.close()

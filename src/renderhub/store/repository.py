@@ -28,6 +28,7 @@ from renderhub.models import (
 from renderhub.store.budgets import BudgetStore
 from renderhub.store.conversions import ConversionStore
 from renderhub.store.coordination import Coordination
+from renderhub.store.pools import PoolStore
 from renderhub.store.regions import RegionStore
 from renderhub.store.tables import (
     LIVE,
@@ -200,6 +201,7 @@ class Repository:
         self.conversions = ConversionStore(engine, region)
         self.regions = RegionStore(engine)
         self.budgets = BudgetStore(engine)
+        self.pools = PoolStore(engine, region)
         self._in_flight_bound: int | None = None  # PostgreSQL's max_connections, read once
         self._tight: set[tuple[str, str, str]] = set()  # a hint only: which lock to try first (see SHARED_QUOTA_LOCK)
 

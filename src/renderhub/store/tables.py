@@ -171,3 +171,22 @@ regions = sa.Table(
     sa.Column("probe_url", sa.Text, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
 )
+
+# The warm pool (pools.py): render servers started ahead of demand, one row each, per region and backend. The
+# leading replica inserts a row (Starting, no state) before it launches the server, records the state once the
+# server has bound its ports, and marks it Ready once it answers; a create claims a launched row by deleting it
+# in the transaction that records its state on the session. Whoever deletes a row owns its server.
+pooled_servers = sa.Table(
+    "pooled_servers",
+    metadata,
+    sa.Column("region", sa.String(64), primary_key=True),
+    sa.Column("pool_id", sa.String(32), primary_key=True),
+    sa.Column("size", sa.String(16), nullable=False),
+    sa.Column("backend", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # Starting or Ready, as a session's
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("ready_at", UTCDateTime),
+    sa.Column("hostname", sa.String(255)),
+    sa.Column("backend_state", sa.JSON),  # None until the server has bound its ports
+    sa.Column("starter", sa.String(36), nullable=False),  # the replica launching it
+)
