@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from renderhub.models import ServerSize, Session, SessionStatus
+from renderhub.store.starting import SET_BACKEND_STATE, backend_state_params
 from renderhub.store.tables import LIVE, pooled_servers, sessions
 from renderhub.store.transaction import transaction
 
@@ -146,24 +147,10 @@ class PoolStore:
                     if row is None:
                         continue  # another create took it
                     taken = _pooled(row)
-                    assert taken.backend_state is not None
+                    assert taken.backend_state is not None and taken.hostname is not None  # launched
                     state = {**taken.backend_state, "session_seq": session.seq}
-                    recorded = await c.execute(
-                        sessions.update()
-                        .where(
-                            sessions.c.account_id == session.account_id,
-                            sessions.c.region == session.region,
-                            sessions.c.id == session.id,
-                            sessions.c.status == STARTING,
-                        )
-                        .values(
-                            backend_state=state,
-                            hostname=taken.hostname,
-                            handshake_port=state["handshake_port"],
-                            inspector_port=state["inspector_port"],
-                            queue_position=None,
-                        )
-                    )
+                    params = backend_state_params(session, state, taken.hostname)
+                    recorded = await c.execute(SET_BACKEND_STATE, params)
                     if recorded.rowcount != 1:
                         raise _Taken
                     return PooledServer(**{**taken.__dict__, "backend_state": state})

@@ -30,6 +30,7 @@ from renderhub.store.conversions import ConversionStore
 from renderhub.store.coordination import Coordination
 from renderhub.store.pools import PoolStore
 from renderhub.store.regions import RegionStore
+from renderhub.store.starting import MARK_READY, SET_BACKEND_STATE, SET_QUEUE_POSITION, backend_state_params, key
 from renderhub.store.tables import (
     LIVE,
     UTCDateTime,
@@ -95,24 +96,6 @@ def _quota_insert() -> sa.Insert:
 SESSION_INSERT_WITHIN_QUOTA = _quota_insert()
 
 
-def _while_starting(*columns: str) -> sa.Update:
-    """UPDATE a Starting session (parameters key_account, key_region, key_id) setting `columns` (parameters
-    new_COLUMN): the start path's statements, each built and compiled once."""
-    return (
-        sessions.update()
-        .where(
-            sessions.c.account_id == sa.bindparam("key_account"),
-            sessions.c.region == sa.bindparam("key_region"),
-            sessions.c.id == sa.bindparam("key_id"),
-            sessions.c.status == SessionStatus.STARTING.value,
-        )
-        .values({name: sa.bindparam(f"new_{name}", type_=sessions.c[name].type) for name in columns})
-    )
-
-
-SET_BACKEND_STATE = _while_starting("backend_state", "hostname", "handshake_port", "inspector_port", "queue_position")
-SET_QUEUE_POSITION = _while_starting("queue_position")
-MARK_READY = _while_starting("status", "ready_at", "teraflops")
 SESSION_BY_ID = sessions.select().where(
     sessions.c.account_id == sa.bindparam("account_id"),
     sessions.c.region == sa.bindparam("region"),
@@ -157,10 +140,6 @@ def _session(row: sa.Row[Any]) -> Session:
         queue_position=row.queue_position,
         idle_timeout_seconds=row.idle_timeout_seconds,
     )
-
-
-def _key(session: Session) -> dict[str, str]:
-    return {"key_account": session.account_id, "key_region": session.region, "key_id": session.id}
 
 
 def _account(row: sa.Row[Any]) -> Account:
@@ -489,26 +468,19 @@ class Repository:
         """Record where a starting session's server runs (its host and the ports it bound, in `state`), so any
         hub can find it again."""
         async with self._begin() as c:
-            values = {
-                "new_backend_state": state,
-                "new_hostname": hostname,
-                "new_handshake_port": state["handshake_port"],
-                "new_inspector_port": state["inspector_port"],
-                "new_queue_position": None,  # launched: no longer waiting
-            }
-            result = await c.execute(SET_BACKEND_STATE, {**_key(session), **values})
+            result = await c.execute(SET_BACKEND_STATE, backend_state_params(session, state, hostname))
         return result.rowcount == 1
 
     async def set_queue_position(self, session: Session, position: int) -> bool:
         """Where a Starting session waits for a free server of its size (1: next)."""
         async with self._begin() as c:
-            result = await c.execute(SET_QUEUE_POSITION, {**_key(session), "new_queue_position": position})
+            result = await c.execute(SET_QUEUE_POSITION, {**key(session), "new_queue_position": position})
         return result.rowcount == 1
 
     async def mark_ready(self, session: Session, ready_at: datetime, teraflops: float) -> bool:
         async with self._begin() as c:
             values = {"new_status": SessionStatus.READY.value, "new_ready_at": ready_at, "new_teraflops": teraflops}
-            result = await c.execute(MARK_READY, {**_key(session), **values})
+            result = await c.execute(MARK_READY, {**key(session), **values})
         return result.rowcount == 1
 
     async def extend_lease(self, session: Session, minutes: int) -> bool:
